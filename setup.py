@@ -1,0 +1,40 @@
+"""speech_jax: a JAX/Flax reimplementation of MiniMax-Speech."""
+from setuptools import find_packages, setup
+
+CORE = [
+    "jax>=0.7",
+    "flax>=0.12",
+    "optax>=0.2.5",
+    "orbax-checkpoint>=0.11",
+    "grain>=0.2.12",
+    "numpy>=1.26",
+    "librosa>=0.10",
+    "soundfile>=0.12",
+    "soxr>=0.5",
+    "ml-collections>=1.0",
+    "sentencepiece>=0.2",
+    "espeakng-loader>=0.2.4",
+    "tensorboardX>=2.6",
+    "tqdm>=4.66",
+    "array-record>=0.8",
+    # tfds reads the corpora (tfds.data_source) without TensorFlow; building them needs the `data` extra.
+    "tensorflow-datasets>=4.9.7",
+]
+
+EXTRAS = {
+    # Writing TFDS corpora (`speech-jax prepare`) needs TensorFlow; training never imports it.
+    "data": ["tensorflow-cpu>=2.16"],
+}
+EXTRAS["dev"] = EXTRAS["data"] + ["pytest>=8", "pytest-xdist>=3.5"]
+
+setup(
+    name="speech_jax",
+    version="0.1.0",
+    description="MiniMax-Speech in JAX/Flax: zero-shot voice cloning TTS for large-scale pretraining",
+    packages=find_packages(include=["speech_jax", "speech_jax.*", "data_pipelines", "data_pipelines.*"]),
+    package_data={"data_pipelines": ["espeak_tts/sentences/*.txt"]},
+    python_requires=">=3.11",
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["speech-jax=speech_jax.cli:main"]},
+)
