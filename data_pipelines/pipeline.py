@@ -1,0 +1,184 @@
+"""The Grain input pipeline shared by every stage.
+
+record index ─shuffle/repeat─▶ per-process slice ─▶ load (decode, resample, length rule, crop,
+BPE ids, same-speaker *different-utterance* reference) ─▶ drop unusable ─▶ batch with padding to a
+static length bucket ─▶ optional multiprocess prefetch.
+
+Every random choice comes from Grain's per-element generator (seed + position), so the stream is a
+pure function of (seed, position) and the iterator state in a checkpoint replays it exactly.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import defaultdict
+
+import grain
+import jax
+import numpy as np
+
+from data_pipelines.sources import _str, corpus_dir, open_source, speaker_index
+
+
+def bucket_lengths(seconds, sample_rate: int, multiple: int) -> tuple[int, ...]:
+    """Bucket sizes in samples, rounded up to `multiple` (2 × hop, so token frames are whole)."""
+    out = sorted({int(math.ceil(s * sample_rate / multiple) * multiple) for s in seconds})
+    if not out:
+        raise ValueError("data.buckets_seconds is empty")
+    return tuple(out)
+
+
+def default_bpe_path(cfg) -> str:
+    return cfg.bpe_model or os.path.join(corpus_dir(cfg.name, cfg.data_dir), "bpe.model")
+
+
+class LoadExample:
+    """index → example dict (or None when the utterance is unusable for this stage)."""
+
+    def __init__(self, source, speakers: list[str], cfg, bpe_path: str, *, training: bool):
+        self.source = source
+        self.speakers = speakers
+        self.by_speaker: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(speakers):
+            self.by_speaker[s].append(i)
+        self.speaker_ids = {s: k for k, s in enumerate(sorted(self.by_speaker))}
+        self.cfg = cfg
+        self.bpe_path = bpe_path
+        self.training = training
+        self._bpe = None
+        sr = cfg.sample_rate
+        self.max_len = int(cfg.max_seconds * sr)
+        self.min_len = int(cfg.min_seconds * sr)
+        self.ref_min, self.ref_max = (int(s * sr) for s in cfg.ref_seconds)
+
+    def __getstate__(self):  # the tokenizer is reloaded in each worker process
+        d = dict(self.__dict__)
+        d["_bpe"] = None
+        return d
+
+    @property
+    def bpe(self):
+        if self._bpe is None:
+            from speech_jax.text.bpe import BpeTokenizer
+            self._bpe = BpeTokenizer.load(self.bpe_path)
+        return self._bpe
+
+    def _audio(self, record) -> np.ndarray:
+        from speech_jax.audio.io import resample
+        audio = np.asarray(record["audio"])
+        audio = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
+        sr = int(record["sample_rate"])
+        return resample(audio, sr, self.cfg.sample_rate) if sr != self.cfg.sample_rate else audio
+
+    def _crop(self, audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+        if len(audio) <= length:
+            return audio
+        start = int(rng.integers(0, len(audio) - length + 1)) if self.training else 0
+        return audio[start:start + length]
+
+    def __call__(self, index: int, rng: np.random.Generator):
+        index = int(index)
+        record = self.source[index]
+        audio = self._audio(record)
+        if len(audio) < self.min_len:
+            return None
+        if len(audio) > self.max_len:
+            if self.cfg.long_utterances == "drop":  # stages that align text with audio cannot crop
+                return None
+            audio = self._crop(audio, self.max_len, rng)
+        try:
+            ids = self.bpe.encode(_str(record["text"]))
+        except ValueError:  # empty or unusable text
+            return None
+        if not ids or len(ids) > self.cfg.max_text_len:
+            return None
+        speaker = self.speakers[index]
+        others = [i for i in self.by_speaker[speaker] if i != index]
+        if not others:  # no different utterance of this speaker: cannot serve as a training example
+            return None
+        ref_index = int(others[int(rng.integers(len(others)))])
+        ref = self._audio(self.source[ref_index])
+        ref_len = int(rng.integers(self.ref_min, self.ref_max + 1)) if self.training else self.ref_max
+        ref = self._crop(ref, ref_len, rng)
+        return {
+            "audio": audio, "text_ids": np.asarray(ids, np.int32), "ref_audio": ref,
+            "index": index, "ref_index": ref_index, "speaker_id": self.speaker_ids[speaker],
+        }
+
+
+class PadBatch:
+    """Pads a list of examples to static shapes: audio to the smallest bucket that fits."""
+
+    def __init__(self, buckets: tuple[int, ...], ref_len: int, max_text_len: int):
+        self.buckets = buckets
+        self.ref_len = ref_len
+        self.max_text_len = max_text_len
+
+    @staticmethod
+    def _pad(arrays, length, dtype):
+        out = np.zeros((len(arrays), length), dtype)
+        for i, a in enumerate(arrays):
+            out[i, :len(a)] = a[:length]
+        return out
+
+    def __call__(self, examples):
+        longest = max(len(e["audio"]) for e in examples)
+        bucket = next((b for b in self.buckets if b >= longest), self.buckets[-1])
+        col = lambda k: [e[k] for e in examples]  # noqa: E731
+        return {
+            "audio": self._pad(col("audio"), bucket, np.float32),
+            "audio_len": np.asarray([min(len(a), bucket) for a in col("audio")], np.int32),
+            "text_ids": self._pad(col("text_ids"), self.max_text_len, np.int32),
+            "text_len": np.asarray([len(t) for t in col("text_ids")], np.int32),
+            "ref_audio": self._pad(col("ref_audio"), self.ref_len, np.float32),
+            "ref_len": np.asarray([min(len(a), self.ref_len) for a in col("ref_audio")], np.int32),
+            "index": np.asarray(col("index"), np.int64),
+            "ref_index": np.asarray(col("ref_index"), np.int64),
+            "speaker_id": np.asarray(col("speaker_id"), np.int32),
+        }
+
+
+def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
+                 process_index: int | None = None, process_count: int | None = None) -> grain.IterDataset:
+    """Per-process stream of padded batches (each process gets batch_size / process_count)."""
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    if cfg.batch_size % pc:
+        raise ValueError(f"data.batch_size {cfg.batch_size} is not divisible by {pc} processes")
+    source = open_source(cfg.name, cfg.data_dir, split)
+    if len(source) == 0:
+        raise ValueError(f"split {split!r} of {cfg.name} is empty")
+    cache = os.path.join(corpus_dir(cfg.name, cfg.data_dir), f"speakers.{split}.json")
+    speakers = speaker_index(source, cache)
+    bpe_path = default_bpe_path(cfg)
+    if not os.path.exists(bpe_path):
+        raise FileNotFoundError(f"BPE model {bpe_path} not found; run `speech-jax prepare` or set data.bpe_model")
+
+    load = LoadExample(source, speakers, cfg, bpe_path, training=training)
+    ds = grain.MapDataset.range(len(source))[pi::pc]
+    if training:
+        ds = ds.shuffle(seed=cfg.shuffle_seed)
+    ds = ds.repeat(None)  # evaluation also repeats so that every batch is full (static shapes)
+    ds = ds.random_map(load, seed=cfg.shuffle_seed + (0 if training else 1))
+    ds = ds.filter(lambda x: x is not None)
+    buckets = bucket_lengths(cfg.buckets_seconds, cfg.sample_rate, frame_multiple)
+    if buckets[-1] < int(cfg.max_seconds * cfg.sample_rate):
+        raise ValueError(f"the largest bucket ({buckets[-1]} samples) is shorter than data.max_seconds")
+    ref_len = bucket_lengths((cfg.ref_seconds[1],), cfg.sample_rate, frame_multiple)[0]
+    it = ds.to_iter_dataset().batch(cfg.batch_size // pc, drop_remainder=True,
+                                    batch_fn=PadBatch(buckets, ref_len, cfg.max_text_len))
+    if cfg.num_workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
+                                                         per_worker_buffer_size=cfg.prefetch))
+    logging.info("data %s/%s: %d records, %d speakers, buckets %s samples", cfg.name, split, len(source),
+                 len(load.speaker_ids), buckets)
+    return it
+
+
+DEVICE_KEYS = ("audio", "audio_len", "text_ids", "text_len", "ref_audio", "ref_len", "speaker_id")
+
+
+def device_batch(batch: dict) -> dict:
+    """The numeric fields that go to the accelerator (indices stay on the host)."""
+    return {k: batch[k] for k in DEVICE_KEYS if k in batch}

@@ -1,0 +1,52 @@
+"""Fields every stage's config shares; a stage config starts from `base_config()` and fills `model`."""
+import ml_collections
+
+from speech_jax.sharding import DEFAULT_RULES
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.stage = ""  # selects the task in speech_jax.train.tasks
+
+    c.data = ml_collections.ConfigDict(dict(
+        name="espeak_tts/tiny",  # TFDS name/config
+        data_dir="data",         # where `speech-jax prepare` wrote it
+        bpe_model="",            # default: the one `prepare` saved beside the corpus
+        train_split="train",
+        eval_split="validation",
+        sample_rate=16000,
+        min_seconds=0.5,
+        max_seconds=4.0,
+        long_utterances="crop",  # crop | drop: stages that align text with audio (CTC) must drop
+        buckets_seconds=(2.0, 4.0),  # batches pad to the smallest bucket that fits (static shapes)
+        max_text_len=128,
+        ref_seconds=(1.0, 4.0),  # random crop range for the same-speaker reference utterance
+        batch_size=8,            # global batch
+        shuffle_seed=0,
+        num_workers=0,           # Grain worker processes (0 = in-process)
+        prefetch=2,
+    ))
+
+    c.mel = ml_collections.ConfigDict(dict(
+        sample_rate=16000, n_fft=1024, hop_length=320, win_length=1024, n_mels=80,
+        fmin=0.0, fmax=8000.0, power=1.0, log_floor=1e-5))
+
+    c.model = ml_collections.ConfigDict()
+
+    c.optim = ml_collections.ConfigDict(dict(
+        name="adamw", learning_rate=1e-3, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.01,
+        schedule="cosine",  # cosine | exponential | constant
+        warmup_steps=100, decay_steps=0,  # 0 = train.steps
+        end_learning_rate_factor=0.1, decay_rate=0.999,  # exponential: lr * decay_rate**step
+        clip_norm=1.0))
+
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000, seed=0, log_every=10, eval_every=500, eval_batches=4,
+        ckpt_every=500, keep_checkpoints=3, async_checkpointing=True,
+        dtype="float32",  # compute dtype; params stay fp32
+        peak_flops=0.0,   # per-device peak for MFU; 0 = look up (accelerators) or measure a matmul (CPU)
+        profile=False))
+
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_RULES))
+    return c

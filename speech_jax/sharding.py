@@ -1,0 +1,202 @@
+"""Device mesh, logical-axis rules and shardings for parameters, activations and batches.
+
+Parameters are created with logical axis names (`nnx.with_partitioning(init, ("embed", "mlp"))`);
+the config's rules map each logical name to mesh axes (`data`, `fsdp`, `tensor`), as in MaxText.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+# Axes the global batch is split over.
+BATCH_AXES = ("data", "fsdp")
+
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("vocab", "tensor"),
+    ("conv_in", None),
+    ("conv_out", "tensor"),
+    ("codebook", None),
+    ("kv", None),
+    ("length", None),
+    ("layers", None),
+    ("norm", None),
+)
+
+
+class MeshError(ValueError):
+    """The configured mesh does not fit the devices or the batch."""
+
+
+def mesh_shape(cfg, num_devices: int) -> dict[str, int]:
+    """Resolves `data/fsdp/tensor` sizes from config; at most one may be -1 (= the rest)."""
+    sizes = {a: int(cfg.get(a, 1)) for a in MESH_AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    if len(free) > 1:
+        raise MeshError(f"at most one mesh axis may be -1, got {sizes}")
+    if any(s == 0 or s < -1 for s in sizes.values()):
+        raise MeshError(f"mesh axis sizes must be positive or -1, got {sizes}")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        if num_devices % fixed:
+            raise MeshError(
+                f"mesh {sizes}: the fixed axes ({fixed} devices) do not divide the {num_devices} devices")
+        sizes[free[0]] = num_devices // fixed
+    if math.prod(sizes.values()) != num_devices:
+        raise MeshError(
+            f"mesh {sizes} needs {math.prod(sizes.values())} devices but {num_devices} are available; "
+            "set one axis to -1 to use the rest")
+    return sizes
+
+
+def make_mesh(cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    devices = list(devices if devices is not None else jax.devices())
+    sizes = mesh_shape(cfg, len(devices))
+    shape = tuple(sizes[a] for a in MESH_AXES)
+    try:
+        arr = jax.experimental.mesh_utils.create_device_mesh(shape, devices)
+    except Exception:  # non-TPU topologies without a known layout
+        arr = np.asarray(devices).reshape(shape)
+    return Mesh(arr, MESH_AXES)
+
+
+def maybe_initialize_distributed() -> None:
+    """Multi-host launch: initialise jax.distributed when the environment says there are several processes."""
+    import os
+    markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
+               "OMPI_COMM_WORLD_SIZE")
+    nprocs = os.environ.get("JAX_NUM_PROCESSES") or os.environ.get("SLURM_NTASKS") or os.environ.get(
+        "OMPI_COMM_WORLD_SIZE")
+    if any(m in os.environ for m in markers) and (nprocs is None or int(nprocs) > 1):
+        if not jax.distributed.is_initialized():
+            jax.distributed.initialize()
+
+
+def _rules_dict(rules) -> dict[str, tuple[str, ...] | None]:
+    out = {}
+    for name, axes in rules:
+        if axes is None:
+            out[name] = None
+        elif isinstance(axes, str):
+            out[name] = (axes,)
+        else:
+            out[name] = tuple(axes)
+    return out
+
+
+def logical_to_spec(names: Sequence[str | None] | None, rules, mesh: Mesh,
+                    shape: Sequence[int] | None = None) -> P:
+    """Maps logical axis names to a PartitionSpec.
+
+    A mesh axis is used at most once per array, size-1 mesh axes are dropped, and a dimension that
+    the mapped axes do not divide is replicated instead (small heads such as a CTC vocabulary of 257).
+    """
+    if not names:
+        return P()
+    table = _rules_dict(rules)
+    used: set[str] = set()
+    spec = []
+    for i, name in enumerate(names):
+        axes = table.get(name) if name is not None else None
+        if axes is None:
+            spec.append(None)
+            continue
+        kept = []
+        for a in axes:
+            if a in used or mesh.shape[a] == 1:
+                continue
+            kept.append(a)
+        if shape is not None and kept:
+            size = math.prod(mesh.shape[a] for a in kept)
+            while kept and shape[i] % size:
+                kept.pop()
+                size = math.prod(mesh.shape[a] for a in kept) if kept else 1
+        used.update(kept)
+        spec.append(tuple(kept) if len(kept) > 1 else (kept[0] if kept else None))
+    return P(*spec)
+
+
+def _variable_names(var) -> tuple | None:
+    meta = var.get_metadata() if hasattr(var, "get_metadata") else {}
+    for key in ("out_sharding", "sharding", "sharding_names"):
+        if meta.get(key):
+            return tuple(meta[key])
+    return None
+
+
+def state_shardings(tree, rules, mesh: Mesh):
+    """NamedShardings for a pytree holding nnx Variables (params, optimizer moments, train state).
+
+    Variables are sharded by their logical names; every other leaf (step counters…) is replicated.
+    """
+    def one(var):
+        if not isinstance(var, nnx.Variable):
+            return NamedSharding(mesh, P())
+        value = var.get_value() if hasattr(var, "get_value") else var.value
+        shape = getattr(value, "shape", ())
+        names = _variable_names(var)
+        if names is not None and len(names) != len(shape):
+            raise ValueError(f"logical names {names} do not match shape {shape}")
+        # Keep the Variable node so the result has exactly the structure of `tree`.
+        return var.replace(value=NamedSharding(mesh, logical_to_spec(names, rules, mesh, shape)))
+    return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    axes = tuple(a for a in BATCH_AXES if mesh.shape[a] > 1)
+    lead = axes if len(axes) > 1 else (axes[0] if axes else None)
+    return NamedSharding(mesh, P(lead, *([None] * (ndim - 1))))
+
+
+def batch_divisor(mesh: Mesh) -> int:
+    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def check_batch(global_batch: int, mesh: Mesh) -> None:
+    div = batch_divisor(mesh)
+    if global_batch % div:
+        raise MeshError(
+            f"global batch size {global_batch} is not divisible by the data x fsdp mesh size {div} "
+            f"(mesh {dict(mesh.shape)}); change data.batch_size or mesh")
+    if global_batch % jax.process_count():
+        raise MeshError(f"global batch size {global_batch} is not divisible by the {jax.process_count()} processes")
+
+
+# --- activation constraints -----------------------------------------------------------------
+
+_ACTIVE: list[tuple[Mesh, tuple]] = []
+
+
+@contextlib.contextmanager
+def activation_rules(mesh: Mesh, rules):
+    """While active (during tracing), `constrain` pins activations to the mesh."""
+    _ACTIVE.append((mesh, tuple(tuple(r) for r in rules)))
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """Logical sharding constraint at a block boundary; a no-op outside `activation_rules`."""
+    if not _ACTIVE:
+        return x
+    mesh, rules = _ACTIVE[-1]
+    spec = logical_to_spec(names, rules, mesh, x.shape)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def log_mesh(mesh: Mesh) -> None:
+    logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size, jax.process_count())

@@ -1,0 +1,79 @@
+"""Orbax checkpoints: train state + Grain iterator state + config, restored onto the current mesh.
+
+Orbax writes each step to a temporary directory and commits it atomically, and `max_to_keep` only
+removes older steps after a newer one has committed, so the last good checkpoint is never lost.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+class Checkpointer:
+    def __init__(self, directory: str, *, keep: int = 3, every: int = 0, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        self.every = every
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, save_interval_steps=max(every, 1), enable_async_checkpointing=async_save,
+            create=True)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "data": grain.checkpoint.CheckpointHandler(),
+                           "config": ocp.JsonCheckpointHandler()})
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state, data_iter, config_json: dict, *, force: bool = False) -> bool:
+        args = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_json)}
+        if data_iter is not None:
+            args["data"] = grain.checkpoint.CheckpointSave(data_iter)
+        return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+    def restore(self, abstract_state, data_iter, step: int | None = None):
+        """Restores onto the shardings carried by `abstract_state` (ShapeDtypeStructs).
+
+        If the newest checkpoint cannot be read, falls back to older ones and says so; raises
+        CheckpointError naming the directory when none can be read.
+        """
+        steps = [step] if step is not None else list(reversed(self.all_steps()))
+        errors = []
+        for s in steps:
+            args = {"state": ocp.args.StandardRestore(abstract_state), "config": ocp.args.JsonRestore()}
+            has_data = data_iter is not None and os.path.isdir(os.path.join(self.directory, str(s), "data"))
+            if has_data:
+                args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+            try:
+                out = self.manager.restore(s, args=ocp.args.Composite(**args))
+            except Exception as e:  # corrupt or incompatible: report and try the previous one
+                logging.error("checkpoint %s/%d could not be restored: %s", self.directory, s, e)
+                errors.append(f"step {s}: {type(e).__name__}: {e}")
+                continue
+            if errors:
+                logging.warning("resumed from older checkpoint step %d; newer ones were unreadable", s)
+            return s, out["state"], out["config"]
+        raise CheckpointError(
+            f"no readable checkpoint in {self.directory}:\n  " + "\n  ".join(errors))
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_with_shardings(tree, shardings):
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

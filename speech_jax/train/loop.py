@@ -1,0 +1,215 @@
+"""The one training loop: mesh → abstract state → shardings → jitted pure step → checkpoints/metrics."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from data_pipelines.pipeline import device_batch, make_dataset
+from speech_jax import sharding
+from speech_jax.train import checkpoint, metrics as metrics_lib
+from speech_jax.train.optim import make_optimizer
+from speech_jax.train.state import init_train_state
+from speech_jax.train.step import make_eval_step, make_train_step
+from speech_jax.train.tasks import get_task
+
+BATCH_NDIM = {"audio": 2, "audio_len": 1, "text_ids": 2, "text_len": 1, "ref_audio": 2, "ref_len": 1,
+              "speaker_id": 1}
+
+
+class _Preemption:
+    """SIGTERM (pre-emption, job kill) asks the loop to checkpoint and stop at the next step."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and stopping")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+class Trainer:
+    """Holds what a run needs: mesh, shardings, jitted steps, data iterators, checkpointer."""
+
+    def __init__(self, config, workdir: str):
+        sharding.maybe_initialize_distributed()
+        self.config = config
+        self.workdir = workdir
+        self.task = get_task(config.stage)
+        self.mesh = sharding.make_mesh(config.mesh)
+        sharding.check_batch(config.data.batch_size, self.mesh)
+        self.rules = tuple(tuple(r) for r in config.sharding.rules)
+        self.tx, self.schedule = (getattr(self.task, "make_optimizer", None) or make_optimizer)(
+            config.optim, config.train.steps)
+
+        def init(rng):
+            model = self.task.build_model(config, nnx.Rngs(rng))
+            return init_train_state(model, self.tx)
+
+        rng = jax.random.key(config.train.seed)
+        self.graphdef, abstract = _abstract_init(init, rng)
+        self.state_shardings = sharding.state_shardings(abstract, self.rules, self.mesh)
+        self.abstract_state = abstract
+        self._init = jax.jit(lambda r: init(r)[1], out_shardings=self.state_shardings)
+        self._rng = rng
+        step_fn = (getattr(self.task, "make_train_step", None) or make_train_step)(
+            self.task, self.graphdef, self.tx, self.schedule)
+        self.batch_shardings = {k: sharding.batch_sharding(self.mesh, n) for k, n in BATCH_NDIM.items()}
+        repl = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_shardings, repl),
+                                  out_shardings=(self.state_shardings, repl), donate_argnums=0)
+        self.eval_step = jax.jit(make_eval_step(self.task, self.graphdef),
+                                 in_shardings=(self.state_shardings, self.batch_shardings))
+        self.frame_multiple = 2 * config.mel.hop_length
+
+    # -- state ---------------------------------------------------------------------------------
+    def initial_state(self):
+        with sharding.activation_rules(self.mesh, self.rules):
+            return self._init(self._rng)
+
+    def data_iterator(self, split: str, training: bool):
+        ds = make_dataset(self.config.data, split=split, training=training, frame_multiple=self.frame_multiple)
+        return iter(ds)
+
+    def to_device(self, batch: dict) -> dict:
+        batch = device_batch(batch)
+        return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v) for k, v in batch.items()}
+
+    def step(self, state, batch, step: int):
+        rng = jax.random.fold_in(self._rng, step)
+        with sharding.activation_rules(self.mesh, self.rules):
+            return self.train_step(state, self.to_device(batch), rng)
+
+    def evaluate(self, state) -> dict:
+        it = self.data_iterator(self.config.data.eval_split, training=False)
+        sums: dict[str, float] = {}
+        n = 0
+        for _ in range(self.config.train.eval_batches):
+            batch = next(it)
+            with sharding.activation_rules(self.mesh, self.rules):
+                out = self.eval_step(state, self.to_device(batch))
+            out = jax.device_get(out)
+            row = {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
+            if hasattr(self.task, "host_eval"):
+                row.update(self.task.host_eval(out, batch))
+            for k, v in row.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        return {k: v / n for k, v in sums.items()}
+
+
+def _abstract_init(init, rng):
+    """graphdef and the abstract train state, without allocating parameters."""
+    out = {}
+
+    def shapes(r):
+        graphdef, state = init(r)
+        out["graphdef"] = graphdef
+        return state
+
+    abstract = jax.eval_shape(shapes, rng)
+    return out["graphdef"], abstract
+
+
+def _batch_stats(batch: dict, sample_rate: int) -> dict:
+    return {"audio_seconds": float(np.sum(batch["audio_len"])) / sample_rate,
+            "padded_seconds": float(np.size(batch["audio"])) / sample_rate}
+
+
+def train(config, workdir: str) -> dict:
+    """Trains `config.stage` for `config.train.steps` steps; resumes from `workdir` when it holds checkpoints."""
+    os.makedirs(workdir, exist_ok=True)
+    tc = config.train
+    trainer = Trainer(config, workdir)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
+                                   every=tc.ckpt_every, async_save=tc.async_checkpointing)
+    data_iter = trainer.data_iterator(config.data.train_split, training=True)
+    start = 0
+    if ckpt.latest_step() is not None:
+        abstract = checkpoint.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+        start, state, _ = ckpt.restore(abstract, data_iter)
+        logging.info("resumed from %s at step %d", ckpt.directory, start)
+    else:
+        state = trainer.initial_state()
+    if start >= tc.steps:
+        logging.info("already trained to step %d (train.steps=%d)", start, tc.steps)
+        ckpt.close()
+        return {"step": start}
+
+    writer = metrics_lib.MetricsWriter(workdir)
+    peak, peak_src = metrics_lib.device_peak_flops(tc.peak_flops)
+    logging.info("peak %.3g FLOP/s per device (%s); %d devices", peak, peak_src, jax.device_count())
+    config_json = config.to_dict()
+    pending, host_stats = [], []
+    last_row: dict = {}
+    t_last = time.perf_counter()
+    bar = _progress(start, tc.steps)
+    with _Preemption() as preempt:
+        step = start
+        while step < tc.steps:
+            batch = next(data_iter)
+            state, m = trainer.step(state, batch, step)
+            step += 1
+            pending.append(m)
+            host_stats.append(_batch_stats(batch, config.data.sample_rate))
+            if bar is not None:
+                bar.update(1)
+            if step % tc.log_every == 0 or step == tc.steps:
+                jax.block_until_ready(state)
+                now = time.perf_counter()
+                dt = (now - t_last) / len(pending)
+                t_last = now
+                vals = jax.device_get(pending)
+                row = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+                row["skipped_steps"] = float(vals[-1]["skipped_steps"])
+                secs = np.mean([h["audio_seconds"] for h in host_stats])
+                flops = trainer.task.flops_per_step(config, {k: v.shape for k, v in batch.items()
+                                                             if hasattr(v, "shape")})
+                row.update(step_time=dt, audio_seconds_per_s=secs / dt,
+                           frames_per_s=secs * config.data.sample_rate / config.mel.hop_length / dt,
+                           mfu=flops / dt / (peak * jax.device_count()))
+                last_row = writer.write(step, row)
+                pending, host_stats = [], []
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                else:
+                    logging.info("step %d: %s", step, {k: round(v, 5) for k, v in row.items()})
+            if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
+                ev = trainer.evaluate(state)
+                writer.write(step, ev, prefix="eval/")
+                logging.info("eval at step %d: %s", step, ev)
+                t_last = time.perf_counter()
+            if preempt.requested:
+                ckpt.save(step, state, data_iter, config_json, force=True)
+                break
+            ckpt.save(step, state, data_iter, config_json, force=(step == tc.steps))
+    ckpt.close()
+    writer.close()
+    if bar is not None:
+        bar.close()
+    return {"step": step, **last_row}
+
+
+def _progress(start: int, total: int):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=start, dynamic_ncols=True)

@@ -1,0 +1,32 @@
+"""The train state: a pytree of arrays, so it can be jitted, sharded, donated and checkpointed."""
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any          # nnx.State of nnx.Param
+    rest: Any            # nnx.State of every other model variable (e.g. codebook usage statistics)
+    opt_state: Any
+    skipped: jax.Array   # steps whose gradients were not finite (update skipped)
+
+
+def split_model(model: nnx.Module):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, rest
+
+
+def init_train_state(model: nnx.Module, tx) -> tuple[Any, TrainState]:
+    graphdef, params, rest = split_model(model)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
+                       opt_state=tx.init(params), skipped=jnp.zeros((), jnp.int32))
+    return graphdef, state
+
+
+def count_params(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))

@@ -1,0 +1,53 @@
+"""Pure train and eval steps built from a task's `loss_fn` / `eval_fn`.
+
+A task with two optimizers (GAN) supplies its own `train_step` with the same signature.
+"""
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from speech_jax.train.state import TrainState
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def select_tree(pred, on_true, on_false):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def make_train_step(task, graphdef, tx, schedule):
+    def train_step(state: TrainState, batch, rng):
+        def loss_of(params):
+            model = nnx.merge(graphdef, params, state.rest)
+            loss, metrics = task.loss_fn(model, batch, rng, state.step)
+            return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+
+        (loss, (metrics, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        # A non-finite loss or gradient skips the whole update (params, optimizer and model state).
+        finite = jnp.isfinite(loss) & all_finite(grads)
+        new = TrainState(
+            step=state.step + 1,
+            params=select_tree(finite, params, state.params),
+            rest=select_tree(finite, rest, state.rest),
+            opt_state=select_tree(finite, opt_state, state.opt_state),
+            skipped=state.skipped + (~finite).astype(jnp.int32),
+        )
+        metrics = dict(metrics)
+        metrics.update(loss=loss, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step),
+                       skipped_steps=new.skipped)
+        return new, metrics
+
+    return train_step
+
+
+def make_eval_step(task, graphdef):
+    def eval_step(state: TrainState, batch):
+        model = nnx.merge(graphdef, state.params, state.rest)
+        return task.eval_fn(model, batch)
+    return eval_step
