@@ -6,6 +6,9 @@ Runs in worker processes, so it imports nothing heavy.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
+from collections.abc import Iterator
 
 import numpy as np
 import soxr
@@ -13,6 +16,7 @@ import soxr
 from data_pipelines.espeak_tts import synth
 from data_pipelines.espeak_tts.voices import Voice
 
+_MIN_PARALLEL = 300  # below this, starting worker processes costs more than it saves
 _SILENCE_DB = -40.0  # relative to the utterance peak; espeak's pauses are digital zeros anyway
 
 
@@ -49,3 +53,23 @@ def render(utt: Utterance, sample_rate: int) -> np.ndarray:
     if sample_rate != rate:
         audio = soxr.resample(audio, rate, sample_rate, quality="HQ")
     return trim_silence(to_int16(audio), sample_rate)
+
+
+def _render_job(job: tuple[Utterance, int]) -> np.ndarray:
+    return render(*job)
+
+
+def render_many(utts: list[Utterance], sample_rate: int,
+                processes: int | None = None) -> Iterator[np.ndarray]:
+    """Audio of `utts`, in order. Output does not depend on `processes` (see synth.py).
+
+    Workers are spawned, not forked, because the building process may hold TensorFlow threads.
+    """
+    if processes is None:
+        processes = min(os.cpu_count() or 1, 8) if len(utts) >= _MIN_PARALLEL else 1
+    jobs = [(u, sample_rate) for u in utts]
+    if processes <= 1:
+        yield from map(_render_job, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        yield from pool.imap(_render_job, jobs, chunksize=16)

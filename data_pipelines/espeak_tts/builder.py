@@ -1,0 +1,96 @@
+"""TFDS builder `espeak_tts`: the embedded multi-speaker corpus, synthesised locally.
+
+Writes array_record files whose features all decode with NumPy, so training reads them with
+`tfds.data_source` without importing TensorFlow. Building needs TensorFlow (the `data` extra).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_pipelines.espeak_tts import plan as plan_lib
+from data_pipelines.espeak_tts import render
+
+FILE_FORMAT = "array_record"
+SAMPLE_RATES = (16000, 22050, 24000)  # 16 kHz for CPU-sized configs, 24 kHz for real ones
+DEFAULT_SAMPLE_RATE = 16000
+
+_SPECS = {
+    # For tests: 8 languages x 4 voices (24 seen, 8 unseen), 3 train utterances per voice.
+    "tiny": plan_lib.CorpusSpec(),
+    # CPU-friendly default: 56 seen voices x every training sentence (~2.5k utterances).
+    "small": plan_lib.CorpusSpec(speakers_per_language=8, train_per_speaker=None,
+                                 validation_per_speaker=2, test_per_speaker=6),
+}
+
+
+@dataclasses.dataclass(eq=False)
+class EspeakConfig(tfds.core.BuilderConfig):
+    spec: plan_lib.CorpusSpec = dataclasses.field(default_factory=plan_lib.CorpusSpec)
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+
+
+def config_name(size: str, sample_rate: int = DEFAULT_SAMPLE_RATE) -> str:
+    """'tiny' at the default rate, else e.g. 'tiny_24000'."""
+    return size if sample_rate == DEFAULT_SAMPLE_RATE else f"{size}_{sample_rate}"
+
+
+def _configs() -> list[EspeakConfig]:
+    return [EspeakConfig(name=config_name(size, rate), spec=spec, sample_rate=rate,
+                         description=f"{size} corpus at {rate} Hz")
+            for size, spec in _SPECS.items() for rate in SAMPLE_RATES]
+
+
+def features() -> tfds.features.FeaturesDict:
+    """The corpus schema shared by every speech_jax corpus (see DESIGN.md, Data)."""
+    return tfds.features.FeaturesDict({
+        # Raw bytes, not an int64 list: 2 bytes a sample instead of up to 10.
+        "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding="bytes"),
+        "sample_rate": tfds.features.Scalar(dtype=np.int32),
+        "text": tfds.features.Text(),
+        "speaker": tfds.features.Text(),
+        "language": tfds.features.Text(),
+        "utt_id": tfds.features.Text(),
+    })
+
+
+class EspeakTts(tfds.core.GeneratorBasedBuilder):
+    """Multi-speaker, multi-language speech synthesised with espeak-ng."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    BUILDER_CONFIGS = _configs()
+    DEFAULT_CONFIG_NAME = "small"
+
+    def __init__(self, *, file_format: str | None = FILE_FORMAT, **kwargs):
+        super().__init__(file_format=file_format, **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=features(),
+            supervised_keys=None,
+            homepage="https://github.com/espeak-ng/espeak-ng",
+            description=("Speech synthesised with espeak-ng: voices are language x variant x "
+                         "pitch x rate; validation holds out sentences, test_unseen holds out "
+                         "speakers and sentences."),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download
+        return {split: self._generate_examples(utts)
+                for split, utts in plan_lib.make_plan(self.builder_config.spec).items()}
+
+    def _generate_examples(self, utts):
+        rate = self.builder_config.sample_rate
+        for utt, audio in zip(utts, render.render_many(utts, rate)):
+            yield utt.utt_id, {
+                "audio": audio,
+                "sample_rate": rate,
+                "text": utt.text,
+                "speaker": utt.voice.id,
+                "language": utt.voice.language,
+                "utt_id": utt.utt_id,
+            }

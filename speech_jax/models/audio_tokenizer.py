@@ -1,0 +1,97 @@
+"""MiniMax-Speech audio tokenizer: Encoder–VQ–Decoder over log-mel, 25 tokens/s, CTC-supervised.
+
+  log-mel (50 Hz) ─conv─▶ strided conv ×½ (25 Hz) ─▶ transformer ─▶ VQ ─┬─▶ CTC head over BPE ids
+                                                                       └─▶ transposed conv ×2 (50 Hz)
+                                                                           ─▶ transformer ─▶ log-mel
+The CTC head reads the *quantised* sequence, so the tokens must carry the linguistic content.
+Padded frames are zeroed before every convolution and never attended to, so an utterance gives the
+same tokens however much padding its batch has.
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from speech_jax.audio.mel import MelSpec, frame_lengths, log_mel
+from speech_jax.layers import Conv1d, ConvTranspose1d, Transformer, dense
+from speech_jax.models.vq import VectorQuantizer
+from speech_jax.sharding import constrain
+
+ACT = ("batch", "length", "embed")
+
+
+def _masked(x, mask):
+    return x * mask[..., None].astype(x.dtype)
+
+
+class AudioTokenizer(nnx.Module):
+    def __init__(self, cfg: ml_collections.ConfigDict, spec: MelSpec, *, rngs: nnx.Rngs):
+        d, dtype = cfg.d_model, jnp.dtype(cfg.dtype)
+        stack = dict(num_layers=cfg.num_layers, d_model=d, num_heads=cfg.num_heads,
+                     num_kv_heads=cfg.num_kv_heads, mlp_dim=cfg.mlp_dim, rope_theta=cfg.rope_theta,
+                     impl=cfg.attention_impl, dtype=dtype, rngs=rngs)
+        k = cfg.conv_kernel
+        # Encoder: 50 Hz mel -> 25 Hz features.
+        self.enc_in = Conv1d(spec.n_mels, d, k, dtype=dtype, rngs=rngs)
+        self.down = Conv1d(d, d, 4, stride=2, dtype=dtype, rngs=rngs)
+        self.encoder = Transformer(**stack)
+        self.vq = VectorQuantizer(d, cfg.codebook_size, cfg.code_dim, l2norm=cfg.vq_l2norm,
+                                  update=cfg.vq_update, ema_decay=cfg.vq_ema_decay,
+                                  dead_ratio=cfg.vq_dead_ratio, data_init=cfg.vq_data_init,
+                                  dtype=dtype, rngs=rngs)
+        self.ctc_head = dense(rngs, d, cfg.text_vocab_size, ("embed", "vocab"), dtype=dtype, use_bias=True)
+        # Decoder: 25 Hz codes -> 50 Hz mel.
+        self.dec_in = Conv1d(d, d, k, dtype=dtype, rngs=rngs)
+        self.up = ConvTranspose1d(d, d, 4, stride=2, dtype=dtype, rngs=rngs)
+        self.decoder = Transformer(**stack)
+        self.mel_out = dense(rngs, d, spec.n_mels, ("embed", None), dtype=dtype, use_bias=True)
+        # Static settings the task's loss reads (loss_fn only receives the model).
+        self.spec = spec
+        self.mel_mean, self.mel_std = float(cfg.mel_mean), float(cfg.mel_std)
+        self.ctc_weight, self.commitment = float(cfg.ctc_weight), float(cfg.commitment)
+        self.codebook_weight, self.mel_l2_weight = float(cfg.codebook_weight), float(cfg.mel_l2_weight)
+        self.dtype = dtype
+
+    # --- pieces -------------------------------------------------------------------------------
+
+    def features(self, audio: jax.Array, audio_len: jax.Array):
+        """Raw audio [B, T] -> log-mel [B, F, n_mels] (fp32) and its frame mask [B, F]."""
+        mel = log_mel(audio, self.spec)
+        frames = jnp.arange(mel.shape[1])[None] < frame_lengths(audio_len, self.spec)[:, None]
+        return mel, frames
+
+    def encode_frames(self, mel: jax.Array, frame_mask: jax.Array):
+        """log-mel [B, F, M] -> encoder output [B, F/2, d] and token mask [B, F/2]."""
+        token_mask = frame_mask[:, 1::2]  # token t covers frames 2t, 2t+1: valid iff both are
+        x = _masked((mel - self.mel_mean) / self.mel_std, frame_mask).astype(self.dtype)
+        x = jax.nn.silu(self.enc_in(x))
+        x = self.down(_masked(x, frame_mask))
+        x = constrain(x, ACT)
+        return self.encoder(x, token_mask), token_mask
+
+    def decode_codes(self, q: jax.Array, token_mask: jax.Array, frame_mask: jax.Array) -> jax.Array:
+        """Quantised [B, T', d] -> predicted log-mel [B, 2T', M] (fp32)."""
+        x = jax.nn.silu(self.dec_in(_masked(q, token_mask)))
+        x = self.up(_masked(x, token_mask))
+        x = constrain(x, ACT)
+        x = self.decoder(x, frame_mask)
+        return self.mel_out(x).astype(jnp.float32) * self.mel_std + self.mel_mean
+
+    def ctc_logits(self, q: jax.Array) -> jax.Array:
+        return self.ctc_head(q).astype(jnp.float32)
+
+    def __call__(self, mel, frame_mask, *, rng=None, train: bool = False) -> dict:
+        h, token_mask = self.encode_frames(mel, frame_mask)
+        q, ids, vq_aux = self.vq(h, token_mask, rng=rng, train=train)
+        return dict(mel_pred=self.decode_codes(q, token_mask, frame_mask), ctc_logits=self.ctc_logits(q),
+                    ids=ids, token_mask=token_mask, vq=vq_aux)
+
+
+def encode(model: AudioTokenizer, audio: jax.Array, audio_len: jax.Array, spec: MelSpec | None = None):
+    """Audio [B, T] (zero padded) -> (token ids [B, T // hop // 2] int32, token mask [B, ...] bool)."""
+    if spec is not None and spec != model.spec:
+        raise ValueError(f"mel spec {spec} differs from the one the tokenizer was trained with {model.spec}")
+    mel, frame_mask = model.features(audio, audio_len)
+    h, token_mask = model.encode_frames(mel, frame_mask)
+    ids = model.vq.nearest(model.vq.project(h), model.vq.codes())
+    return jnp.where(token_mask, ids, 0).astype(jnp.int32), token_mask

@@ -1,0 +1,117 @@
+"""Training task for the audio tokenizer: mel reconstruction + VQ terms + λ·CTC on BPE ids."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from speech_jax.audio.mel import MelSpec
+from speech_jax.models.audio_tokenizer import AudioTokenizer
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> AudioTokenizer:
+    return AudioTokenizer(config.model, MelSpec.from_config(config.mel), rngs=rngs)
+
+
+def _forward(model: AudioTokenizer, batch: dict, rng, train: bool):
+    mel, frame_mask = model.features(batch["audio"], batch["audio_len"])
+    out = model(mel, frame_mask, rng=rng, train=train)
+    m = frame_mask.astype(jnp.float32)[..., None]
+    denom = jnp.maximum(m.sum() * mel.shape[-1], 1.0)
+    diff = (out["mel_pred"] - mel) * m
+    mel_l1 = jnp.sum(jnp.abs(diff)) / denom
+    mel_l2 = jnp.sum(diff * diff) / denom
+
+    # CTC over BPE ids on the quantised 25 Hz sequence; blank = 0 = the BPE pad id.
+    labels, label_len = batch["text_ids"], batch["text_len"]
+    label_pad = (jnp.arange(labels.shape[1])[None] >= label_len[:, None]).astype(jnp.float32)
+    token_mask = out["token_mask"]
+    per_seq = optax.ctc_loss(out["ctc_logits"], 1.0 - token_mask.astype(jnp.float32), labels, label_pad,
+                             blank_id=0)
+    # An alignment needs a frame per label plus a blank between repeats; infeasible rows are skipped.
+    repeats = jnp.sum((labels[:, 1:] == labels[:, :-1]) & (label_pad[:, 1:] == 0), axis=1)
+    feasible = (label_len > 0) & (label_len + repeats <= token_mask.sum(1))
+    ok = feasible.astype(jnp.float32)
+    ctc = jnp.sum(jnp.where(feasible, per_seq / jnp.maximum(label_len, 1), 0.0)) / jnp.maximum(ok.sum(), 1.0)
+
+    vq = out["vq"]
+    vq_loss = model.commitment * vq["commit_loss"] + model.codebook_weight * vq["codebook_loss"]
+    loss = mel_l1 + model.mel_l2_weight * mel_l2 + vq_loss + model.ctc_weight * ctc
+    metrics = dict(loss=loss, mel_loss=mel_l1, mel_l2=mel_l2, vq_loss=vq_loss, ctc_loss=ctc,
+                   ctc_feasible=jnp.mean(ok), **vq)
+    return loss, metrics, out
+
+
+def loss_fn(model: AudioTokenizer, batch: dict, rng: jax.Array, step: jax.Array):
+    """Scalar loss and scalar metrics; updates the VQ's EMA state in place (non-Param variables)."""
+    del step
+    loss, metrics, _ = _forward(model, batch, rng, train=True)
+    return loss, metrics
+
+
+def eval_fn(model: AudioTokenizer, batch: dict) -> dict:
+    """Teacher-forced metrics (no state updates) plus greedy CTC ids for host-side CER."""
+    _, metrics, out = _forward(model, batch, None, train=False)
+    metrics["ctc_pred"] = jnp.argmax(out["ctc_logits"], -1).astype(jnp.int32)
+    metrics["ctc_pred_len"] = out["token_mask"].sum(1).astype(jnp.int32)
+    return metrics
+
+
+def _collapse(ids) -> list[int]:
+    out, prev = [], None
+    for t in ids:
+        if t != prev and t != 0:
+            out.append(int(t))
+        prev = t
+    return out
+
+
+def _edit_distance(a, b) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev_diag, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev_diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev_diag + (x != y))
+    return row[-1]
+
+
+def ctc_cer(pred, pred_len, labels, label_len) -> float:
+    """Greedy CTC decode (merge repeats, drop blanks) -> token error rate over the batch."""
+    pred, pred_len = np.asarray(pred), np.asarray(pred_len)
+    labels, label_len = np.asarray(labels), np.asarray(label_len)
+    errors = total = 0
+    for p, pl, y, yl in zip(pred, pred_len, labels, label_len):
+        ref = [int(t) for t in y[:yl]]
+        errors += _edit_distance(_collapse(p[:pl]), ref)
+        total += len(ref)
+    return errors / max(total, 1)
+
+
+def _transformer_flops(cfg, seq: int) -> float:
+    d, h, kv = cfg.d_model, cfg.num_heads, cfg.num_kv_heads
+    hd = d // h
+    proj = 2 * seq * d * hd * (2 * h + 2 * kv)   # q, k, v, o
+    attn = 2 * 2 * seq * seq * h * hd            # q·k and p·v
+    mlp = 2 * seq * 3 * d * cfg.mlp_dim
+    return cfg.num_layers * (proj + attn + mlp)
+
+
+def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
+    """Analytic training FLOPs of one step: 3 × forward matmul/conv FLOPs (STFT excluded)."""
+    cfg, spec = config.model, MelSpec.from_config(config.mel)
+    b, t = batch_shapes["audio"][:2]
+    frames = t // spec.hop_length
+    tokens = frames // 2
+    d, k, m = cfg.d_model, cfg.conv_kernel, spec.n_mels
+    fwd = (2 * frames * k * m * d                  # enc_in
+           + 2 * tokens * 4 * d * d                # strided down conv
+           + _transformer_flops(cfg, tokens)
+           + 2 * tokens * d * cfg.code_dim * 2     # VQ projections
+           + 2 * tokens * cfg.code_dim * cfg.codebook_size  # distances
+           + 2 * tokens * d * cfg.text_vocab_size  # CTC head
+           + 2 * tokens * k * d * d                # dec_in
+           + 2 * tokens * 4 * d * d                # transposed up conv (non-zero taps)
+           + _transformer_flops(cfg, frames)
+           + 2 * frames * d * m)                   # mel out
+    return float(3 * b * fwd)

@@ -1,0 +1,31 @@
+"""Config files and command-line overrides."""
+import pytest
+
+from speech_jax.config import ConfigError, apply_overrides, load_config
+
+TINY = "experiments/tokenizer/tiny.py"
+
+
+def test_overrides_are_typed():
+    c = apply_overrides(load_config(TINY), ["--config.train.steps=7", "--config.mesh.fsdp=2",
+                                             "--config.optim.learning_rate=1", "--config.data.name=x/y",
+                                             "--config.data.buckets_seconds=[1.0,2.0]"])
+    assert c.train.steps == 7 and c.mesh.fsdp == 2
+    assert isinstance(c.optim.learning_rate, float) and c.optim.learning_rate == 1.0
+    assert c.data.name == "x/y" and c.data.buckets_seconds == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ("--config.train.stepz=3", "unknown config field"),
+    ("--config.nope.steps=3", "unknown config section"),
+    ("train.steps=3", "must look like"),
+    ("--config.train.steps=abc", "bad value|type"),
+])
+def test_bad_overrides_are_clear_errors(bad, msg):
+    with pytest.raises((ConfigError, TypeError), match=msg):
+        apply_overrides(load_config(TINY), [bad])
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("experiments/tokenizer/nope.py")
