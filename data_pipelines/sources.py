@@ -12,9 +12,8 @@ def _str(x) -> str:
 
 def open_source(name: str, data_dir: str, split: str):
     """`tfds.data_source` over a prepared corpus; a clear error when it was not prepared."""
+    # TFDS rebuilds the features from the corpus's own dataset_info.json, so no builder import is needed.
     import tensorflow_datasets as tfds
-
-    import data_pipelines  # noqa: F401  (registers the builders so TFDS knows their features)
 
     try:
         return tfds.data_source(name, data_dir=data_dir, split=split, download=False)

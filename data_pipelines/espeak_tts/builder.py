@@ -1,20 +1,21 @@
 """TFDS builder `espeak_tts`: the embedded multi-speaker corpus, synthesised locally.
 
 Writes array_record files whose features all decode with NumPy, so training reads them with
-`tfds.data_source` without importing TensorFlow. Building needs TensorFlow (the `data` extra).
+`tfds.data_source` without importing TensorFlow. With tfds 4.9.10 and array_record, building
+does not import TensorFlow either (tfds serialises tf.train.Example with its own protos).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines.espeak_tts import plan as plan_lib
 from data_pipelines.espeak_tts import render
+from data_pipelines.espeak_tts import schema
+from data_pipelines.espeak_tts.tfds_compat import LocalCodePath
 
-FILE_FORMAT = "array_record"
 SAMPLE_RATES = (16000, 22050, 24000)  # 16 kHz for CPU-sized configs, 24 kHz for real ones
 DEFAULT_SAMPLE_RATE = 16000
 
@@ -44,20 +45,7 @@ def _configs() -> list[EspeakConfig]:
             for size, spec in _SPECS.items() for rate in SAMPLE_RATES]
 
 
-def features() -> tfds.features.FeaturesDict:
-    """The corpus schema shared by every speech_jax corpus (see DESIGN.md, Data)."""
-    return tfds.features.FeaturesDict({
-        # Raw bytes, not an int64 list: 2 bytes a sample instead of up to 10.
-        "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding="bytes"),
-        "sample_rate": tfds.features.Scalar(dtype=np.int32),
-        "text": tfds.features.Text(),
-        "speaker": tfds.features.Text(),
-        "language": tfds.features.Text(),
-        "utt_id": tfds.features.Text(),
-    })
-
-
-class EspeakTts(tfds.core.GeneratorBasedBuilder):
+class EspeakTts(LocalCodePath, tfds.core.GeneratorBasedBuilder):
     """Multi-speaker, multi-language speech synthesised with espeak-ng."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -65,12 +53,12 @@ class EspeakTts(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = _configs()
     DEFAULT_CONFIG_NAME = "small"
 
-    def __init__(self, *, file_format: str | None = FILE_FORMAT, **kwargs):
+    def __init__(self, *, file_format: str | None = schema.FILE_FORMAT, **kwargs):
         super().__init__(file_format=file_format, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=features(),
+            features=schema.features(),
             supervised_keys=None,
             homepage="https://github.com/espeak-ng/espeak-ng",
             description=("Speech synthesised with espeak-ng: voices are language x variant x "

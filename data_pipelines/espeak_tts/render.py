@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import soxr
 
-from data_pipelines.espeak_tts import synth
+from data_pipelines.espeak_tts import schema, synth
 from data_pipelines.espeak_tts.voices import Voice
 
 _MIN_PARALLEL = 300  # below this, starting worker processes costs more than it saves
@@ -39,10 +39,6 @@ def trim_silence(audio: np.ndarray, sample_rate: int, margin_s: float = 0.1) -> 
     return np.concatenate([pad, audio[loud[0]:loud[-1] + 1], pad])
 
 
-def to_int16(audio: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
-
-
 def render(utt: Utterance, sample_rate: int) -> np.ndarray:
     """int16 audio of `utt` at `sample_rate`, silence-trimmed; identical on every call."""
     native = synth.synthesize(utt.text, utt.voice)
@@ -52,7 +48,7 @@ def render(utt: Utterance, sample_rate: int) -> np.ndarray:
     rate = synth.native_sample_rate()
     if sample_rate != rate:
         audio = soxr.resample(audio, rate, sample_rate, quality="HQ")
-    return trim_silence(to_int16(audio), sample_rate)
+    return trim_silence(schema.to_int16(audio), sample_rate)
 
 
 def _render_job(job: tuple[Utterance, int]) -> np.ndarray:

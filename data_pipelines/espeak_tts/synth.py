@@ -4,7 +4,7 @@ espeak keeps hidden global state between utterances (pitch-flutter phase, wave p
 memories), so two syntheses of the same text differ by a few samples' timing. To be
 deterministic the library is initialised once per process and every utterance is synthesised
 in a forked child, which starts from the pristine post-initialisation state and sends its
-samples back through a pipe. A fork of a small worker process costs about a millisecond.
+samples back through a pipe: a few milliseconds an utterance (POSIX only).
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ class _Engine:
         return b"".join(chunks)
 
     def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+        if not hasattr(os, "fork"):
+            raise EspeakError("deterministic synthesis forks a child per utterance; "
+                              "this platform has no os.fork")
         with self.lock:
             read_fd, write_fd = os.pipe()
             pid = os.fork()

@@ -1,0 +1,125 @@
+"""`speech-jax prepare`: build a TFDS corpus, then train its BPE tokenizer beside it.
+
+Both steps are skipped when their output already exists, so preparing again is a fast no-op.
+The tokenizer lands at `<corpus dir>/bpe.model`, e.g. `<data_dir>/espeak_tts/tiny/1.0.0/bpe.model`,
+which is where the data pipeline looks by default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+_log = logging.getLogger(__name__)
+
+DATASETS = ("espeak_tts", "manifest")
+ESPEAK_SIZES = ("tiny", "small")
+# Requested sizes; with byte fallback sentencepiece may return fewer pieces on a small corpus.
+DEFAULT_VOCAB = {"tiny": 384, "small": 1024}
+FALLBACK_VOCAB = 1024
+# Room for merges above one piece per character, when the characters alone exceed the default.
+_MERGE_ROOM = 64
+BPE_NAME = "bpe"  # -> bpe.model, plus bpe.json recording how it was trained
+
+
+def _builder(dataset, data_dir, config, manifest, on_error, sample_rate):
+    if dataset == "espeak_tts":
+        if manifest is not None:
+            raise ValueError("--manifest is only used with --dataset manifest")
+        from data_pipelines.espeak_tts import builder as espeak
+
+        size = config or "small"
+        if size not in ESPEAK_SIZES:
+            raise ValueError(f"espeak_tts config must be one of {ESPEAK_SIZES}, got {size!r}")
+        if sample_rate not in espeak.SAMPLE_RATES:
+            raise ValueError(f"espeak_tts is built at {espeak.SAMPLE_RATES} Hz, not {sample_rate}")
+        return espeak.EspeakTts(config=espeak.config_name(size, sample_rate), data_dir=data_dir)
+    if dataset == "manifest":
+        if manifest is None:
+            raise ValueError("--dataset manifest needs --manifest PATH (a CSV or JSONL file)")
+        from data_pipelines.manifest import builder as manifest_lib
+
+        cfg = manifest_lib.make_config(manifest, config, on_error=on_error, sample_rate=sample_rate)
+        return manifest_lib.Manifest(config=cfg, data_dir=data_dir)
+    raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+
+
+def _train_texts(name: str, data_dir: str) -> list[str]:
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(name, data_dir=data_dir, split="train", download=False)
+    return [source[i]["text"].decode("utf-8") for i in range(len(source))]
+
+
+def _default_vocab(texts: list[str], default: int) -> int:
+    """`default`, raised when the corpus has more distinct characters than would fit (the
+    multilingual corpora carry hundreds of CJK and Hangul characters)."""
+    from speech_jax.text.bpe import MIN_VOCAB_SIZE
+
+    return max(default, MIN_VOCAB_SIZE + len(set("".join(texts))) + _MERGE_ROOM)
+
+
+def _train_bpe(texts: list[str], corpus_dir: str, vocab_size: int, requested: int) -> str:
+    """Trains and writes `bpe.model` atomically (a killed run never leaves half a model)."""
+    from speech_jax.text.bpe import BpeTokenizer
+
+    path = os.path.join(corpus_dir, BPE_NAME + ".model")
+    tmp_prefix = os.path.join(corpus_dir, f"{BPE_NAME}.tmp{os.getpid()}")
+    tokenizer = BpeTokenizer.train(texts, tmp_prefix, vocab_size)
+    os.replace(tmp_prefix + ".model", path)
+    with open(os.path.join(corpus_dir, BPE_NAME + ".json"), "w") as f:
+        json.dump({"requested_vocab_size": requested, "trained_vocab_size": vocab_size,
+                   "vocab_size": tokenizer.vocab_size,
+                   "num_texts": len(texts)}, f)
+    return path
+
+
+def _bpe_is_current(corpus_dir: str, vocab_size: int) -> bool:
+    try:
+        with open(os.path.join(corpus_dir, BPE_NAME + ".json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return (meta.get("requested_vocab_size") == vocab_size
+            and os.path.exists(os.path.join(corpus_dir, BPE_NAME + ".model")))
+
+
+def prepare(dataset: str, data_dir: str, *, config: str | None = None,
+            manifest: str | None = None, on_error: str = "skip", vocab_size: int | None = None,
+            sample_rate: int = 16000) -> dict:
+    """Builds `dataset` ('espeak_tts' or 'manifest') under `data_dir` and its tokenizer.
+
+    espeak_tts: `config` is 'tiny' or 'small' (default). manifest: `manifest` is the CSV/JSONL
+    path, `config` an optional name for the corpus, `on_error` 'skip' or 'stop'.
+    Returns {"name", "data_dir", "corpus_dir", "bpe_model", "splits", "report"}; `name` is what
+    `tfds.data_source(name, data_dir=data_dir)` reads.
+    """
+    data_dir = os.path.abspath(os.fspath(data_dir))
+    builder = _builder(dataset, data_dir, config, manifest, on_error, sample_rate)
+    builder.download_and_prepare()  # returns at once when the corpus exists
+    name = f"{builder.name}/{builder.builder_config.name}"
+    corpus_dir = os.fspath(builder.data_dir)
+
+    requested = vocab_size or DEFAULT_VOCAB.get(builder.builder_config.name, FALLBACK_VOCAB)
+    bpe_model = os.path.join(corpus_dir, BPE_NAME + ".model")
+    if not _bpe_is_current(corpus_dir, requested):
+        texts = _train_texts(name, data_dir)
+        size = requested if vocab_size else _default_vocab(texts, requested)
+        _log.info("training BPE (vocab %d) on %d %s train texts", size, len(texts), name)
+        bpe_model = _train_bpe(texts, corpus_dir, size, requested)
+
+    report = None
+    if dataset == "manifest":
+        from data_pipelines.manifest import REPORT_NAME
+
+        path = os.path.join(corpus_dir, REPORT_NAME)
+        report = path if os.path.exists(path) and os.path.getsize(path) else None
+    return {
+        "name": name,
+        "data_dir": data_dir,
+        "corpus_dir": corpus_dir,
+        "bpe_model": bpe_model,
+        "splits": {k: v.num_examples for k, v in builder.info.splits.items()},
+        "report": report,
+    }

@@ -1,0 +1,152 @@
+"""The embedded espeak corpus: speakers, splits, audio, determinism, reading without TF."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from data_pipelines.espeak_tts import plan, render, synth, voices
+from data_pipelines.espeak_tts.voices import Voice
+
+
+def _read(corpus, split):
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(corpus["name"], data_dir=corpus["data_dir"], split=split,
+                              download=False)
+    return [source[i] for i in range(len(source))]
+
+
+@pytest.fixture(scope="module")
+def splits(tiny_corpus):
+    return {s: _read(tiny_corpus, s) for s in plan.SPLITS}
+
+
+def _by(examples, key):
+    return collections.Counter(e[key].decode() for e in examples)
+
+
+def test_speakers_and_languages(splits):
+    train_speakers = _by(splits["train"], "speaker")
+    languages = set(_by(splits["train"], "language"))
+    assert len(train_speakers) >= 24
+    assert {"en", "cmn"} <= languages and len(languages) >= 5
+    # Speaker-conditioned training needs another utterance of the same speaker.
+    assert min(train_speakers.values()) >= 3
+    unseen = _by(splits["test_unseen"], "speaker")
+    assert min(unseen.values()) >= 2
+    assert set(_by(splits["test_unseen"], "language")) == languages  # one held out per language
+
+
+def test_heldout_speakers_and_sentences(splits):
+    train_speakers = set(_by(splits["train"], "speaker"))
+    assert not train_speakers & set(_by(splits["test_unseen"], "speaker"))
+    assert set(_by(splits["validation"], "speaker")) <= train_speakers
+    train_texts = set(_by(splits["train"], "text"))
+    assert not train_texts & set(_by(splits["validation"], "text"))
+    assert not train_texts & set(_by(splits["test_unseen"], "text"))
+    ids = [e["utt_id"] for s in splits.values() for e in s]
+    assert len(ids) == len(set(ids))
+
+
+def test_audio_is_int16_speech_at_the_configured_rate(splits):
+    for examples in splits.values():
+        for e in examples:
+            audio = e["audio"]
+            assert audio.dtype == np.int16 and audio.ndim == 1
+            assert int(e["sample_rate"]) == 16000
+            assert 0.5 < audio.size / 16000 < 12, e["utt_id"]
+            assert np.abs(audio.astype(np.int32)).max() > 3000, e["utt_id"]
+            # Trimmed: exactly 0.1 s of digital silence, then speech.
+            assert not audio[:1600].any() and audio[1600:1700].any(), e["utt_id"]
+
+
+def test_synthesis_is_deterministic():
+    voice = Voice("en", "f2", 60, 150)
+    first = synth.synthesize("The birch canoe slid on the smooth planks.", voice)
+    synth.synthesize("Something else in between.", Voice("de", "m3", 30, 180))
+    again = synth.synthesize("The birch canoe slid on the smooth planks.", voice)
+    assert synth.native_sample_rate() == 22050
+    assert first.dtype == np.int16 and first.size > 22050
+    np.testing.assert_array_equal(first, again)
+
+
+def test_rendering_in_workers_matches_in_process():
+    utts = plan.make_plan(plan.CorpusSpec(languages=("en", "cmn"), speakers_per_language=2,
+                                          train_per_speaker=2))["train"]
+    serial = list(render.render_many(utts, 16000, processes=1))
+    parallel = list(render.render_many(utts, 16000, processes=2))
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_building_twice_gives_identical_data(tiny_corpus, splits, tmp_path):
+    from data_pipelines.prepare import prepare
+
+    again = prepare("espeak_tts", str(tmp_path), config="tiny")
+    for split, examples in splits.items():
+        rebuilt = {e["utt_id"]: e for e in _read(again, split)}
+        assert rebuilt.keys() == {e["utt_id"] for e in examples}
+        for e in examples:
+            np.testing.assert_array_equal(e["audio"], rebuilt[e["utt_id"]]["audio"])
+            assert e["text"] == rebuilt[e["utt_id"]]["text"]
+
+
+def test_prepare_again_is_a_no_op(tiny_corpus):
+    from data_pipelines.prepare import prepare
+
+    mtime = os.path.getmtime(tiny_corpus["bpe_model"])
+    assert prepare("espeak_tts", tiny_corpus["data_dir"], config="tiny") == tiny_corpus
+    assert os.path.getmtime(tiny_corpus["bpe_model"]) == mtime
+    assert tiny_corpus["bpe_model"] == os.path.join(tiny_corpus["corpus_dir"], "bpe.model")
+
+
+def test_tokenizer_covers_every_language(tiny_corpus, splits):
+    from speech_jax.text.bpe import BpeTokenizer
+    from speech_jax.text.normalize import normalize_text
+
+    tok = BpeTokenizer.load(tiny_corpus["bpe_model"])
+    for e in splits["validation"]:  # held-out sentences: unseen character sequences
+        text = normalize_text(e["text"].decode())
+        ids = tok.encode(text)
+        assert tok.unk_id not in ids and tok.decode(ids) == text
+
+
+@pytest.mark.parametrize("register", [False, True])
+def test_reading_does_not_import_tensorflow(tiny_corpus, register):
+    code = textwrap.dedent(f"""
+        import sys
+        if {register}:
+            import data_pipelines.espeak_tts
+        import tensorflow_datasets as tfds
+        source = tfds.data_source({tiny_corpus["name"]!r}, data_dir={tiny_corpus["data_dir"]!r},
+                                  split="train", download=False)
+        example = source[len(source) - 1]
+        assert example["audio"].dtype.name == "int16" and example["audio"].size > 0
+        assert "tensorflow" not in sys.modules, "reading imported tensorflow"
+        print("ok")
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+def test_speaker_split_holds_out_some_of_every_language():
+    speakers = voices.make_speakers(voices.LANGUAGES, 3, seed=7)
+    assert speakers == voices.make_speakers(voices.LANGUAGES, 3, seed=7)
+    assert len({s.id for s in speakers}) == len(speakers)
+    seen, unseen = voices.split_speakers(speakers, 1, seed=7)
+    assert {s.language for s in unseen} == set(voices.LANGUAGES)
+    assert not set(seen) & set(unseen) and len(seen) + len(unseen) == len(speakers)
+
+
+def test_unknown_voice_is_a_clear_error():
+    with pytest.raises(synth.EspeakError, match="xx"):
+        synth.synthesize("hello", Voice("xx"))
