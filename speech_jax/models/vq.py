@@ -34,7 +34,7 @@ def _sample_frames(rng, z_flat, valid_flat, n):
 
 class VectorQuantizer(nnx.Module):
     def __init__(self, d_in: int, codebook_size: int, code_dim: int, *, l2norm: bool = True,
-                 update: str = "ema", ema_decay: float = 0.99, dead_ratio: float = 0.03,
+                 update: str = "ema", ema_decay: float = 0.95, dead_ratio: float = 0.1,
                  data_init: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
         if update not in ("ema", "loss"):
             raise ValueError(f"vq update must be 'ema' or 'loss', got {update!r}")
@@ -88,7 +88,9 @@ class VectorQuantizer(nnx.Module):
                 sampled = jax.lax.stop_gradient(_sample_frames(init_rng, z_flat, valid_flat, self.k))
                 first = jnp.logical_not(self.initialized[...]) & (mask_f.sum() > 0)
                 self.codebook[...] = jnp.where(first, sampled, self.codebook[...])
-                self.ema_sum[...] = jnp.where(first, sampled, self.ema_sum[...])
+                fair = mask_f.sum() / self.k
+                self.ema_count[...] = jnp.where(first, fair, self.ema_count[...])
+                self.ema_sum[...] = jnp.where(first, sampled * fair, self.ema_sum[...])
                 self.initialized[...] = self.initialized[...] | first
         cb = self.codes()
         ids = self.nearest(z, cb)
@@ -111,7 +113,7 @@ class VectorQuantizer(nnx.Module):
         fair = n_valid / self.k
         aux = dict(commit_loss=commit, codebook_loss=codebook_loss, perplexity=perplexity,
                    code_usage=jnp.mean((counts > 0).astype(jnp.float32)),
-                   dead_codes=jnp.mean((self.ema_count[...] < self.dead_ratio * fair).astype(jnp.float32)))
+                   dead_codes=jnp.mean((self.ema_count[...] < (self.dead_ratio or 0.1) * fair).astype(jnp.float32)))
         return out, ids, aux
 
     def _update_stats(self, z_flat, valid_flat, onehot_flat, counts, rng):

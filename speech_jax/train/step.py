@@ -22,7 +22,8 @@ def select_tree(pred, on_true, on_false):
 def make_train_step(task, graphdef, tx, schedule):
     def train_step(state: TrainState, batch, rng):
         def loss_of(params):
-            model = nnx.merge(graphdef, params, state.rest)
+            # copy: the merged variables belong to this trace, so the task may update non-Param state.
+            model = nnx.merge(graphdef, params, state.rest, copy=True)
             loss, metrics = task.loss_fn(model, batch, rng, state.step)
             return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 

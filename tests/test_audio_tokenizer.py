@@ -1,0 +1,173 @@
+"""Audio tokenizer: rates, padding invariance, learning, straight-through, CTC error rate, jit encode."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from experiments.tokenizer import tiny
+from speech_jax.audio.mel import MelSpec
+from speech_jax.models.audio_tokenizer import encode
+from speech_jax.models.vq import VectorQuantizer
+from speech_jax.train.tasks import tokenizer as task
+
+SR, HOP = 16000, 320
+VOCAB = 32
+
+
+def assert_logical_names(module):
+    for var in jax.tree.leaves(nnx.state(module, nnx.Param), is_leaf=lambda v: isinstance(v, nnx.Variable)):
+        names = var.get_metadata().get("out_sharding")
+        assert names is not None and len(names) == var.get_value().ndim, (names, var.get_value().shape)
+
+
+def small_config():
+    c = tiny.get_config()
+    c.model.update(dict(d_model=64, num_layers=1, num_heads=4, num_kv_heads=2, mlp_dim=128,
+                        codebook_size=64, code_dim=8, text_vocab_size=VOCAB))
+    return c
+
+
+def make_batch(lengths, total, seed=0, text_len=(6, 4)):
+    """Harmonic 'syllables' with noise, zero padded after each length (not corpus audio)."""
+    rs = np.random.RandomState(seed)
+    audio = np.zeros((len(lengths), total), np.float32)
+    for i, n in enumerate(lengths):
+        t = np.arange(n) / SR
+        f0 = 120 + 80 * np.sin(2 * np.pi * 1.5 * t + i)
+        phase = 2 * np.pi * np.cumsum(f0) / SR
+        sig = sum(np.sin(h * phase) / h for h in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
+        audio[i, :n] = 0.1 * sig + 0.01 * rs.randn(n)
+    ids = rs.randint(1, VOCAB, (len(lengths), 8)).astype(np.int32)
+    text_len = np.asarray(text_len[:len(lengths)], np.int32)
+    ids[np.arange(8)[None] >= text_len[:, None]] = 0
+    return dict(audio=audio, audio_len=np.asarray(lengths, np.int32), text_ids=ids, text_len=text_len)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = small_config()
+    model = task.build_model(config, nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(3e-3)
+
+    @jax.jit
+    def train_step(params, rest, opt_state, batch, rng):
+        def loss_of(p):
+            # copy=True: the loss mutates the VQ state, so it needs variables of its own trace.
+            m = nnx.merge(graphdef, p, rest, copy=True)
+            loss, metrics = task.loss_fn(m, batch, rng, jnp.int32(0))
+            return loss, (metrics, nnx.state(m, nnx.Not(nnx.Param)))
+        (loss, (metrics, new_rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_rest, opt_state, metrics, grads
+
+    @jax.jit
+    def eval_step(params, rest, batch):
+        return task.eval_fn(nnx.merge(graphdef, params, rest), batch)
+
+    @jax.jit
+    def encode_step(params, rest, audio, audio_len):
+        return encode(nnx.merge(graphdef, params, rest), audio, audio_len)
+
+    return dict(config=config, model=model, graphdef=graphdef, params=params, rest=rest, tx=tx,
+                train_step=train_step, eval_step=eval_step, encode_step=encode_step)
+
+
+def test_rates_and_shapes(setup):
+    s, total = setup, 32 * 2 * HOP
+    batch = make_batch([total, 15000], total)
+    ids, mask = s["encode_step"](s["params"], s["rest"], batch["audio"], batch["audio_len"])
+    assert ids.shape == mask.shape == (2, total // HOP // 2) and ids.dtype == jnp.int32
+    np.testing.assert_array_equal(mask.sum(1), [total // HOP // 2, 15000 // HOP // 2])
+    out = nnx.merge(s["graphdef"], s["params"], s["rest"])(
+        *s["model"].features(jnp.asarray(batch["audio"]), jnp.asarray(batch["audio_len"])))
+    assert out["mel_pred"].shape == (2, total // HOP, s["config"].mel.n_mels)
+    assert out["ctc_logits"].shape == (2, total // HOP // 2, VOCAB)
+
+
+def test_padding_does_not_change_tokens_or_loss(setup):
+    s = setup
+    lengths = [14400, 11000]
+    short, long = make_batch(lengths, 32 * 2 * HOP), make_batch(lengths, 48 * 2 * HOP)
+    ids_a, mask_a = s["encode_step"](s["params"], s["rest"], short["audio"], short["audio_len"])
+    ids_b, mask_b = s["encode_step"](s["params"], s["rest"], long["audio"], long["audio_len"])
+    n = ids_a.shape[1]
+    np.testing.assert_array_equal(mask_a, mask_b[:, :n])
+    assert not np.any(mask_b[:, n:])
+    np.testing.assert_array_equal(np.where(mask_a, ids_a, -1), np.where(mask_b[:, :n], ids_b[:, :n], -1))
+    ma = s["eval_step"](s["params"], s["rest"], short)
+    mb = s["eval_step"](s["params"], s["rest"], long)
+    for k in ("loss", "mel_loss", "ctc_loss", "commit_loss", "perplexity"):
+        np.testing.assert_allclose(ma[k], mb[k], rtol=1e-4, err_msg=k)
+
+
+def test_adam_steps_lower_the_loss_and_update_vq_state(setup):
+    s = setup
+    batch = make_batch([20480, 16000], 20480)
+    params, rest, opt_state = s["params"], s["rest"], s["tx"].init(s["params"])
+    losses = []
+    for i in range(8):
+        params, rest, opt_state, metrics, grads = s["train_step"](params, rest, opt_state, batch,
+                                                                  jax.random.key(i))
+        losses.append(float(metrics["loss"]))
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.8 * losses[0], losses
+    # The EMA codebook was data-initialised and moved; parameters were not touched by that.
+    assert bool(rest["vq"]["initialized"].get_value())
+    assert not np.allclose(rest["vq"]["codebook"].get_value(), s["rest"]["vq"]["codebook"].get_value())
+    # The encoder below the quantiser gets gradients.
+    g = grads["enc_in"]["kernel"].get_value()
+    assert np.all(np.isfinite(g)) and np.abs(g).max() > 0
+    assert 0 < float(metrics["code_usage"]) <= 1 and float(metrics["perplexity"]) >= 1
+
+
+def test_eval_does_not_change_state_and_predicts_ctc(setup):
+    s = setup
+    batch = make_batch([20480, 16000], 20480)
+    model = nnx.merge(s["graphdef"], s["params"], s["rest"])
+    before = jax.tree.map(np.asarray, nnx.state(model, nnx.Not(nnx.Param)))
+    out = task.eval_fn(model, batch)
+    after = jax.tree.map(np.asarray, nnx.state(model, nnx.Not(nnx.Param)))
+    jax.tree.map(np.testing.assert_array_equal, before, after)
+    assert out["ctc_pred"].shape == (2, 32) and list(out["ctc_pred_len"]) == [32, 25]
+    cer = task.ctc_cer(out["ctc_pred"], out["ctc_pred_len"], batch["text_ids"], batch["text_len"])
+    assert 0.0 <= cer
+
+
+def test_straight_through_passes_gradients_to_the_encoder():
+    vq = VectorQuantizer(16, 32, 8, l2norm=False, update="loss", rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (2, 5, 16))
+    mask = jnp.ones((2, 5), bool)
+    g = jax.grad(lambda x: jnp.sum(vq(x, mask)[0]))(x)
+    # d out / d x = W_in W_out exactly: the quantiser is the identity for gradients.
+    w = vq.proj_in.kernel[...] @ vq.proj_out.kernel[...]
+    np.testing.assert_allclose(g, jnp.broadcast_to(w.sum(1), g.shape), rtol=1e-5)
+
+
+def test_ctc_cer_on_hand_made_cases():
+    blank = 0
+    pred = np.array([[5, 5, blank, 5, 7, 7, blank, 9], [3, 3, 3, blank, blank, 4, 0, 0]])
+    labels = np.array([[5, 5, 7, 9], [3, 4, 0, 0]])
+    # Row 0 collapses to 5 5 7 9 (exact); row 1 to 3 4 (exact).
+    assert task.ctc_cer(pred, [8, 8], labels, [4, 2]) == 0.0
+    # Row 1 cut to 3 frames -> "3": one deletion over 6 reference tokens.
+    assert task.ctc_cer(pred, [8, 3], labels, [4, 2]) == pytest.approx(1 / 6)
+    # One substitution and one insertion.
+    assert task.ctc_cer(np.array([[1, 2, 3]]), [3], np.array([[1, 4]]), [2]) == pytest.approx(2 / 2)
+
+
+def test_every_param_has_logical_names(setup):
+    assert_logical_names(setup["model"])
+    for var in jax.tree.leaves(nnx.state(setup["model"], nnx.Not(nnx.Param)),
+                               is_leaf=lambda v: isinstance(v, nnx.Variable)):
+        assert len(var.get_metadata()["out_sharding"]) == var.get_value().ndim
+
+
+def test_flops_scale_with_batch():
+    c = small_config()
+    f1 = task.flops_per_step(c, {"audio": (2, 20480)})
+    assert f1 > 0 and task.flops_per_step(c, {"audio": (4, 20480)}) == pytest.approx(2 * f1)
