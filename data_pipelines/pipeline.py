@@ -36,12 +36,19 @@ def default_bpe_path(cfg) -> str:
 class LoadExample:
     """index → example dict (or None when the utterance is unusable for this stage)."""
 
-    def __init__(self, source, speakers: list[str], cfg, bpe_path: str, *, training: bool):
+    def __init__(self, source, speakers: list[str], cfg, bpe_path: str, *, training: bool,
+                 ref_source=None, ref_speakers: list[str] | None = None):
         self.source = source
         self.speakers = speakers
         self.by_speaker: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(speakers):
             self.by_speaker[s].append(i)
+        # Optionally a second split to draw references from (validation has one utterance per seen
+        # speaker; its references come from that speaker's training utterances).
+        self.ref_source = ref_source
+        self.ref_by_speaker: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(ref_speakers or []):
+            self.ref_by_speaker[s].append(i)
         self.speaker_ids = {s: k for k, s in enumerate(sorted(self.by_speaker))}
         self.cfg = cfg
         self.bpe_path = bpe_path
@@ -94,11 +101,15 @@ class LoadExample:
         if not ids or len(ids) > self.cfg.max_text_len:
             return None
         speaker = self.speakers[index]
-        others = [i for i in self.by_speaker[speaker] if i != index]
-        if not others:  # no different utterance of this speaker: cannot serve as a training example
+        # Never the target itself: other utterances of the speaker in this split, or in the ref split.
+        candidates = [(self.source, i) for i in self.by_speaker[speaker] if i != index]
+        candidates += [(self.ref_source, i) for i in self.ref_by_speaker.get(speaker, [])]
+        if not candidates:  # no different utterance of this speaker: unusable for joint training
             return None
-        ref_index = int(others[int(rng.integers(len(others)))])
-        ref = self._audio(self.source[ref_index])
+        ref_src, ref_index = candidates[int(rng.integers(len(candidates)))]
+        # ref_index < 0 marks a reference taken from the other split: -(index + 1) there.
+        ref = self._audio(ref_src[ref_index])
+        ref_index = ref_index if ref_src is self.source else -(ref_index + 1)
         ref_len = int(rng.integers(self.ref_min, self.ref_max + 1)) if self.training else self.ref_max
         ref = self._crop(ref, ref_len, rng)
         return {
@@ -155,7 +166,14 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     if not os.path.exists(bpe_path):
         raise FileNotFoundError(f"BPE model {bpe_path} not found; run `speech-jax prepare` or set data.bpe_model")
 
-    load = LoadExample(source, speakers, cfg, bpe_path, training=training)
+    ref_source = ref_speakers = None
+    if cfg.reference_split and cfg.reference_split != split:
+        ref_source = open_source(cfg.name, cfg.data_dir, cfg.reference_split)
+        ref_cache = os.path.join(corpus_dir(cfg.name, cfg.data_dir), f"speakers.{cfg.reference_split}.json")
+        ref_speakers = speaker_index(ref_source, ref_cache)
+    load = LoadExample(source, speakers, cfg, bpe_path, training=training, ref_source=ref_source,
+                       ref_speakers=ref_speakers)
+    _check_some_usable(load, split, cfg)
     ds = grain.MapDataset.range(len(source))[pi::pc]
     if training:
         ds = ds.shuffle(seed=cfg.shuffle_seed)
@@ -174,6 +192,20 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     logging.info("data %s/%s: %d records, %d speakers, buckets %s samples", cfg.name, split, len(source),
                  len(load.speaker_ids), buckets)
     return it
+
+
+def _check_some_usable(load: LoadExample, split: str, cfg, probe: int = 64) -> None:
+    """Fails fast instead of filtering forever when the length/text rules reject everything."""
+    rng = np.random.default_rng(0)
+    n = len(load.source)
+    step = max(n // probe, 1)
+    if any(load(i, rng) is not None for i in range(0, n, step)):
+        return
+    raise ValueError(
+        f"no usable example among {min(n, probe)} probed records of {cfg.name}/{split}: check "
+        f"data.min_seconds={cfg.min_seconds}, max_seconds={cfg.max_seconds}, "
+        f"long_utterances={cfg.long_utterances!r}, max_text_len={cfg.max_text_len}, and that speakers "
+        f"have a second utterance (data.reference_split={cfg.reference_split!r})")
 
 
 DEVICE_KEYS = ("audio", "audio_len", "text_ids", "text_len", "ref_audio", "ref_len", "speaker_id")

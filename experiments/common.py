@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
         buckets_seconds=(2.0, 4.0),  # batches pad to the smallest bucket that fits (static shapes)
         max_text_len=128,
         ref_seconds=(1.0, 4.0),  # random crop range for the same-speaker reference utterance
+        reference_split="train",  # other splits also draw same-speaker references from here
         batch_size=8,            # global batch
         shuffle_seed=0,
         num_workers=0,           # Grain worker processes (0 = in-process)
@@ -43,7 +44,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, seed=0, log_every=10, eval_every=500, eval_batches=4,
         ckpt_every=500, keep_checkpoints=3, async_checkpointing=True,
-        dtype="float32",  # compute dtype; params stay fp32
         peak_flops=0.0,   # per-device peak for MFU; 0 = look up (accelerators) or measure a matmul (CPU)
         profile=False))
 

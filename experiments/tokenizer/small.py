@@ -5,7 +5,8 @@ from experiments.tokenizer import tiny
 def get_config():
     c = tiny.get_config()
     c.model.update(dict(d_model=256, num_layers=4, num_heads=8, num_kv_heads=4, mlp_dim=1024,
-                        codebook_size=1024, code_dim=16, text_vocab_size=1024))
+                        codebook_size=1024, code_dim=16))
+    c.data.name = "espeak_tts/small"
     c.data.batch_size = 32
     c.data.max_seconds = 8.0
     c.data.buckets_seconds = (4.0, 8.0)

@@ -19,7 +19,7 @@ def model_defaults() -> ml_collections.ConfigDict:
         vq_ema_decay=0.95, vq_dead_ratio=0.1,
         vq_data_init=True,                   # first batch's encoder outputs initialise the codes
         commitment=0.25, codebook_weight=1.0,  # codebook_weight only used with vq_update="loss"
-        text_vocab_size=384, ctc_weight=0.5,
+        text_vocab_size=0, ctc_weight=0.5,    # 0: the BPE model's size
         mel_l2_weight=1.0, mel_mean=-5.0, mel_std=3.0))  # fixed log-mel normalisation
 
 
@@ -27,8 +27,12 @@ def get_config() -> ml_collections.ConfigDict:
     c = base_config()
     c.stage = "tokenizer"
     c.model = model_defaults()
+    c.data.name = "espeak_tts/tiny"
     c.data.batch_size = 8
-    c.data.max_seconds = 4.0
+    # CTC needs the whole transcript's audio: utterances longer than the largest bucket are dropped.
+    c.data.long_utterances = "drop"
+    c.data.max_seconds = 6.0
+    c.data.buckets_seconds = (3.0, 6.0)
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 100
     c.train.steps = 2000

@@ -54,6 +54,7 @@ class Trainer:
         self.config = config
         self.workdir = workdir
         self.task = get_task(config.stage)
+        self.bpe = _resolve_text_vocab(config)
         self.mesh = sharding.make_mesh(config.mesh)
         sharding.check_batch(config.data.batch_size, self.mesh)
         self.rules = tuple(tuple(r) for r in config.sharding.rules)
@@ -109,11 +110,32 @@ class Trainer:
             out = jax.device_get(out)
             row = {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
             if hasattr(self.task, "host_eval"):
-                row.update(self.task.host_eval(out, batch))
+                row.update(self.task.host_eval(out, batch, self.bpe))
             for k, v in row.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
         return {k: v / n for k, v in sums.items()}
+
+
+def _resolve_text_vocab(config):
+    """Loads the corpus's BPE model; `model.text_vocab_size = 0` means its size.
+
+    Exactly its size, not rounded up for sharding: ids past the BPE vocabulary would be undecodable.
+    """
+    from data_pipelines.pipeline import default_bpe_path
+    from speech_jax.text.bpe import BpeTokenizer
+    path = default_bpe_path(config.data)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"BPE model {path} not found; run `speech-jax prepare` for "
+                                f"{config.data.name} in {config.data.data_dir} or set data.bpe_model")
+    bpe = BpeTokenizer.load(path)
+    if "text_vocab_size" in config.model:
+        if config.model.text_vocab_size == 0:
+            config.model.text_vocab_size = bpe.vocab_size
+        elif config.model.text_vocab_size < bpe.vocab_size:
+            raise ValueError(f"model.text_vocab_size={config.model.text_vocab_size} is smaller than the BPE "
+                             f"model's {bpe.vocab_size} pieces ({path}); use 0 to follow the BPE model")
+    return bpe
 
 
 def _abstract_init(init, rng):
@@ -161,6 +183,7 @@ def train(config, workdir: str) -> dict:
     pending, host_stats = [], []
     last_row: dict = {}
     t_last = time.perf_counter()
+    timed = 0  # steps in the current interval whose time is measured (the compiling step is not)
     bar = _progress(start, tc.steps)
     with _Preemption() as preempt:
         step = start
@@ -168,6 +191,10 @@ def train(config, workdir: str) -> dict:
             batch = next(data_iter)
             state, m = trainer.step(state, batch, step)
             step += 1
+            timed += 1
+            if step == start + 1:  # keep compilation out of step_time
+                jax.block_until_ready(m)
+                t_last, timed = time.perf_counter(), 0
             pending.append(m)
             host_stats.append(_batch_stats(batch, config.data.sample_rate))
             if bar is not None:
@@ -175,17 +202,18 @@ def train(config, workdir: str) -> dict:
             if step % tc.log_every == 0 or step == tc.steps:
                 jax.block_until_ready(state)
                 now = time.perf_counter()
-                dt = (now - t_last) / len(pending)
-                t_last = now
+                dt = (now - t_last) / max(timed, 1)
+                t_last, timed = now, 0
                 vals = jax.device_get(pending)
                 row = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
                 row["skipped_steps"] = float(vals[-1]["skipped_steps"])
                 secs = np.mean([h["audio_seconds"] for h in host_stats])
                 flops = trainer.task.flops_per_step(config, {k: v.shape for k, v in batch.items()
                                                              if hasattr(v, "shape")})
-                row.update(step_time=dt, audio_seconds_per_s=secs / dt,
-                           frames_per_s=secs * config.data.sample_rate / config.mel.hop_length / dt,
-                           mfu=flops / dt / (peak * jax.device_count()))
+                if timed:
+                    row.update(step_time=dt, audio_seconds_per_s=secs / dt,
+                               frames_per_s=secs * config.data.sample_rate / config.mel.hop_length / dt,
+                               mfu=flops / dt / (peak * jax.device_count()))
                 last_row = writer.write(step, row)
                 pending, host_stats = [], []
                 if bar is not None:
@@ -196,11 +224,11 @@ def train(config, workdir: str) -> dict:
                 ev = trainer.evaluate(state)
                 writer.write(step, ev, prefix="eval/")
                 logging.info("eval at step %d: %s", step, ev)
-                t_last = time.perf_counter()
-            if preempt.requested:
+                t_last, timed = time.perf_counter(), 0
+            if preempt.requested or step == tc.steps or (tc.ckpt_every and step % tc.ckpt_every == 0):
                 ckpt.save(step, state, data_iter, config_json, force=True)
+            if preempt.requested:
                 break
-            ckpt.save(step, state, data_iter, config_json, force=(step == tc.steps))
     ckpt.close()
     writer.close()
     if bar is not None:

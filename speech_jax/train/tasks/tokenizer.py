@@ -88,6 +88,26 @@ def ctc_cer(pred, pred_len, labels, label_len) -> float:
     return errors / max(total, 1)
 
 
+def ctc_char_error_rate(pred, pred_len, labels, label_len, tokenizer) -> float:
+    """Greedy CTC decode → text via the BPE model → character error rate against the transcript."""
+    errors = total = 0
+    for p, pl, y, yl in zip(np.asarray(pred), np.asarray(pred_len), np.asarray(labels), np.asarray(label_len)):
+        hyp = tokenizer.decode(_collapse(p[:pl]))
+        ref = tokenizer.decode([int(t) for t in y[:yl]])
+        errors += _edit_distance(list(hyp), list(ref))
+        total += len(ref)
+    return errors / max(total, 1)
+
+
+def host_eval(outputs: dict, batch: dict, tokenizer=None) -> dict:
+    """Content check of the tokens: greedy-CTC token and character error rates on the validation batch."""
+    args = (outputs["ctc_pred"], outputs["ctc_pred_len"], batch["text_ids"], batch["text_len"])
+    out = {"ctc_token_error_rate": ctc_cer(*args)}
+    if tokenizer is not None:
+        out["ctc_cer"] = ctc_char_error_rate(*args, tokenizer)
+    return out
+
+
 def _transformer_flops(cfg, seq: int) -> float:
     d, h, kv = cfg.d_model, cfg.num_heads, cfg.num_kv_heads
     hd = d // h
