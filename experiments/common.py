@@ -47,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
         peak_flops=0.0,   # per-device peak for MFU; 0 = look up (accelerators) or measure a matmul (CPU)
         profile=False))
 
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    # num_devices 0 = every device; otherwise the first N (single process).
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))
     c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_RULES))
     return c

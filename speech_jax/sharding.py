@@ -62,7 +62,15 @@ def mesh_shape(cfg, num_devices: int) -> dict[str, int]:
 
 
 def make_mesh(cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The mesh over `devices` (default: all, or the first `cfg.num_devices` when that is set)."""
     devices = list(devices if devices is not None else jax.devices())
+    wanted = int(cfg.get("num_devices", 0) or 0)
+    if wanted:
+        if wanted > len(devices):
+            raise MeshError(f"mesh.num_devices={wanted} but only {len(devices)} devices are available")
+        if jax.process_count() > 1:
+            raise MeshError("mesh.num_devices restricts a single-process run; leave it 0 on multi-host runs")
+        devices = devices[:wanted]
     sizes = mesh_shape(cfg, len(devices))
     shape = tuple(sizes[a] for a in MESH_AXES)
     try:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+
+# Eight host devices, so meshes with data, fsdp and tensor axes run on the CPU. Must precede importing jax.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -202,7 +202,7 @@ def train(config, workdir: str) -> dict:
             if step % tc.log_every == 0 or step == tc.steps:
                 jax.block_until_ready(state)
                 now = time.perf_counter()
-                dt = (now - t_last) / max(timed, 1)
+                n_timed, dt = timed, (now - t_last) / max(timed, 1)
                 t_last, timed = now, 0
                 vals = jax.device_get(pending)
                 row = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
@@ -210,7 +210,7 @@ def train(config, workdir: str) -> dict:
                 secs = np.mean([h["audio_seconds"] for h in host_stats])
                 flops = trainer.task.flops_per_step(config, {k: v.shape for k, v in batch.items()
                                                              if hasattr(v, "shape")})
-                if timed:
+                if n_timed:
                     row.update(step_time=dt, audio_seconds_per_s=secs / dt,
                                frames_per_s=secs * config.data.sample_rate / config.mel.hop_length / dt,
                                mfu=flops / dt / (peak * jax.device_count()))

@@ -40,7 +40,9 @@ def make_train_step(task, graphdef, tx, schedule):
             skipped=state.skipped + (~finite).astype(jnp.int32),
         )
         metrics = dict(metrics)
-        metrics.update(loss=loss, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step),
+        # optax's schedule counts applied updates only, so skipped steps do not advance it.
+        metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
+                       learning_rate=schedule(state.step - state.skipped),
                        skipped_steps=new.skipped)
         return new, metrics
 
