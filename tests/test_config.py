@@ -1,9 +1,11 @@
 """Config files and command-line overrides."""
+import os
+
 import pytest
 
 from speech_jax.config import ConfigError, apply_overrides, load_config
 
-TINY = "experiments/tokenizer/tiny.py"
+TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "tokenizer", "tiny.py")
 
 
 def test_overrides_are_typed():
@@ -28,4 +30,4 @@ def test_bad_overrides_are_clear_errors(bad, msg):
 
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="does not exist"):
-        load_config("experiments/tokenizer/nope.py")
+        load_config(TINY.replace("tiny.py", "nope.py"))

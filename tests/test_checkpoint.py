@@ -1,0 +1,48 @@
+"""Checkpoints: a corrupt newest checkpoint falls back to the last good one; none readable is a clear error."""
+import glob
+import os
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from speech_jax.train.checkpoint import CheckpointError, Checkpointer
+
+
+def save_steps(directory, steps):
+    ckpt = Checkpointer(directory, keep=5, async_save=False)
+    it = iter(grain.MapDataset.range(100).to_iter_dataset())
+    for s in steps:
+        next(it)
+        ckpt.save(s, {"w": jnp.full((4,), float(s))}, it, {"s": s}, force=True)
+    ckpt.close()
+
+
+def corrupt(directory, step):
+    for path in glob.glob(os.path.join(directory, str(step), "state", "**", "*"), recursive=True):
+        if os.path.isfile(path):
+            with open(path, "wb") as f:
+                f.write(b"\0garbage")
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+    d = str(tmp_path / "ck")
+    save_steps(d, [1, 2])
+    corrupt(d, 2)
+    it = iter(grain.MapDataset.range(100).to_iter_dataset())
+    ckpt = Checkpointer(d)
+    step, state, config = ckpt.restore(jax.eval_shape(lambda: {"w": jnp.zeros(4)}), it)
+    assert step == 1 and config == {"s": 1}
+    np.testing.assert_array_equal(state["w"], np.full(4, 1.0))
+    assert next(it) == 1  # the data iterator resumes where step 1 left it
+    assert os.path.isdir(os.path.join(d, "2"))  # nothing is deleted
+
+
+def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
+    d = str(tmp_path / "ck")
+    save_steps(d, [1])
+    corrupt(d, 1)
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        Checkpointer(d).restore(jax.eval_shape(lambda: {"w": jnp.zeros(4)}), None)
