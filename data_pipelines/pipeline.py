@@ -187,6 +187,9 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     it = ds.to_iter_dataset().batch(cfg.batch_size // pc, drop_remainder=True,
                                     batch_fn=PadBatch(buckets, ref_len, cfg.max_text_len))
     if cfg.num_workers > 0:
+        from absl import flags
+        if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; we are not an absl app
+            flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
                                                          per_worker_buffer_size=cfg.prefetch))
     logging.info("data %s/%s: %d records, %d speakers, buckets %s samples", cfg.name, split, len(source),

@@ -92,3 +92,17 @@ def test_missing_corpus_is_a_clear_error(data_cfg, tmp_path):
     c.data_dir = str(tmp_path)
     with pytest.raises(FileNotFoundError, match="speech-jax prepare"):
         make_dataset(c, split="train", training=True, frame_multiple=HOP2)
+
+
+def test_multiprocess_prefetch_resumes_exactly(data_cfg):
+    c = data_cfg.copy_and_resolve_references()
+    c.num_workers = 2
+    it = iter(make_dataset(c, split="train", training=True, frame_multiple=HOP2))
+    for _ in range(3):
+        next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(2)]
+    it2 = iter(make_dataset(c, split="train", training=True, frame_multiple=HOP2))
+    it2.set_state(state)
+    for want in expected:
+        assert_same(next(it2), want)
