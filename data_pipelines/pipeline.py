@@ -1,8 +1,8 @@
 """The Grain input pipeline shared by every stage.
 
-record index ─shuffle/repeat─▶ per-process slice ─▶ load (decode, resample, length rule, crop,
-BPE ids, same-speaker *different-utterance* reference) ─▶ drop unusable ─▶ batch with padding to a
-static length bucket ─▶ optional multiprocess prefetch.
+record index ─▶ per-process slice ─shuffle/repeat─▶ load (decode, resample, length rule, crop,
+BPE ids, same-speaker *different-utterance* reference) ─▶ drop unusable ─▶ batch (length-grouped
+within a window) with padding to a static length bucket ─▶ optional multiprocess prefetch.
 
 Every random choice comes from Grain's per-element generator (seed + position), so the stream is a
 pure function of (seed, position) and the iterator state in a checkpoint replays it exactly.
@@ -18,6 +18,7 @@ import grain
 import jax
 import numpy as np
 
+from data_pipelines.grouping import LengthGroupedBatches
 from data_pipelines.sources import _str, corpus_dir, open_source, speaker_index
 
 
@@ -184,8 +185,12 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     if buckets[-1] < int(cfg.max_seconds * cfg.sample_rate):
         raise ValueError(f"the largest bucket ({buckets[-1]} samples) is shorter than data.max_seconds")
     ref_len = bucket_lengths((cfg.ref_seconds[1],), cfg.sample_rate, frame_multiple)[0]
-    it = ds.to_iter_dataset().batch(cfg.batch_size // pc, drop_remainder=True,
-                                    batch_fn=PadBatch(buckets, ref_len, cfg.max_text_len))
+    pad = PadBatch(buckets, ref_len, cfg.max_text_len)
+    if cfg.group_window > 1:
+        it = LengthGroupedBatches(ds.to_iter_dataset(), cfg.batch_size // pc, cfg.group_window, pad,
+                                  seed=cfg.shuffle_seed)
+    else:
+        it = ds.to_iter_dataset().batch(cfg.batch_size // pc, drop_remainder=True, batch_fn=pad)
     if cfg.num_workers > 0:
         from absl import flags
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; we are not an absl app

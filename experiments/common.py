@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
         ref_seconds=(1.0, 4.0),  # random crop range for the same-speaker reference utterance
         reference_split="train",  # other splits also draw same-speaker references from here
         batch_size=8,            # global batch
+        group_window=8,          # sort windows of this many batches by length (1 = no grouping)
         shuffle_seed=0,
         num_workers=0,           # Grain worker processes (0 = in-process)
         prefetch=2,

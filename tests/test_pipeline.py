@@ -47,17 +47,20 @@ def test_batches_are_deterministic_and_static(data_cfg):
             assert not row[n:].any()
 
 
-def test_resumed_iterator_yields_the_same_batches(data_cfg):
-    ds = make_dataset(data_cfg, split="train", training=True, frame_multiple=HOP2)
-    it = iter(ds)
-    for _ in range(2):
+def assert_resumes_exactly(cfg, skip=2, check=3):
+    it = iter(make_dataset(cfg, split="train", training=True, frame_multiple=HOP2))
+    for _ in range(skip):
         next(it)
     state = it.get_state()
-    expected = [next(it) for _ in range(3)]
-    it2 = iter(make_dataset(data_cfg, split="train", training=True, frame_multiple=HOP2))
+    expected = [next(it) for _ in range(check)]
+    it2 = iter(make_dataset(cfg, split="train", training=True, frame_multiple=HOP2))
     it2.set_state(state)
     for want in expected:
         assert_same(next(it2), want)
+
+
+def test_resumed_iterator_yields_the_same_batches(data_cfg):
+    assert_resumes_exactly(data_cfg)
 
 
 def test_reference_is_same_speaker_different_utterance(data_cfg):
@@ -97,12 +100,16 @@ def test_missing_corpus_is_a_clear_error(data_cfg, tmp_path):
 def test_multiprocess_prefetch_resumes_exactly(data_cfg):
     c = data_cfg.copy_and_resolve_references()
     c.num_workers = 2
-    it = iter(make_dataset(c, split="train", training=True, frame_multiple=HOP2))
-    for _ in range(3):
-        next(it)
-    state = it.get_state()
-    expected = [next(it) for _ in range(2)]
-    it2 = iter(make_dataset(c, split="train", training=True, frame_multiple=HOP2))
-    it2.set_state(state)
-    for want in expected:
-        assert_same(next(it2), want)
+    assert_resumes_exactly(c, skip=3, check=2)
+
+
+def test_length_grouping_cuts_padding(data_cfg):
+    def padding(window):
+        c = data_cfg.copy_and_resolve_references()
+        c.group_window = window
+        c.buckets_seconds = (2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
+        batches = take(make_dataset(c, split="train", training=True, frame_multiple=HOP2), 16)
+        return 1 - sum(b["audio_len"].sum() for b in batches) / sum(b["audio"].size for b in batches)
+
+    grouped, plain = padding(8), padding(1)
+    assert grouped < 0.6 * plain, (grouped, plain)
