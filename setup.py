@@ -17,15 +17,15 @@ CORE = [
     "tensorboardX>=2.6",
     "tqdm>=4.66",
     "array-record>=0.8",
-    # tfds reads the corpora (tfds.data_source) without TensorFlow; building them needs the `data` extra.
+    # Corpora are TFDS builders written to array_record; tfds builds and reads them without TensorFlow.
     "tensorflow-datasets>=4.9.7",
 ]
 
 EXTRAS = {
-    # Writing TFDS corpora (`speech-jax prepare`) needs TensorFlow; training never imports it.
-    "data": ["tensorflow-cpu>=2.16"],
+    # Only for users' own TFDS builders whose features need TensorFlow to encode; ours do not.
+    "tf": ["tensorflow-cpu>=2.16"],
+    "dev": ["pytest>=8"],
 }
-EXTRAS["dev"] = EXTRAS["data"] + ["pytest>=8", "pytest-xdist>=3.5"]
 
 setup(
     name="speech_jax",
