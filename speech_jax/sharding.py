@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Sequence
 
 import jax
@@ -81,15 +82,25 @@ def make_mesh(cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def maybe_initialize_distributed() -> None:
-    """Multi-host launch: initialise jax.distributed when the environment says there are several processes."""
-    import os
-    markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
-               "OMPI_COMM_WORLD_SIZE")
-    nprocs = os.environ.get("JAX_NUM_PROCESSES") or os.environ.get("SLURM_NTASKS") or os.environ.get(
-        "OMPI_COMM_WORLD_SIZE")
-    if any(m in os.environ for m in markers) and (nprocs is None or int(nprocs) > 1):
-        if not jax.distributed.is_initialized():
-            jax.distributed.initialize()
+    """Multi-host launch: initialises jax.distributed when the environment describes several processes.
+
+    Explicit: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID. Otherwise a cluster that JAX
+    detects by itself (SLURM, Open MPI, multi-host TPU slices).
+    """
+    if jax.distributed.is_initialized():
+        return
+    env = os.environ
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        n = int(env.get("JAX_NUM_PROCESSES", "1"))
+        if n > 1:
+            if "JAX_PROCESS_ID" not in env:
+                raise MeshError("JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES are set but JAX_PROCESS_ID is not")
+            jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], n, int(env["JAX_PROCESS_ID"]))
+        return
+    several = (int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+               or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+    if several:
+        jax.distributed.initialize()
 
 
 def _rules_dict(rules) -> dict[str, tuple[str, ...] | None]:

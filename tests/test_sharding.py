@@ -56,3 +56,14 @@ def test_logical_to_spec_mapping_rules():
 def test_constrain_is_identity_outside_a_mesh_context():
     x = jax.numpy.ones((2, 3))
     assert sharding.constrain(x, ("batch", "embed")) is x
+
+
+def test_distributed_launch_needs_a_complete_environment(monkeypatch):
+    for var in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "1")
+    sharding.maybe_initialize_distributed()  # one process: nothing to initialise
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    with pytest.raises(sharding.MeshError, match="JAX_PROCESS_ID"):
+        sharding.maybe_initialize_distributed()
