@@ -134,7 +134,7 @@ def test_eval_does_not_change_state_and_predicts_ctc(setup):
     after = jax.tree.map(np.asarray, nnx.state(model, nnx.Not(nnx.Param)))
     jax.tree.map(np.testing.assert_array_equal, before, after)
     assert out["ctc_pred"].shape == (2, 32) and list(out["ctc_pred_len"]) == [32, 25]
-    cer = task.ctc_cer(out["ctc_pred"], out["ctc_pred_len"], batch["text_ids"], batch["text_len"])
+    cer = task.ctc_token_error_rate(out["ctc_pred"], out["ctc_pred_len"], batch["text_ids"], batch["text_len"])
     assert 0.0 <= cer
 
 
@@ -148,16 +148,16 @@ def test_straight_through_passes_gradients_to_the_encoder():
     np.testing.assert_allclose(g, jnp.broadcast_to(w.sum(1), g.shape), rtol=1e-5)
 
 
-def test_ctc_cer_on_hand_made_cases():
+def test_ctc_token_error_rate_on_hand_made_cases():
     blank = 0
     pred = np.array([[5, 5, blank, 5, 7, 7, blank, 9], [3, 3, 3, blank, blank, 4, 0, 0]])
     labels = np.array([[5, 5, 7, 9], [3, 4, 0, 0]])
     # Row 0 collapses to 5 5 7 9 (exact); row 1 to 3 4 (exact).
-    assert task.ctc_cer(pred, [8, 8], labels, [4, 2]) == 0.0
+    assert task.ctc_token_error_rate(pred, [8, 8], labels, [4, 2]) == 0.0
     # Row 1 cut to 3 frames -> "3": one deletion over 6 reference tokens.
-    assert task.ctc_cer(pred, [8, 3], labels, [4, 2]) == pytest.approx(1 / 6)
+    assert task.ctc_token_error_rate(pred, [8, 3], labels, [4, 2]) == pytest.approx(1 / 6)
     # One substitution and one insertion.
-    assert task.ctc_cer(np.array([[1, 2, 3]]), [3], np.array([[1, 4]]), [2]) == pytest.approx(2 / 2)
+    assert task.ctc_token_error_rate(np.array([[1, 2, 3]]), [3], np.array([[1, 4]]), [2]) == pytest.approx(2 / 2)
 
 
 def test_every_param_has_logical_names(setup):

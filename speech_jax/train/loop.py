@@ -77,8 +77,10 @@ class Trainer:
         repl = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_shardings, repl),
                                   out_shardings=(self.state_shardings, repl), donate_argnums=0)
+        # Replicated outputs: every process can read the whole evaluation batch's results.
         self.eval_step = jax.jit(make_eval_step(self.task, self.graphdef),
-                                 in_shardings=(self.state_shardings, self.batch_shardings))
+                                 in_shardings=(self.state_shardings, self.batch_shardings), out_shardings=repl)
+        self._eval_ds = None
         self.frame_multiple = 2 * config.mel.hop_length
 
     # -- state ---------------------------------------------------------------------------------
@@ -100,17 +102,21 @@ class Trainer:
             return self.train_step(state, self.to_device(batch), rng)
 
     def evaluate(self, state) -> dict:
-        it = self.data_iterator(self.config.data.eval_split, training=False)
+        """Mean metrics over the first `train.eval_batches` batches of the eval split (the same each time)."""
+        if self._eval_ds is None:
+            self._eval_ds = make_dataset(self.config.data, split=self.config.data.eval_split, training=False,
+                                         frame_multiple=self.frame_multiple)
+        it = iter(self._eval_ds)
         sums: dict[str, float] = {}
         n = 0
         for _ in range(self.config.train.eval_batches):
             batch = next(it)
             with sharding.activation_rules(self.mesh, self.rules):
-                out = self.eval_step(state, self.to_device(batch))
-            out = jax.device_get(out)
+                out, labels = self.eval_step(state, self.to_device(batch))
+            out, labels = jax.device_get((out, labels))
             row = {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
             if hasattr(self.task, "host_eval"):
-                row.update(self.task.host_eval(out, batch, self.bpe))
+                row.update(self.task.host_eval(out, labels, self.bpe))
             for k, v in row.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1

@@ -50,7 +50,9 @@ def make_train_step(task, graphdef, tx, schedule):
 
 
 def make_eval_step(task, graphdef):
+    """Returns the task's eval outputs and the batch's integer fields (global, for host-side metrics)."""
     def eval_step(state: TrainState, batch):
         model = nnx.merge(graphdef, state.params, state.rest)
-        return task.eval_fn(model, batch)
+        labels = {k: v for k, v in batch.items() if jnp.issubdtype(v.dtype, jnp.integer)}
+        return task.eval_fn(model, batch), labels
     return eval_step

@@ -2,8 +2,9 @@
 
 A task module provides `build_model(config, rngs)`, `loss_fn(model, batch, rng, step)`,
 `eval_fn(model, batch)` and `flops_per_step(config, batch_shapes)`; optionally `host_eval(outputs,
-batch) -> dict` for metrics computed on the host (e.g. CER), and `make_train_step(...)` /
-`make_optimizer(...)` when it needs more than one optimizer (GAN).
+labels, tokenizer) -> dict` for metrics computed on the host (e.g. CER; `labels` holds the batch's
+integer fields), and `make_train_step(...)` / `make_optimizer(...)` to replace the default
+single-optimizer step.
 """
 import importlib
 

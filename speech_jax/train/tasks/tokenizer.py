@@ -76,7 +76,7 @@ def _edit_distance(a, b) -> int:
     return row[-1]
 
 
-def ctc_cer(pred, pred_len, labels, label_len) -> float:
+def ctc_token_error_rate(pred, pred_len, labels, label_len) -> float:
     """Greedy CTC decode (merge repeats, drop blanks) -> token error rate over the batch."""
     pred, pred_len = np.asarray(pred), np.asarray(pred_len)
     labels, label_len = np.asarray(labels), np.asarray(label_len)
@@ -102,7 +102,7 @@ def ctc_char_error_rate(pred, pred_len, labels, label_len, tokenizer) -> float:
 def host_eval(outputs: dict, batch: dict, tokenizer=None) -> dict:
     """Content check of the tokens: greedy-CTC token and character error rates on the validation batch."""
     args = (outputs["ctc_pred"], outputs["ctc_pred_len"], batch["text_ids"], batch["text_len"])
-    out = {"ctc_token_error_rate": ctc_cer(*args)}
+    out = {"ctc_token_error_rate": ctc_token_error_rate(*args)}
     if tokenizer is not None:
         out["ctc_cer"] = ctc_char_error_rate(*args, tokenizer)
     return out
