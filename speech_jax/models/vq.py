@@ -107,13 +107,14 @@ class VectorQuantizer(nnx.Module):
         counts = onehot.reshape(-1, self.k).sum(0)
         probs = counts / n_valid
         perplexity = jnp.exp(-jnp.sum(probs * jnp.log(jnp.maximum(probs, 1e-10))))
+        # Share of codes whose usage EMA is below the restart threshold (before this step's restarts).
+        fair = n_valid / self.k
+        dead_codes = jnp.mean((self.ema_count[...] < (self.dead_ratio or 0.1) * fair).astype(jnp.float32))
         if train:
             self._update_stats(jax.lax.stop_gradient(z_flat), valid_flat, onehot.reshape(-1, self.k),
                                counts, restart_rng if update else None)
-        fair = n_valid / self.k
         aux = dict(commit_loss=commit, codebook_loss=codebook_loss, perplexity=perplexity,
-                   code_usage=jnp.mean((counts > 0).astype(jnp.float32)),
-                   dead_codes=jnp.mean((self.ema_count[...] < (self.dead_ratio or 0.1) * fair).astype(jnp.float32)))
+                   code_usage=jnp.mean((counts > 0).astype(jnp.float32)), dead_codes=dead_codes)
         return out, ids, aux
 
     def _update_stats(self, z_flat, valid_flat, onehot_flat, counts, rng):
