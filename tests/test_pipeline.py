@@ -113,3 +113,13 @@ def test_length_grouping_cuts_padding(data_cfg):
 
     grouped, plain = padding(8), padding(1)
     assert grouped < 0.6 * plain, (grouped, plain)
+
+
+def test_validation_references_come_from_the_speakers_training_utterances(data_cfg):
+    val = open_source(data_cfg.name, data_cfg.data_dir, "validation")
+    train = open_source(data_cfg.name, data_cfg.data_dir, "train")
+    batch = take(make_dataset(data_cfg, split="validation", training=False, frame_multiple=HOP2), 1)[0]
+    for i, r in zip(batch["index"], batch["ref_index"]):
+        assert r < 0  # encoded as -(train index + 1): validation has one utterance per speaker
+        a, b = val[int(i)], train[int(-r - 1)]
+        assert a["speaker"] == b["speaker"] and a["utt_id"] != b["utt_id"]
