@@ -1,7 +1,7 @@
 """The Grain input pipeline shared by every stage.
 
 record index ─▶ per-process slice ─shuffle/repeat─▶ load (decode, resample, length rule, crop,
-BPE ids, same-speaker *different-utterance* reference) ─▶ drop unusable ─▶ batch (length-grouped
+BPE ids and, for stages that need one, a same-speaker *different-utterance* reference) ─▶ drop unusable ─▶ batch (length-grouped
 within a window) with padding to a static length bucket ─▶ optional multiprocess prefetch.
 
 Every random choice comes from Grain's per-element generator (seed + position), so the stream is a
@@ -73,9 +73,8 @@ class LoadExample:
         return self._bpe
 
     def _audio(self, record) -> np.ndarray:
-        from speech_jax.audio.io import resample
-        audio = np.asarray(record["audio"])
-        audio = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
+        from speech_jax.audio.io import resample, to_float32
+        audio = to_float32(np.asarray(record["audio"]))
         sr = int(record["sample_rate"])
         return resample(audio, sr, self.cfg.sample_rate) if sr != self.cfg.sample_rate else audio
 
@@ -102,6 +101,10 @@ class LoadExample:
         if not ids or len(ids) > self.cfg.max_text_len:
             return None
         speaker = self.speakers[index]
+        example = {"audio": audio, "text_ids": np.asarray(ids, np.int32), "index": index,
+                   "speaker_id": self.speaker_ids[speaker]}
+        if not self.cfg.with_reference:
+            return example
         # Never the target itself: other utterances of the speaker in this split, or in the ref split.
         candidates = [(self.source, i) for i in self.by_speaker[speaker] if i != index]
         candidates += [(self.ref_source, i) for i in self.ref_by_speaker.get(speaker, [])]
@@ -112,17 +115,17 @@ class LoadExample:
         ref = self._audio(ref_src[ref_index])
         ref_index = ref_index if ref_src is self.source else -(ref_index + 1)
         ref_len = int(rng.integers(self.ref_min, self.ref_max + 1)) if self.training else self.ref_max
-        ref = self._crop(ref, ref_len, rng)
-        return {
-            "audio": audio, "text_ids": np.asarray(ids, np.int32), "ref_audio": ref,
-            "index": index, "ref_index": ref_index, "speaker_id": self.speaker_ids[speaker],
-        }
+        example.update(ref_audio=self._crop(ref, ref_len, rng), ref_index=ref_index)
+        return example
 
 
 class PadBatch:
-    """Pads a list of examples to static shapes: audio to the smallest bucket that fits."""
+    """Pads a list of examples to static shapes: audio to the smallest bucket that fits.
 
-    def __init__(self, buckets: tuple[int, ...], ref_len: int, max_text_len: int):
+    `ref_len` None: the examples carry no reference utterance.
+    """
+
+    def __init__(self, buckets: tuple[int, ...], ref_len: int | None, max_text_len: int):
         self.buckets = buckets
         self.ref_len = ref_len
         self.max_text_len = max_text_len
@@ -138,17 +141,19 @@ class PadBatch:
         longest = max(len(e["audio"]) for e in examples)
         bucket = next((b for b in self.buckets if b >= longest), self.buckets[-1])
         col = lambda k: [e[k] for e in examples]  # noqa: E731
-        return {
+        batch = {
             "audio": self._pad(col("audio"), bucket, np.float32),
             "audio_len": np.asarray([min(len(a), bucket) for a in col("audio")], np.int32),
             "text_ids": self._pad(col("text_ids"), self.max_text_len, np.int32),
             "text_len": np.asarray([len(t) for t in col("text_ids")], np.int32),
-            "ref_audio": self._pad(col("ref_audio"), self.ref_len, np.float32),
-            "ref_len": np.asarray([min(len(a), self.ref_len) for a in col("ref_audio")], np.int32),
             "index": np.asarray(col("index"), np.int64),
-            "ref_index": np.asarray(col("ref_index"), np.int64),
             "speaker_id": np.asarray(col("speaker_id"), np.int32),
         }
+        if self.ref_len is not None:
+            batch["ref_audio"] = self._pad(col("ref_audio"), self.ref_len, np.float32)
+            batch["ref_len"] = np.asarray([min(len(a), self.ref_len) for a in col("ref_audio")], np.int32)
+            batch["ref_index"] = np.asarray(col("ref_index"), np.int64)
+        return batch
 
 
 def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
@@ -168,7 +173,7 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
         raise FileNotFoundError(f"BPE model {bpe_path} not found; run `speech-jax prepare` or set data.bpe_model")
 
     ref_source = ref_speakers = None
-    if cfg.reference_split and cfg.reference_split != split:
+    if cfg.with_reference and cfg.reference_split and cfg.reference_split != split:
         ref_source = open_source(cfg.name, cfg.data_dir, cfg.reference_split)
         ref_cache = os.path.join(corpus_dir(cfg.name, cfg.data_dir), f"speakers.{cfg.reference_split}.json")
         ref_speakers = speaker_index(ref_source, ref_cache)
@@ -184,7 +189,8 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     buckets = bucket_lengths(cfg.buckets_seconds, cfg.sample_rate, frame_multiple)
     if buckets[-1] < int(cfg.max_seconds * cfg.sample_rate):
         raise ValueError(f"the largest bucket ({buckets[-1]} samples) is shorter than data.max_seconds")
-    ref_len = bucket_lengths((cfg.ref_seconds[1],), cfg.sample_rate, frame_multiple)[0]
+    ref_len = (bucket_lengths((cfg.ref_seconds[1],), cfg.sample_rate, frame_multiple)[0]
+               if cfg.with_reference else None)
     pad = PadBatch(buckets, ref_len, cfg.max_text_len)
     if cfg.group_window > 1:
         it = LengthGroupedBatches(ds.to_iter_dataset(), cfg.batch_size // pc, cfg.group_window, pad,
@@ -216,9 +222,14 @@ def _check_some_usable(load: LoadExample, split: str, cfg, probe: int = 64) -> N
         f"have a second utterance (data.reference_split={cfg.reference_split!r})")
 
 
-DEVICE_KEYS = ("audio", "audio_len", "text_ids", "text_len", "ref_audio", "ref_len", "speaker_id")
+# The fields that go to the accelerator, with their ranks (record indices stay on the host).
+DEVICE_FIELDS = {"audio": 2, "audio_len": 1, "text_ids": 2, "text_len": 1, "speaker_id": 1}
+REFERENCE_FIELDS = {"ref_audio": 2, "ref_len": 1}
 
 
-def device_batch(batch: dict) -> dict:
-    """The numeric fields that go to the accelerator (indices stay on the host)."""
-    return {k: batch[k] for k in DEVICE_KEYS if k in batch}
+def device_fields(cfg) -> dict[str, int]:
+    return {**DEVICE_FIELDS, **(REFERENCE_FIELDS if cfg.with_reference else {})}
+
+
+def device_batch(batch: dict, fields) -> dict:
+    return {k: batch[k] for k in fields}

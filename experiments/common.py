@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
         buckets_seconds=(2.0, 4.0),  # batches pad to the smallest bucket that fits (static shapes)
         max_text_len=128,
         ref_seconds=(1.0, 4.0),  # random crop range for the same-speaker reference utterance
+        with_reference=True,     # stages with a speaker encoder need a reference utterance
         reference_split="train",  # other splits also draw same-speaker references from here
         batch_size=8,            # global batch
         group_window=8,          # sort windows of this many batches by length (1 = no grouping)

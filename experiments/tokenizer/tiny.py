@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.batch_size = 8
     # CTC needs the whole transcript's audio: utterances longer than the largest bucket are dropped.
     c.data.long_utterances = "drop"
+    c.data.with_reference = False  # the tokenizer has no speaker encoder
     c.data.max_seconds = 6.0
     c.data.buckets_seconds = (3.0, 6.0)
     c.optim.learning_rate = 1e-3

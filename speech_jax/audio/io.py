@@ -35,7 +35,7 @@ def _check_rate(sample_rate, name) -> int:
   return int(sample_rate)
 
 
-def _to_float32(audio: np.ndarray, name) -> np.ndarray:
+def to_float32(audio: np.ndarray, name: str = "<array>") -> np.ndarray:
   """Integer PCM is scaled to [-1, 1); floats are cast."""
   if np.issubdtype(audio.dtype, np.floating):
     return audio.astype(np.float32, copy=False)
@@ -70,10 +70,10 @@ def check_audio(
       raise AudioError(
           f"{audio.shape[1]} channels, at most {max_channels} allowed "
           "(arrays are [frames, channels])", name)
-    audio = _to_float32(audio, name)
+    audio = to_float32(audio, name)
     audio = audio.mean(axis=1, dtype=np.float32)
   elif audio.ndim == 1:
-    audio = _to_float32(audio, name)
+    audio = to_float32(audio, name)
   else:
     raise AudioError(f"expected [frames] or [frames, channels], got shape {audio.shape}", name)
 
@@ -147,7 +147,7 @@ def save_audio(path: str | os.PathLike, audio, sample_rate: int) -> None:
   if audio.ndim not in (1, 2) or audio.size == 0:
     raise AudioError(f"cannot save audio of shape {audio.shape}", name)
   if audio.dtype != np.int16:
-    audio = _to_float32(audio, name)
+    audio = to_float32(audio, name)
     if not np.all(np.isfinite(audio)):
       raise AudioError("cannot save non-finite samples", name)
     audio = np.clip(audio, -1.0, 1.0)

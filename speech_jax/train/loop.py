@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from data_pipelines.pipeline import device_batch, make_dataset
+from data_pipelines.pipeline import device_batch, device_fields, make_dataset
 from speech_jax import sharding
 from speech_jax.train import checkpoint, metrics as metrics_lib
 from speech_jax.train.optim import make_optimizer
@@ -19,8 +19,6 @@ from speech_jax.train.state import init_train_state
 from speech_jax.train.step import make_eval_step, make_train_step
 from speech_jax.train.tasks import get_task
 
-BATCH_NDIM = {"audio": 2, "audio_len": 1, "text_ids": 2, "text_len": 1, "ref_audio": 2, "ref_len": 1,
-              "speaker_id": 1}
 
 
 class _Preemption:
@@ -73,7 +71,8 @@ class Trainer:
         self._rng = rng
         step_fn = (getattr(self.task, "make_train_step", None) or make_train_step)(
             self.task, self.graphdef, self.tx, self.schedule)
-        self.batch_shardings = {k: sharding.batch_sharding(self.mesh, n) for k, n in BATCH_NDIM.items()}
+        self.batch_shardings = {k: sharding.batch_sharding(self.mesh, n)
+                                for k, n in device_fields(config.data).items()}
         repl = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_shardings, repl),
                                   out_shardings=(self.state_shardings, repl), donate_argnums=0)
@@ -93,7 +92,7 @@ class Trainer:
         return iter(ds)
 
     def to_device(self, batch: dict) -> dict:
-        batch = device_batch(batch)
+        batch = device_batch(batch, self.batch_shardings)
         return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v) for k, v in batch.items()}
 
     def step(self, state, batch, step: int):
