@@ -38,8 +38,12 @@ class LoadExample:
     """index → example dict (or None when the utterance is unusable for this stage)."""
 
     def __init__(self, source, speakers: list[str], cfg, bpe_path: str, *, training: bool,
-                 ref_source=None, ref_speakers: list[str] | None = None):
+                 ref_source=None, ref_speakers: list[str] | None = None, frame_multiple: int = 1,
+                 extracted=None, ref_extracted=None):
         self.source = source
+        # Tokens (25 Hz) and latents (50 Hz) of each record, when the stage trains on extracted features.
+        self.extracted, self.ref_extracted = extracted, ref_extracted
+        self.frame_multiple = frame_multiple  # samples per token (2 · hop)
         self.speakers = speakers
         self.by_speaker: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(speakers):
@@ -59,6 +63,7 @@ class LoadExample:
         self.max_len = int(cfg.max_seconds * sr)
         self.min_len = int(cfg.min_seconds * sr)
         self.ref_min, self.ref_max = (int(s * sr) for s in cfg.ref_seconds)
+        self.prompt_max_tokens = prompt_max_tokens(cfg, frame_multiple)
 
     def __getstate__(self):  # the tokenizer is reloaded in each worker process
         d = dict(self.__dict__)
@@ -78,11 +83,38 @@ class LoadExample:
         sr = int(record["sample_rate"])
         return resample(audio, sr, self.cfg.sample_rate) if sr != self.cfg.sample_rate else audio
 
+    def _crop_start(self, n: int, length: int, rng: np.random.Generator, multiple: int = 1) -> int:
+        if n <= length or not self.training:
+            return 0
+        return int(rng.integers(0, (n - length) // multiple + 1)) * multiple
+
     def _crop(self, audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-        if len(audio) <= length:
-            return audio
-        start = int(rng.integers(0, len(audio) - length + 1)) if self.training else 0
+        start = self._crop_start(len(audio), length, rng)
         return audio[start:start + length]
+
+    def _features(self, example: dict, index: int, start: int) -> None:
+        """Adds the record's tokens (and latents), cut to the same span as its (possibly cropped) audio."""
+        rec = self.extracted[index]
+        t0, n_tok = start // self.frame_multiple, len(example["audio"]) // self.frame_multiple
+        example["tokens"] = np.asarray(rec["tokens"][t0:t0 + n_tok], np.int32)
+        if self.cfg.with_latents:
+            if "latents" not in rec:
+                raise ValueError("data.with_latents is set but the extracted features hold no latents; "
+                                 "run `speech-jax extract` with --flow-vae")
+            example["latents"] = np.asarray(rec["latents"][2 * t0:2 * (t0 + n_tok)], np.float32)
+
+    def _prompt(self, example: dict, record, features) -> None:
+        """One-shot prompt = the reference utterance whole: its transcript ids and its audio tokens.
+
+        Empty (length 0) when it does not fit the static prompt lengths; the example then trains zero-shot."""
+        tokens = np.asarray(features["tokens"], np.int32)
+        try:
+            ids = self.bpe.encode(_str(record["text"]))
+        except ValueError:
+            ids = []
+        if not ids or len(ids) > self.cfg.max_text_len or not 0 < len(tokens) <= self.prompt_max_tokens:
+            ids, tokens = [], tokens[:0]
+        example.update(prompt_text_ids=np.asarray(ids, np.int32), prompt_tokens=tokens)
 
     def __call__(self, index: int, rng: np.random.Generator):
         index = int(index)
@@ -90,10 +122,13 @@ class LoadExample:
         audio = self._audio(record)
         if len(audio) < self.min_len:
             return None
+        start = 0
         if len(audio) > self.max_len:
             if self.cfg.long_utterances == "drop":  # stages that align text with audio cannot crop
                 return None
-            audio = self._crop(audio, self.max_len, rng)
+            # Crops start on token boundaries, so extracted tokens and latents stay aligned.
+            start = self._crop_start(len(audio), self.max_len, rng, self.frame_multiple)
+            audio = audio[start:start + self.max_len]
         try:
             ids = self.bpe.encode(_str(record["text"]))
         except ValueError:  # empty or unusable text
@@ -103,6 +138,8 @@ class LoadExample:
         speaker = self.speakers[index]
         example = {"audio": audio, "text_ids": np.asarray(ids, np.int32), "index": index,
                    "speaker_id": self.speaker_ids[speaker]}
+        if self.extracted is not None:
+            self._features(example, index, start)
         if not self.cfg.with_reference:
             return example
         # Never the target itself: other utterances of the speaker in this split, or in the ref split.
@@ -111,8 +148,12 @@ class LoadExample:
         if not candidates:  # no different utterance of this speaker: unusable for joint training
             return None
         ref_src, ref_index = candidates[int(rng.integers(len(candidates)))]
+        ref_record = ref_src[ref_index]
+        ref = self._audio(ref_record)
+        if self.cfg.with_prompt:
+            feats = self.extracted if ref_src is self.source else self.ref_extracted
+            self._prompt(example, ref_record, feats[ref_index])
         # ref_index < 0 marks a reference taken from the other split: -(index + 1) there.
-        ref = self._audio(ref_src[ref_index])
         ref_index = ref_index if ref_src is self.source else -(ref_index + 1)
         ref_len = int(rng.integers(self.ref_min, self.ref_max + 1)) if self.training else self.ref_max
         example.update(ref_audio=self._crop(ref, ref_len, rng), ref_index=ref_index)
@@ -125,10 +166,13 @@ class PadBatch:
     `ref_len` None: the examples carry no reference utterance.
     """
 
-    def __init__(self, buckets: tuple[int, ...], ref_len: int | None, max_text_len: int):
+    def __init__(self, buckets: tuple[int, ...], ref_len: int | None, max_text_len: int, *,
+                 frame_multiple: int = 1, prompt_tokens: int = 0):
         self.buckets = buckets
         self.ref_len = ref_len
         self.max_text_len = max_text_len
+        self.frame_multiple = frame_multiple  # samples per token: tokens pad to bucket / frame_multiple
+        self.prompt_tokens = prompt_tokens
 
     @staticmethod
     def _pad(arrays, length, dtype):
@@ -153,6 +197,22 @@ class PadBatch:
             batch["ref_audio"] = self._pad(col("ref_audio"), self.ref_len, np.float32)
             batch["ref_len"] = np.asarray([min(len(a), self.ref_len) for a in col("ref_audio")], np.int32)
             batch["ref_index"] = np.asarray(col("ref_index"), np.int64)
+        first = examples[0]
+        if "tokens" in first:
+            n_tok = bucket // self.frame_multiple
+            batch["tokens"] = self._pad(col("tokens"), n_tok, np.int32)
+            batch["tokens_len"] = np.asarray([len(t) for t in col("tokens")], np.int32)
+        if "latents" in first:
+            lat = col("latents")
+            out = np.zeros((len(lat), 2 * (bucket // self.frame_multiple), lat[0].shape[-1]), np.float32)
+            for i, a in enumerate(lat):
+                out[i, :len(a)] = a[:out.shape[1]]
+            batch["latents"] = out
+        if "prompt_tokens" in first:
+            batch["prompt_text_ids"] = self._pad(col("prompt_text_ids"), self.max_text_len, np.int32)
+            batch["prompt_text_len"] = np.asarray([len(t) for t in col("prompt_text_ids")], np.int32)
+            batch["prompt_tokens"] = self._pad(col("prompt_tokens"), self.prompt_tokens, np.int32)
+            batch["prompt_tokens_len"] = np.asarray([len(t) for t in col("prompt_tokens")], np.int32)
         return batch
 
 
@@ -177,8 +237,22 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
         ref_source = open_source(cfg.name, cfg.data_dir, cfg.reference_split)
         ref_cache = os.path.join(corpus_dir(cfg.name, cfg.data_dir), f"speakers.{cfg.reference_split}.json")
         ref_speakers = speaker_index(ref_source, ref_cache)
+    extracted = ref_extracted = None
+    if cfg.extracted:
+        from data_pipelines.extracted import ExtractedSource, extracted_dir
+        directory = extracted_dir(cfg.name, cfg.data_dir, cfg.extracted)
+        extracted = ExtractedSource(directory, split)
+        if len(extracted) != len(source):
+            raise ValueError(f"{directory}: {len(extracted)} extracted records for {len(source)} in {split}; "
+                             f"re-run `speech-jax extract`")
+        if ref_source is not None:
+            ref_extracted = ExtractedSource(directory, cfg.reference_split)
+    elif cfg.with_latents or cfg.with_prompt:
+        raise ValueError("data.with_latents / data.with_prompt need extracted features: set data.extracted "
+                         "to the tag `speech-jax extract` wrote (default 'default')")
     load = LoadExample(source, speakers, cfg, bpe_path, training=training, ref_source=ref_source,
-                       ref_speakers=ref_speakers)
+                       ref_speakers=ref_speakers, frame_multiple=frame_multiple, extracted=extracted,
+                       ref_extracted=ref_extracted)
     _check_some_usable(load, split, cfg)
     ds = grain.MapDataset.range(len(source))[pi::pc]
     if training:
@@ -191,7 +265,8 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
         raise ValueError(f"the largest bucket ({buckets[-1]} samples) is shorter than data.max_seconds")
     ref_len = (bucket_lengths((cfg.ref_seconds[1],), cfg.sample_rate, frame_multiple)[0]
                if cfg.with_reference else None)
-    pad = PadBatch(buckets, ref_len, cfg.max_text_len)
+    pad = PadBatch(buckets, ref_len, cfg.max_text_len, frame_multiple=frame_multiple,
+                   prompt_tokens=prompt_max_tokens(cfg, frame_multiple))
     if cfg.group_window > 1:
         it = LengthGroupedBatches(ds.to_iter_dataset(), cfg.batch_size // pc, cfg.group_window, pad,
                                   seed=cfg.shuffle_seed)
@@ -225,10 +300,23 @@ def _check_some_usable(load: LoadExample, split: str, cfg, probe: int = 64) -> N
 # The fields that go to the accelerator, with their ranks (record indices stay on the host).
 DEVICE_FIELDS = {"audio": 2, "audio_len": 1, "text_ids": 2, "text_len": 1, "speaker_id": 1}
 REFERENCE_FIELDS = {"ref_audio": 2, "ref_len": 1}
+TOKEN_FIELDS = {"tokens": 2, "tokens_len": 1}
+LATENT_FIELDS = {"latents": 3}
+PROMPT_FIELDS = {"prompt_text_ids": 2, "prompt_text_len": 1, "prompt_tokens": 2, "prompt_tokens_len": 1}
+
+
+def prompt_max_tokens(cfg, frame_multiple: int) -> int:
+    """Static length of the one-shot prompt's token segment."""
+    return int(math.ceil(cfg.prompt_max_seconds * cfg.sample_rate / frame_multiple)) if cfg.with_prompt else 0
 
 
 def device_fields(cfg) -> dict[str, int]:
-    return {**DEVICE_FIELDS, **(REFERENCE_FIELDS if cfg.with_reference else {})}
+    fields = dict(DEVICE_FIELDS)
+    for on, extra in ((cfg.with_reference, REFERENCE_FIELDS), (bool(cfg.extracted), TOKEN_FIELDS),
+                      (cfg.with_latents, LATENT_FIELDS), (cfg.with_prompt, PROMPT_FIELDS)):
+        if on:
+            fields.update(extra)
+    return fields
 
 
 def device_batch(batch: dict, fields) -> dict:

@@ -23,6 +23,10 @@ def base_config() -> ml_collections.ConfigDict:
         ref_seconds=(1.0, 4.0),  # random crop range for the same-speaker reference utterance
         with_reference=True,     # stages with a speaker encoder need a reference utterance
         reference_split="train",  # other splits also draw same-speaker references from here
+        extracted="",            # tag of `speech-jax extract` features (tokens, latents) to load; "" = none
+        with_latents=False,      # load the Flow-VAE latents (flow matching)
+        with_prompt=False,       # one-shot prompt: the reference utterance's transcript and tokens (AR)
+        prompt_max_seconds=4.0,  # longer reference utterances give no prompt (the example trains zero-shot)
         batch_size=8,            # global batch
         group_window=8,          # sort windows of this many batches by length (1 = no grouping)
         shuffle_seed=0,

@@ -1,4 +1,4 @@
-"""`speech-jax` command line: prepare, train (other stages arrive with their issues)."""
+"""`speech-jax` command line: prepare a corpus, train a stage, extract tokens and latents."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,22 @@ def _train(args, overrides) -> int:
     return 0
 
 
+def _extract(args) -> int:
+    from data_pipelines.extract import extract
+    out = extract(args.tokenizer, flow_vae_workdir=args.flow_vae, name=args.dataset, data_dir=args.data_dir,
+                  splits=tuple(args.splits.split(",")), tag=args.tag, batch_size=args.batch_size,
+                  latent_dtype=args.latent_dtype)
+    print({k: out[k] for k in ("directory", "counts") if k in out})
+    return 0
+
+
+def _user_errors() -> tuple[type, ...]:
+    """Errors that describe bad input (a corrupt checkpoint, mismatched models): no traceback needed."""
+    from data_pipelines.extract import ExtractError
+    from speech_jax.train.checkpoint import CheckpointError
+    return ExtractError, CheckpointError
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
@@ -43,6 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", required=True)
     t.add_argument("--workdir", required=True)
 
+    e = sub.add_parser("extract", help="write 25 Hz tokens (and 50 Hz Flow-VAE latents) for a corpus")
+    e.add_argument("--tokenizer", required=True, help="workdir of a trained tokenizer stage")
+    e.add_argument("--flow-vae", default=None, help="workdir of a trained flow_vae stage (adds latents)")
+    e.add_argument("--dataset", default=None, help="TFDS name/config (default: the tokenizer's corpus)")
+    e.add_argument("--data-dir", default=None, help="default: the tokenizer's data.data_dir")
+    e.add_argument("--splits", default="train,validation,test_unseen")
+    e.add_argument("--tag", default="default", help="name of this extraction (data.extracted in configs)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--latent-dtype", default="float16", choices=["float16", "float32"])
+
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "prepare":
@@ -51,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             return _prepare(args)
         if args.command == "train":
             return _train(args, rest)
-    except (ValueError, FileNotFoundError) as e:
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "extract":
+            return _extract(args)
+    except (ValueError, FileNotFoundError, *_user_errors()) as e:
         logging.error("%s", e)
         print(f"speech-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
