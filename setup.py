@@ -19,6 +19,10 @@ CORE = [
     "array-record>=0.8",
     # Corpora are TFDS builders written to array_record; tfds builds and reads them without TensorFlow.
     "tensorflow-datasets>=4.9.7",
+    # Resynthesis evaluation (PESQ, STOI) and the plots written beside evaluations.
+    "pesq>=0.0.4",
+    "pystoi>=0.4",
+    "matplotlib>=3.8",
 ]
 
 EXTRAS = {
