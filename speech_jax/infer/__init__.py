@@ -1,0 +1,1 @@
+"""Inference: AR token sampling and KV-cache decoding, ODE solvers for flow matching, synthesis."""
