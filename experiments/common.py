@@ -14,6 +14,7 @@ def base_config() -> ml_collections.ConfigDict:
         bpe_model="",            # default: the one `prepare` saved beside the corpus
         train_split="train",
         eval_split="validation",
+        extra_eval_splits=(),    # further splits evaluated alongside (logged as eval_<split>/...)
         sample_rate=16000,
         min_seconds=0.5,
         max_seconds=4.0,

@@ -1,4 +1,11 @@
-"""Pre-norm transformer: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)); a stack ends in RMSNorm."""
+"""Pre-norm transformer: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)); a stack ends in RMSNorm.
+
+Options for large models, all off by default:
+  scan_layers  the blocks are built with `nnx.vmap` (params stacked on a leading "layers" axis) and run
+               with `lax.scan`, so compile time does not grow with depth;
+  remat        "full" recomputes each block in the backward pass, "dots" keeps only its matmul outputs.
+`extend` runs new tokens against a KV cache (prefill and one-token decode steps).
+"""
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -9,6 +16,12 @@ from speech_jax.layers.norms import RMSNorm
 from speech_jax.sharding import constrain
 
 ACT = ("batch", "length", "embed")
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 class Block(nnx.Module):
@@ -26,20 +39,101 @@ class Block(nnx.Module):
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ACT)
 
+    def extend(self, x, positions, k_cache, v_cache, mask, start):
+        """New tokens x [B,T,E] at cache slots start..start+T-1: writes their k, v into the caches
+        [B,M,K,D] and attends over the whole cache under `mask` [B|1,T,M]. -> (x, k_cache, v_cache)."""
+        x = constrain(x, ACT)
+        q, k, v = self.attn.project_qkv(self.attn_norm(x), positions)
+        at = (0, start, 0, 0)
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), at)
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), at)
+        o = self.attn.attend(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask)
+        x = x + self.attn.project_out(o)
+        x = x + self.mlp(self.mlp_norm(x))
+        return constrain(x, ACT), k_cache, v_cache
+
+
+def _run_block(graphdef, state, x, mask, positions):
+    return nnx.merge(graphdef, state)(x, mask, positions)
+
 
 class Transformer(nnx.Module):
     def __init__(self, num_layers: int, d_model: int, num_heads: int, num_kv_heads: int | None,
                  mlp_dim: int, *, rope_theta: float = 10000.0, impl: str = "einsum", dtype=jnp.float32,
-                 rngs: nnx.Rngs):
-        self.blocks = nnx.List([
-            Block(d_model, num_heads, num_kv_heads or num_heads, mlp_dim, rope_theta=rope_theta,
-                  impl=impl, dtype=dtype, rngs=rngs) for _ in range(num_layers)])
+                 scan_layers: bool = False, remat: str = "none", rngs: nnx.Rngs):
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"unknown remat {remat!r}; use one of {sorted(REMAT_POLICIES)}")
+        num_kv_heads = num_kv_heads or num_heads
+
+        def make(r):
+            return Block(d_model, num_heads, num_kv_heads, mlp_dim, rope_theta=rope_theta, impl=impl,
+                         dtype=dtype, rngs=r)
+
+        if scan_layers:
+            make_stack = nnx.vmap(make, in_axes=0, out_axes=0,
+                                  transform_metadata={nnx.PARTITION_NAME: "layers"})
+            self.blocks = nnx.split_rngs(splits=num_layers)(make_stack)(rngs)
+        else:
+            self.blocks = nnx.List([make(rngs) for _ in range(num_layers)])
         self.norm = RMSNorm(d_model, dtype=dtype, rngs=rngs)
+        self.num_layers, self.num_kv_heads, self.head_dim = num_layers, num_kv_heads, d_model // num_heads
+        self.scan_layers, self.remat = scan_layers, remat
 
     def __call__(self, x: jax.Array, key_mask: jax.Array | None = None, *, causal: bool = False,
-                 positions: jax.Array | None = None) -> jax.Array:
-        """x [B,T,E]; key_mask [B,T] True on valid frames (padded keys are never attended)."""
-        mask = attention_mask(key_mask, x.shape[1], x.shape[1], causal=causal)
-        for block in self.blocks:
-            x = block(x, mask, positions)
+                 positions: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
+        """x [B,T,E]; key_mask [B,T] True on valid frames (padded keys are never attended).
+
+        `mask` [B|1,T,T], when given, is used as is instead of key_mask and causal."""
+        if mask is None:
+            mask = attention_mask(key_mask, x.shape[1], x.shape[1], causal=causal)
+        if self.remat == "none" and not self.scan_layers:
+            for block in self.blocks:
+                x = block(x, mask, positions)
+            return self.norm(x)
+        run = _run_block
+        if self.remat != "none":
+            run = jax.checkpoint(_run_block, static_argnums=(0,), policy=REMAT_POLICIES[self.remat])
+        if self.scan_layers:
+            graphdef, state = nnx.split(self.blocks)
+            x, _ = jax.lax.scan(lambda h, s: (run(graphdef, s, h, mask, positions), None), x, state)
+        else:
+            for block in self.blocks:
+                x = run(*nnx.split(block), x, mask, positions)
         return self.norm(x)
+
+    # --- KV cache -------------------------------------------------------------------------------
+
+    def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict:
+        """{"k", "v"}: per layer [B, max_len, K, D] zeros; a tuple over layers, or stacked [L, B, ...]
+        when the layers are scanned."""
+        shape = (batch, max_len, self.num_kv_heads, self.head_dim)
+        if self.scan_layers:
+            return {"k": jnp.zeros((self.num_layers,) + shape, dtype),
+                    "v": jnp.zeros((self.num_layers,) + shape, dtype)}
+        return {"k": tuple(jnp.zeros(shape, dtype) for _ in range(self.num_layers)),
+                "v": tuple(jnp.zeros(shape, dtype) for _ in range(self.num_layers))}
+
+    def extend(self, x: jax.Array, positions: jax.Array, cache: dict, mask: jax.Array,
+               start: jax.Array | int) -> tuple[jax.Array, dict]:
+        """Runs x [B,T,E] as cache slots start..start+T-1 (prefill: start 0; decode: T = 1).
+
+        positions [B,T] are the RoPE positions; mask [B|1,T,M] says which cache slots each new token
+        sees (build it with `attention_mask(..., q_offset=start)`). -> (normed output, new cache)."""
+        start = jnp.asarray(start, jnp.int32)
+        if self.scan_layers:
+            graphdef, state = nnx.split(self.blocks)
+
+            def body(h, layer):
+                s, k, v = layer
+                h, k, v = nnx.merge(graphdef, s).extend(h, positions, k, v, mask, start)
+                return h, (k, v)
+
+            x, (ks, vs) = jax.lax.scan(body, x, (state, cache["k"], cache["v"]))
+        else:
+            ks, vs = [], []
+            for block, k, v in zip(self.blocks, cache["k"], cache["v"]):
+                x, k, v = block.extend(x, positions, k, v, mask, start)
+                ks.append(k)
+                vs.append(v)
+            ks, vs = tuple(ks), tuple(vs)
+        return self.norm(x), {"k": ks, "v": vs}

@@ -52,7 +52,10 @@ class Trainer:
         self.config = config
         self.workdir = workdir
         self.task = get_task(config.stage)
+        if hasattr(self.task, "resolve_config"):  # e.g. sizes of pretrained parts, from their workdirs
+            self.task.resolve_config(config)
         self.bpe = _resolve_text_vocab(config)
+        _resolve_feature_sizes(config)
         self.mesh = sharding.make_mesh(config.mesh)
         sharding.check_batch(config.data.batch_size, self.mesh)
         self.rules = tuple(tuple(r) for r in config.sharding.rules)
@@ -79,13 +82,16 @@ class Trainer:
         # Replicated outputs: every process can read the whole evaluation batch's results.
         self.eval_step = jax.jit(make_eval_step(self.task, self.graphdef),
                                  in_shardings=(self.state_shardings, self.batch_shardings), out_shardings=repl)
-        self._eval_ds = None
+        self._eval_ds: dict = {}
         self.frame_multiple = 2 * config.mel.hop_length
 
     # -- state ---------------------------------------------------------------------------------
     def initial_state(self):
         with sharding.activation_rules(self.mesh, self.rules):
-            return self._init(self._rng)
+            state = self._init(self._rng)
+        if hasattr(self.task, "load_pretrained"):  # weights of earlier stages (a fresh run only)
+            state = self.task.load_pretrained(state, self.config)
+        return state
 
     def data_iterator(self, split: str, training: bool):
         ds = make_dataset(self.config.data, split=split, training=training, frame_multiple=self.frame_multiple)
@@ -100,13 +106,18 @@ class Trainer:
         with sharding.activation_rules(self.mesh, self.rules):
             return self.train_step(state, self.to_device(batch), rng)
 
-    def evaluate(self, state) -> dict:
-        """Mean metrics over the first `train.eval_batches` batches of the eval split (the same each time)."""
-        if self._eval_ds is None:
-            self._eval_ds = make_dataset(self.config.data, split=self.config.data.eval_split, training=False,
-                                         frame_multiple=self.frame_multiple)
-        it = iter(self._eval_ds)
+    def evaluate(self, state, artifacts_dir: str | None = None, split: str | None = None) -> dict:
+        """Mean metrics over the first `train.eval_batches` batches of a split (the same each time).
+
+        With `artifacts_dir`, the task writes samples (wavs, plots) of the first batch there."""
+        split = split or self.config.data.eval_split
+        if split not in self._eval_ds:
+            self._eval_ds[split] = make_dataset(self.config.data, split=split, training=False,
+                                                frame_multiple=self.frame_multiple)
+        it = iter(self._eval_ds[split])
         sums: dict[str, float] = {}
+        kept = []  # every batch's outputs, for tasks that summarise the whole evaluation
+        summarize = getattr(self.task, "summarize_eval", None)
         n = 0
         for _ in range(self.config.train.eval_batches):
             batch = next(it)
@@ -115,11 +126,25 @@ class Trainer:
             out, labels = jax.device_get((out, labels))
             row = {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
             if hasattr(self.task, "host_eval"):
-                row.update(self.task.host_eval(out, labels, self.bpe))
+                row.update(self.task.host_eval(out, labels, self.bpe, self.config))
+            if n == 0 and artifacts_dir and hasattr(self.task, "eval_artifacts") and jax.process_index() == 0:
+                self.task.eval_artifacts(out, labels, artifacts_dir, self.config)
+            if summarize is not None:
+                kept.append((out, labels))
             for k, v in row.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
-        return {k: v / n for k, v in sums.items()}
+        result = {k: v / n for k, v in sums.items()}
+        if summarize is not None:
+            result.update(summarize(kept, self.config))
+        return result
+
+    def evaluate_all(self, state, artifacts_dir: str | None = None) -> dict:
+        """The eval split under "eval/", each of `data.extra_eval_splits` under "eval_<split>/"."""
+        out = {f"eval/{k}": v for k, v in self.evaluate(state, artifacts_dir).items()}
+        for split in self.config.data.get("extra_eval_splits", ()):
+            out.update({f"eval_{split}/{k}": v for k, v in self.evaluate(state, None, split).items()})
+        return out
 
 
 def _resolve_text_vocab(config):
@@ -143,6 +168,24 @@ def _resolve_text_vocab(config):
     return bpe
 
 
+def _resolve_feature_sizes(config) -> None:
+    """`model.codebook_size = 0` / `model.latent_dim = 0` follow the extracted features' models."""
+    if not config.data.get("extracted"):
+        return
+    from data_pipelines.extracted import extracted_dir, read_meta
+    meta = read_meta(extracted_dir(config.data.name, config.data.data_dir, config.data.extracted))
+    for key in ("codebook_size", "latent_dim"):
+        if key not in config.model:
+            continue
+        if config.model[key] == 0:
+            config.model[key] = int(meta[key])
+        elif config.model[key] != meta[key]:
+            raise ValueError(f"model.{key}={config.model[key]} but the extracted features "
+                             f"({config.data.extracted}) have {meta[key]}; use 0 to follow them")
+    if config.data.get("with_latents") and not meta.get("latent_dim"):
+        raise ValueError("data.with_latents needs features extracted with --flow-vae")
+
+
 def _abstract_init(init, rng):
     """graphdef and the abstract train state, without allocating parameters."""
     out = {}
@@ -156,9 +199,12 @@ def _abstract_init(init, rng):
     return out["graphdef"], abstract
 
 
-def _batch_stats(batch: dict, sample_rate: int) -> dict:
-    return {"audio_seconds": float(np.sum(batch["audio_len"])) / sample_rate,
-            "padded_seconds": float(np.size(batch["audio"])) / sample_rate}
+def _batch_stats(batch: dict, sample_rate: int, task) -> dict:
+    stats = {"audio_seconds": float(np.sum(batch["audio_len"])) / sample_rate,
+             "padded_seconds": float(np.size(batch["audio"])) / sample_rate}
+    if hasattr(task, "tokens_in_batch"):  # the stage's own unit of work (non-padding tokens)
+        stats["tokens"] = float(task.tokens_in_batch(batch))
+    return stats
 
 
 def train(config, workdir: str) -> dict:
@@ -201,7 +247,7 @@ def train(config, workdir: str) -> dict:
                 jax.block_until_ready(m)
                 t_last, timed = time.perf_counter(), 0
             pending.append(m)
-            host_stats.append(_batch_stats(batch, config.data.sample_rate))
+            host_stats.append(_batch_stats(batch, config.data.sample_rate, trainer.task))
             if bar is not None:
                 bar.update(1)
             if step % tc.log_every == 0 or step == tc.steps:
@@ -219,6 +265,8 @@ def train(config, workdir: str) -> dict:
                     row.update(step_time=dt, audio_seconds_per_s=secs / dt,
                                frames_per_s=secs * config.data.sample_rate / config.mel.hop_length / dt,
                                mfu=flops / dt / (peak * jax.device_count()))
+                    if "tokens" in host_stats[0]:
+                        row["tokens_per_s"] = float(np.mean([h["tokens"] for h in host_stats])) / dt
                 last_row = writer.write(step, row)
                 pending, host_stats = [], []
                 if bar is not None:
@@ -226,8 +274,8 @@ def train(config, workdir: str) -> dict:
                 else:
                     logging.info("step %d: %s", step, {k: round(v, 5) for k, v in row.items()})
             if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
-                ev = trainer.evaluate(state)
-                writer.write(step, ev, prefix="eval/")
+                ev = trainer.evaluate_all(state, os.path.join(workdir, "samples", f"step_{step}"))
+                writer.write(step, ev)
                 logging.info("eval at step %d: %s", step, ev)
                 t_last, timed = time.perf_counter(), 0
             if preempt.requested or step == tc.steps or (tc.ckpt_every and step % tc.ckpt_every == 0):

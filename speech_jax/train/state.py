@@ -16,8 +16,14 @@ class TrainState:
     skipped: jax.Array   # steps whose gradients were not finite (update skipped)
 
 
+# Parameters under a `frozen` attribute (pretrained parts of an earlier stage) are not trained: they
+# travel in `rest`, so they get no gradient and no optimizer state.
+TRAINABLE = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("frozen")))
+NOT_TRAINABLE = nnx.Not(TRAINABLE)
+
+
 def split_model(model: nnx.Module):
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(model, TRAINABLE, ...)
     return graphdef, params, rest
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from speech_jax.train.state import TrainState
+from speech_jax.train.state import NOT_TRAINABLE, TrainState
 
 
 def all_finite(tree) -> jax.Array:
@@ -25,7 +25,7 @@ def make_train_step(task, graphdef, tx, schedule):
             # copy: the merged variables belong to this trace, so the task may update non-Param state.
             model = nnx.merge(graphdef, params, state.rest, copy=True)
             loss, metrics = task.loss_fn(model, batch, rng, state.step)
-            return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+            return loss, (metrics, nnx.state(model, NOT_TRAINABLE))
 
         (loss, (metrics, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -99,7 +99,7 @@ def ctc_char_error_rate(pred, pred_len, labels, label_len, tokenizer) -> float:
     return errors / max(total, 1)
 
 
-def host_eval(outputs: dict, batch: dict, tokenizer=None) -> dict:
+def host_eval(outputs: dict, batch: dict, tokenizer=None, config=None) -> dict:
     """Content check of the tokens: greedy-CTC token and character error rates on the validation batch."""
     args = (outputs["ctc_pred"], outputs["ctc_pred_len"], batch["text_ids"], batch["text_len"])
     out = {"ctc_token_error_rate": ctc_token_error_rate(*args)}

@@ -1,0 +1,49 @@
+"""Flow-VAE (DAC-style conv VAE on waveform + normalizing-flow KL + GAN decoder), CPU-sized."""
+import ml_collections
+
+from experiments.common import base_config
+
+# DAC's 7 log-mel scales: (window = n_fft, n_mels), hop = window / 4.
+DAC_MEL_SCALES = ((32, 5), (64, 10), (128, 20), (256, 40), (512, 80), (1024, 160), (2048, 320))
+
+
+def model_defaults() -> ml_collections.ConfigDict:
+    """Every field the Flow-VAE stage reads; sizes below override what differs."""
+    return ml_collections.ConfigDict(dict(
+        # Generator: encoder channels double at every stride; decoder channels halve at every upsampling.
+        channels=32, decoder_channels=256, strides=(2, 4, 5, 8),  # 320 samples = 50 Hz at 16 kHz
+        residual_dilations=(1, 3, 9), kernel_size=7, latent_dim=64,
+        use_flow=True, flow_layers=4, flow_hidden=64, flow_kernel=5,  # False: the plain-VAE ablation
+        dtype="float32",
+        # Discriminators: multi-period + multi-band multi-resolution complex STFT.
+        mpd_periods=(2, 3, 5, 7, 11), mpd_channels=32,
+        stft_ffts=(512, 1024, 2048), stft_channels=32, stft_bands=(0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
+        # Losses (DAC weights); the KL weight ramps up linearly over kl_warmup_steps.
+        mel_scales=DAC_MEL_SCALES, lambda_mel=15.0, lambda_adv=1.0, lambda_fm=2.0,
+        kl_weight=1e-3, kl_warmup_steps=1000, disc_start_step=0,
+        eval_stft_ffts=(512, 1024, 2048)))  # the MS-STFT distance reported at evaluation
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = base_config()
+    c.stage = "flow_vae"
+    c.model = model_defaults()
+    c.model.update(dict(channels=8, decoder_channels=64, latent_dim=16, flow_hidden=32, mpd_channels=8,
+                        stft_ffts=(128, 256, 512), stft_channels=8,
+                        mel_scales=((64, 10), (128, 20), (256, 40), (512, 80)), kl_warmup_steps=100))
+    c.data.name = "espeak_tts/tiny"
+    c.data.with_reference = False
+    # Random fixed-length segments (shorter utterances are padded and masked).
+    c.data.min_seconds = 0.5
+    c.data.max_seconds = 1.0
+    c.data.buckets_seconds = (1.0,)
+    c.data.long_utterances = "crop"
+    c.data.batch_size = 8
+    c.optim.update(dict(name="adamw", learning_rate=1e-3, b1=0.8, b2=0.99, weight_decay=0.01,
+                        schedule="exponential", decay_rate=0.9999, warmup_steps=0, clip_norm=10.0,
+                        disc_learning_rate=0.0))  # 0: the generator's
+    c.train.steps = 1000
+    c.train.eval_every = 250
+    c.train.ckpt_every = 250
+    c.train.eval_batches = 2
+    return c

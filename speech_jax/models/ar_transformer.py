@@ -1,0 +1,134 @@
+"""MiniMax-Speech AR transformer: a decoder-only model over audio tokens, conditioned on text and a
+speaker vector, over the layout of `ar_layout` (`[spk] [prompt text] [text] [SOS prompt tokens]
+[target tokens EOS]`).
+
+The speaker slot holds, by `cfg.speaker`:
+  "learnable"  the `SpeakerEncoder` vector of the reference, projected to d_model; trained jointly.
+  "fixed"      the paper's frozen "SpkEmbed" baseline. We use a frozen embedding with no learned
+               parameters at all: the per-channel mean and std of the reference's normalised log-mel
+               over its valid frames (2·n_mels dims, gradient stopped), projected by a learned dense.
+               A pretrained verification model would need outside weights; this keeps the ablation
+               self-contained while still giving the model a fixed, untrainable reference summary.
+  "none"       no speaker slot (masked out): the prompt alone carries the voice.
+
+Decoding keeps a KV cache: `init_cache`, `prefill` (the prefix layout) and `decode_step` (one token).
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from speech_jax.audio.mel import MelSpec
+from speech_jax.layers import Transformer, attention_mask, dense, param
+from speech_jax.models.ar_layout import AUDIO, SPK, TEXT
+from speech_jax.models.speaker_encoder import SpeakerEncoder, mel_statistics
+
+SPEAKER_MODES = ("learnable", "fixed", "none")
+
+
+def causal_mask(q_valid: jax.Array, key_valid: jax.Array, q_offset=0) -> jax.Array:
+    """[B, T, M]: causal over valid keys. A padding query sees every earlier slot instead, so no row is
+    empty (its output is never used; this only keeps fused kernels away from all-masked rows)."""
+    t, m = q_valid.shape[1], key_valid.shape[1]
+    causal = attention_mask(None, t, m, causal=True, q_offset=q_offset)
+    keyed = attention_mask(key_valid, t, m, causal=True, q_offset=q_offset)
+    return keyed | (causal & ~q_valid[:, :, None])
+
+
+class ARTransformer(nnx.Module):
+    def __init__(self, cfg: ml_collections.ConfigDict, spec: MelSpec, *, rngs: nnx.Rngs):
+        if cfg.speaker not in SPEAKER_MODES:
+            raise ValueError(f"unknown speaker mode {cfg.speaker!r}; use one of {SPEAKER_MODES}")
+        d, dtype = cfg.d_model, jnp.dtype(cfg.dtype)
+        self.codebook_size = cfg.codebook_size
+        self.sos_id, self.eos_id, self.audio_vocab = cfg.codebook_size, cfg.codebook_size + 1, cfg.codebook_size + 2
+        self.speaker, self.d_model, self.dtype = cfg.speaker, d, dtype
+
+        self.speaker_encoder = SpeakerEncoder(cfg, spec, rngs=rngs) if cfg.speaker == "learnable" else None
+        spk_in = {"learnable": cfg.spk_dim, "fixed": 2 * spec.n_mels}.get(cfg.speaker)
+        self.spk_proj = None if spk_in is None else dense(rngs, spk_in, d, (None, "embed"), dtype=dtype,
+                                                          use_bias=True)
+        self.spec = spec
+
+        embed_init = nnx.initializers.normal(1.0)
+        self.text_embed = param(rngs, embed_init, (cfg.text_vocab_size, d), ("vocab", "embed"))
+        self.audio_embed = param(rngs, embed_init, (self.audio_vocab, d), ("vocab", "embed"))
+        self.decoder = Transformer(cfg.num_layers, d, cfg.num_heads, cfg.num_kv_heads, cfg.mlp_dim,
+                                   rope_theta=cfg.rope_theta, impl=cfg.attention_impl, dtype=dtype,
+                                   scan_layers=bool(cfg.scan_layers), remat=cfg.remat, rngs=rngs)
+        self.head = dense(rngs, d, self.audio_vocab, ("embed", "vocab"), dtype=dtype)
+
+    # --- conditioning ---------------------------------------------------------------------------
+
+    def speaker_embedding(self, ref_audio: jax.Array, ref_len: jax.Array) -> jax.Array:
+        """Reference audio [B, T] (zero padded), lengths [B] -> the spk-slot vector [B, d_model]."""
+        if self.speaker == "none":
+            return jnp.zeros((ref_audio.shape[0], self.d_model), self.dtype)
+        if self.speaker == "learnable":
+            v = self.speaker_encoder(ref_audio, ref_len)
+        else:
+            v = jax.lax.stop_gradient(mel_statistics(ref_audio, ref_len, self.spec))
+        return self.spk_proj(v)
+
+    def embed(self, layout: dict, spk: jax.Array) -> jax.Array:
+        """Per-slot input vectors [B, S, d]: text, audio (SOS/prompt/target/EOS) or speaker; 0 on padding."""
+        kind = layout["kind"][..., None]
+        text = jnp.take(self.text_embed[...], layout["text_ids"], axis=0)
+        audio = jnp.take(self.audio_embed[...], layout["audio_ids"], axis=0)
+        x = (jnp.where(kind == TEXT, text, 0.0) + jnp.where(kind >= AUDIO, audio, 0.0)
+             + jnp.where(kind == SPK, spk.astype(jnp.float32)[:, None], 0.0))
+        return x.astype(self.dtype)
+
+    def logits(self, h: jax.Array) -> jax.Array:
+        return self.head(h).astype(jnp.float32)
+
+    # --- training / teacher forcing ----------------------------------------------------------------
+
+    def __call__(self, layout: dict, spk: jax.Array) -> jax.Array:
+        """Layout [B, S] (from `build_layout` or `build_prefix`), spk [B, d] -> logits [B, S, K+2] fp32."""
+        valid = layout["valid"]
+        h = self.decoder(self.embed(layout, spk), positions=layout["positions"],
+                         mask=causal_mask(valid, valid))
+        return self.logits(h)
+
+    # --- KV-cache decoding ----------------------------------------------------------------------
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
+        """{"k", "v"} per layer [B, max_len, K, D] (stacked [L, ...] with scan_layers), "valid" [B, max_len]."""
+        cache = self.decoder.init_cache(batch, max_len, dtype or self.dtype)
+        cache["valid"] = jnp.zeros((batch, max_len), bool)
+        return cache
+
+    def prefill(self, prefix: dict, spk: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
+        """Runs the prefix layout [B, S0] into cache slots 0..S0-1 -> (logits of its last slot [B, V], cache)."""
+        valid = jax.lax.dynamic_update_slice(cache["valid"], prefix["valid"], (0, 0))
+        h, kv = self.decoder.extend(self.embed(prefix, spk), prefix["positions"],
+                                    {"k": cache["k"], "v": cache["v"]},
+                                    causal_mask(prefix["valid"], valid), 0)
+        return self.logits(h[:, -1]), dict(kv, valid=valid)
+
+    def decode_step(self, token: jax.Array, position: jax.Array, slot: jax.Array,
+                    cache: dict) -> tuple[jax.Array, dict]:
+        """Audio token [B] at RoPE position [B], written to cache slot `slot` (scalar) -> (logits [B, V], cache)."""
+        b = token.shape[0]
+        slot = jnp.asarray(slot, jnp.int32)
+        valid = jax.lax.dynamic_update_slice(cache["valid"], jnp.ones((b, 1), bool), (0, slot))
+        x = jnp.take(self.audio_embed[...], token, axis=0)[:, None].astype(self.dtype)
+        h, kv = self.decoder.extend(x, position[:, None], {"k": cache["k"], "v": cache["v"]},
+                                    causal_mask(jnp.ones((b, 1), bool), valid, slot), slot)
+        return self.logits(h[:, 0]), dict(kv, valid=valid)
+
+
+def flops_per_token(cfg: ml_collections.ConfigDict, seq_len: int) -> float:
+    """Forward matmul FLOPs per token of a seq_len sequence (for MFU; training is ~3x this).
+
+    q/k/v/o projections, attention scores and values over all seq_len keys (the masked half of the
+    causal square is computed too), SwiGLU and the output head. Embedding lookups are free; the speaker
+    encoder runs once per reference, not per token, and is left out."""
+    d, h, kv = cfg.d_model, cfg.num_heads, cfg.num_kv_heads
+    hd = d // h
+    proj = 2 * d * hd * (2 * h + 2 * kv)
+    attn = 2 * 2 * seq_len * h * hd
+    mlp = 2 * 3 * d * cfg.mlp_dim
+    head = 2 * d * (cfg.codebook_size + 2)
+    return float(cfg.num_layers * (proj + attn + mlp) + head)

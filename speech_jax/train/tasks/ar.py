@@ -1,0 +1,111 @@
+"""Training task for the AR transformer with its jointly trained speaker encoder.
+
+Each example: the target's text and audio tokens, and a reference utterance of the same speaker
+(never the target itself: the pipeline guarantees it). The reference audio feeds the speaker encoder;
+with probability `model.one_shot_prob` (and when it fits) the reference's transcript and tokens also
+become the one-shot prompt in context. Next-token cross-entropy on target tokens and EOS only.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from speech_jax.audio.mel import MelSpec
+from speech_jax.models.ar_layout import build_layout
+from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ARTransformer:
+    model = ARTransformer(config.model, MelSpec.from_config(config.mel), rngs=rngs)
+    model.one_shot_prob = float(config.model.one_shot_prob)  # static, read by the loss
+    return model
+
+
+def _layout(model: ARTransformer, batch: dict, one_shot: jax.Array) -> dict:
+    off = lambda n: jnp.where(one_shot, n, 0)  # noqa: E731  zero-shot rows: empty prompt segments
+    return build_layout(batch["text_ids"], batch["text_len"], batch["tokens"], batch["tokens_len"],
+                        batch["prompt_text_ids"], off(batch["prompt_text_len"]),
+                        batch["prompt_tokens"], off(batch["prompt_tokens_len"]),
+                        codebook_size=model.codebook_size, use_speaker=model.speaker != "none")
+
+
+def _cross_entropy(logits, layout):
+    mask = layout["loss_mask"].astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, layout["labels"])
+    n = jnp.maximum(mask.sum(), 1.0)
+    correct = (jnp.argmax(logits, -1) == layout["labels"]).astype(jnp.float32)
+    eos = mask * (layout["labels"] == jnp.int32(logits.shape[-1] - 1))
+    return (jnp.sum(ce * mask) / n, jnp.sum(correct * mask) / n,
+            jnp.sum(correct * eos) / jnp.maximum(eos.sum(), 1.0), mask.sum())
+
+
+def _forward(model: ARTransformer, batch: dict, one_shot: jax.Array):
+    spk = model.speaker_embedding(batch["ref_audio"], batch["ref_len"])
+    layout = _layout(model, batch, one_shot)
+    return _cross_entropy(model(layout, spk), layout)
+
+
+def loss_fn(model: ARTransformer, batch: dict, rng: jax.Array, step: jax.Array):
+    del step
+    available = batch["prompt_tokens_len"] > 0
+    one_shot = jax.random.bernoulli(rng, model.one_shot_prob, available.shape) & available
+    loss, acc, eos_acc, n = _forward(model, batch, one_shot)
+    return loss, dict(token_accuracy=acc, eos_accuracy=eos_acc, target_tokens=n,
+                      one_shot_fraction=jnp.mean(one_shot.astype(jnp.float32)))
+
+
+def eval_fn(model: ARTransformer, batch: dict) -> dict:
+    """Teacher-forced loss and accuracy zero-shot, and one-shot where the reference fits as a prompt;
+    speaker vectors for the verification diagnostic."""
+    zero = jnp.zeros_like(batch["text_len"], bool)
+    loss, acc, eos_acc, _ = _forward(model, batch, zero)
+    out = dict(loss=loss, token_accuracy=acc, eos_accuracy=eos_acc)
+    loss1, acc1, _, _ = _forward(model, batch, batch["prompt_tokens_len"] > 0)
+    out.update(one_shot_loss=loss1, one_shot_token_accuracy=acc1)
+    if model.speaker == "learnable":
+        out["speaker_vector"] = model.speaker_encoder(batch["ref_audio"], batch["ref_len"])
+    return out
+
+
+def summarize_eval(batches: list, config) -> dict:
+    """Equal error rate of cosine scores between the references' speaker vectors (distinct references)."""
+    if not batches or "speaker_vector" not in batches[0][0]:
+        return {}
+    from speech_jax.eval.verification import speaker_eer
+    vecs, spks, seen = [], [], set()
+    for out, labels in batches:
+        for v, s in zip(np.asarray(out["speaker_vector"]), np.asarray(labels["speaker_id"])):
+            key = (int(s), np.round(v, 4).tobytes())
+            if key not in seen:  # evaluation repeats its split to fill batches
+                seen.add(key)
+                vecs.append(v)
+                spks.append(int(s))
+    if len(set(spks)) < 2 or len(spks) == len(set(spks)):
+        return {}
+    return {"speaker_eer": float(speaker_eer(np.stack(vecs), np.asarray(spks)))}
+
+
+def tokens_in_batch(batch: dict) -> int:
+    """Non-padding target tokens (what the loss trains on, without EOS)."""
+    return int(np.sum(batch["tokens_len"]))
+
+
+def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
+    """3 × forward FLOPs of the transformer over the whole static layout (padding included, as computed),
+    plus the speaker encoder's transformer over the reference frames."""
+    cfg, spec = config.model, MelSpec.from_config(config.mel)
+    b, lt = batch_shapes["text_ids"]
+    lp, pa = batch_shapes["prompt_text_ids"][1], batch_shapes["prompt_tokens"][1]
+    la = batch_shapes["tokens"][1]
+    seq = 1 + lp + lt + 1 + pa + la + 1
+    fwd = seq * flops_per_token(cfg, seq)
+    if cfg.speaker == "learnable":
+        frames = batch_shapes["ref_audio"][1] // spec.hop_length
+        d = cfg.spk_d_model
+        per_frame = 2 * d * d * 4 + 2 * 2 * frames * d + 2 * 3 * d * cfg.spk_mlp_dim
+        fwd += frames * (cfg.spk_layers * per_frame + 2 * 3 * spec.n_mels * d)
+    return float(3 * b * fwd)

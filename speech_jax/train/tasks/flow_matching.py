@@ -1,0 +1,141 @@
+"""Training task for latent flow matching: OT-CFM from 25 Hz tokens + speaker vector to Flow-VAE latents.
+
+The speaker encoder (trained with the AR stage) and the Flow-VAE (its decoder turns generated latents
+into audio for evaluation) are earlier stages: they sit under the model's `frozen` attribute, so they
+get no gradients or optimizer state, and their weights are copied in from their workdirs when a run
+starts (`load_pretrained`), then travel in every checkpoint.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from speech_jax.audio.mel import MelSpec
+from speech_jax.infer import ode
+from speech_jax.models import cfm, gan_losses
+from speech_jax.models.flow_matching import FlowMatchingDiT, flops_per_frame
+from speech_jax.models.flow_vae import FlowVAE
+from speech_jax.models.speaker_encoder import SpeakerEncoder
+
+
+class Frozen(nnx.Module):
+    """Pretrained parts of earlier stages (not trained here)."""
+
+    def __init__(self, speaker_encoder: SpeakerEncoder, vae: FlowVAE):
+        self.speaker_encoder = speaker_encoder
+        self.vae = vae
+
+
+class FlowMatchingStage(nnx.Module):
+    def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        cfg = config.model
+        self.dit = FlowMatchingDiT(cfg, rngs=rngs)
+        self.frozen = Frozen(SpeakerEncoder(config.speaker, MelSpec.from_config(config.mel), rngs=rngs),
+                             FlowVAE(config.vae, rngs=rngs))
+        c = cfg
+        self.loss_settings = dict(sigma_min=float(c.sigma_min), prompt_prob=float(c.prompt_prob),
+                                  prompt_max_frac=float(c.prompt_max_frac), prompt_min_frac=float(c.prompt_min_frac),
+                                  drop_prob=float(c.drop_prob), time_sampling=str(c.time_sampling))
+        self.sample_settings = dict(steps=int(c.eval_steps), method=str(c.eval_method),
+                                    grid_kind=str(c.eval_grid), cfg_weight=float(c.eval_cfg_weight))
+        self.sample_rate = int(config.data.sample_rate)
+
+    def speaker_vector(self, batch):
+        return jax.lax.stop_gradient(self.frozen.speaker_encoder(batch["ref_audio"], batch["ref_len"]))
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> FlowMatchingStage:
+    return FlowMatchingStage(config, rngs=rngs)
+
+
+def _frames(batch):
+    latents = batch["latents"]
+    frame_mask = jnp.arange(latents.shape[1])[None] < 2 * batch["tokens_len"][:, None]
+    return latents, frame_mask
+
+
+def loss_fn(model: FlowMatchingStage, batch: dict, rng: jax.Array, step: jax.Array):
+    del step
+    x1, frame_mask = _frames(batch)
+    return cfm.cfm_loss(model.dit, x1, frame_mask, batch["tokens"], model.speaker_vector(batch), rng,
+                        **model.loss_settings)
+
+
+def eval_fn(model: FlowMatchingStage, batch: dict) -> dict:
+    """Validation loss (fixed draws), then latents sampled from ground-truth tokens and speaker vectors,
+    decoded by the Flow-VAE: the multi-scale mel distance to the real audio (and to the Flow-VAE's own
+    resynthesis, the floor this stage can reach)."""
+    x1, frame_mask = _frames(batch)
+    spk = model.speaker_vector(batch)
+    loss, _ = cfm.cfm_loss(model.dit, x1, frame_mask, batch["tokens"], spk, jax.random.key(0),
+                           **model.loss_settings)
+    x0 = jax.random.normal(jax.random.key(1), x1.shape, jnp.float32)
+    none = jnp.zeros_like(frame_mask)
+    z = ode.sample(model.dit, x0, batch["tokens"], frame_mask, spk, jnp.zeros_like(x1), none,
+                   **model.sample_settings)
+    vae = model.frozen.vae
+    wav_hat = vae.decode(z, frame_mask)
+    wav_vae = vae.decode(x1, frame_mask)
+    t = min(wav_hat.shape[1], batch["audio"].shape[1])
+    mask = jnp.arange(t)[None] < jnp.minimum(batch["audio_len"], 2 * batch["tokens_len"] * vae.hop)[:, None]
+    wav = batch["audio"][:, :t] * mask
+    wav_hat, wav_vae = wav_hat[:, :t] * mask, wav_vae[:, :t] * mask
+    mel = lambda a, b: gan_losses.multiscale_mel_loss(a, b, model.sample_rate, mask)  # noqa: E731
+    return dict(loss=loss, mel_distance=mel(wav, wav_hat), vae_mel_distance=mel(wav, wav_vae),
+                wav=wav, wav_hat=wav_hat, sample_len=jnp.sum(mask, 1).astype(jnp.int32))
+
+
+def eval_artifacts(outputs: dict, labels: dict, directory: str, config, count: int = 3) -> None:
+    from speech_jax.eval.artifacts import save_mel_comparison, save_wavs
+    sr = int(config.data.sample_rate)
+    lens = np.asarray(outputs["sample_len"])
+    items = {}
+    for i in range(min(count, len(lens))):
+        items[f"{i}_original"] = np.asarray(outputs["wav"][i, :lens[i]])
+        items[f"{i}_generated"] = np.asarray(outputs["wav_hat"][i, :lens[i]])
+    save_wavs(directory, items, sr)
+    save_mel_comparison(f"{directory}/mel.png", items["0_original"], items["0_generated"], sr,
+                        title="original / flow matching from ground-truth tokens")
+
+
+def resolve_config(config) -> None:
+    """`speaker` and `vae` model settings come from the pretrained stages' own saved configs."""
+    from speech_jax.train.restore import read_config
+    ar, vae = read_config(config.pretrained.ar_workdir), read_config(config.pretrained.flow_vae_workdir)
+    if ar.stage != "ar" or vae.stage != "flow_vae":
+        raise ValueError(f"pretrained.ar_workdir must hold an ar stage (has {ar.stage!r}) and "
+                         f"pretrained.flow_vae_workdir a flow_vae stage (has {vae.stage!r})")
+    if ar.model.speaker != "learnable":
+        raise ValueError(f"the AR stage in {config.pretrained.ar_workdir} has no learnable speaker encoder "
+                         f"(speaker={ar.model.speaker!r})")
+    if ar.mel.to_dict() != config.mel.to_dict():
+        raise ValueError("config.mel differs from the AR stage's, whose speaker encoder reads that mel")
+    if int(vae.data.sample_rate) != int(config.data.sample_rate):
+        raise ValueError(f"the Flow-VAE runs at {vae.data.sample_rate} Hz, data.sample_rate is {config.data.sample_rate}")
+    with config.unlocked():
+        config.speaker = ar.model
+        config.vae = vae.model
+    config.model.spk_dim = int(ar.model.spk_dim)
+
+
+def load_pretrained(state, config):
+    """Copies the AR stage's speaker encoder and the Flow-VAE into the frozen parts of a fresh state."""
+    from speech_jax.train.restore import load_stage
+    _, _, ar_params, _ = load_stage(config.pretrained.ar_workdir, "ar")
+    _, _, vae_params, _ = load_stage(config.pretrained.flow_vae_workdir, "flow_vae")
+    rest = jax.tree.map(lambda x: x, state.rest)
+    for name, src in (("speaker_encoder", ar_params["speaker_encoder"]), ("vae", vae_params["generator"])):
+        dst = rest["frozen"][name]
+        if jax.tree.structure(dst) != jax.tree.structure(src):
+            raise ValueError(f"the pretrained {name} does not match config.{'speaker' if name != 'vae' else 'vae'}")
+        rest["frozen"][name] = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
+    return state.replace(rest=rest)
+
+
+def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
+    """3 × the DiT's forward FLOPs over the padded latent frames (the frozen speaker encoder is excluded)."""
+    b, f = batch_shapes["latents"][:2]
+    return float(3 * b * f * flops_per_frame(config.model, f))

@@ -1,0 +1,229 @@
+"""Training task for the Flow-VAE: a GAN step with two optimizers in one jitted function.
+
+Per step (DAC / BigVGAN recipe, REFERENCE.md): the generator (encoder → z → decoder) runs once,
+keeping its VJP; the discriminators are updated on the stop-gradient output; then the generator's loss
+(multi-scale log-mel L1, LSGAN adversarial and feature matching against the *updated* discriminators,
+KL with warm-up) is differentiated w.r.t. its output and pulled back through the saved VJP, so the
+generator is run forward once. The discriminators (and the adversarial terms) can start late.
+"""
+from __future__ import annotations
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from speech_jax.models import gan_losses
+from speech_jax.models.discriminators import Discriminators
+from speech_jax.models.flow_vae import FlowVAE
+from speech_jax.train.optim import make_optimizer as make_single_optimizer
+from speech_jax.train.state import TrainState
+from speech_jax.train.step import all_finite, select_tree
+
+GEN, DISC = "generator", "discriminators"
+
+
+class FlowVAEGAN(nnx.Module):
+    """The generator (the Flow-VAE, kept for serving) and its training-only discriminators."""
+
+    def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        cfg = config.model
+        self.generator = FlowVAE(cfg, rngs=rngs)
+        self.discriminators = Discriminators(cfg, rngs=rngs)
+        # Static settings the step reads (it only receives the graph).
+        self.sample_rate = int(config.data.sample_rate)
+        self.mel_scales = tuple(tuple(s) for s in cfg.mel_scales)
+        self.stft_ffts = tuple(cfg.eval_stft_ffts)
+        self.weights = dict(mel=float(cfg.lambda_mel), adv=float(cfg.lambda_adv), fm=float(cfg.lambda_fm),
+                            kl=float(cfg.kl_weight))
+        self.kl_warmup_steps = int(cfg.kl_warmup_steps)
+        self.disc_start_step = int(cfg.disc_start_step)
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> FlowVAEGAN:
+    return FlowVAEGAN(config, rngs=rngs)
+
+
+class GanOptimizers:
+    """One optax transform per network; `init` gives {generator: ..., discriminators: ...} states."""
+
+    def __init__(self, generator: optax.GradientTransformation, discriminators: optax.GradientTransformation):
+        self.g, self.d = generator, discriminators
+
+    def init(self, params):
+        return {GEN: self.g.init(params[GEN]), DISC: self.d.init(params[DISC])}
+
+
+def make_optimizer(cfg, total_steps: int):
+    """AdamW for both; the discriminators may use their own learning rate (optim.disc_learning_rate)."""
+    g_tx, schedule = make_single_optimizer(cfg, total_steps)
+    d_cfg = ml_collections.ConfigDict(cfg.to_dict())
+    if cfg.get("disc_learning_rate", 0.0):
+        d_cfg.learning_rate = cfg.disc_learning_rate
+    d_tx, _ = make_single_optimizer(d_cfg, total_steps)
+    return GanOptimizers(g_tx, d_tx), schedule
+
+
+def _with(params, **parts):
+    """A copy of the params tree with some top-level parts replaced (same pytree structure)."""
+    out = jax.tree.map(lambda x: x, params)
+    for k, v in parts.items():
+        out[k] = v
+    return out
+
+
+def _sample_mask(batch):
+    t = batch["audio"].shape[1]
+    return jnp.arange(t)[None] < batch["audio_len"][:, None]
+
+
+def make_train_step(task, graphdef, tx: GanOptimizers, schedule):
+    del task
+
+    def train_step(state: TrainState, batch, rng):
+        static = nnx.merge(graphdef, state.params, state.rest)  # for its static settings only
+        w = static.weights
+        g_p, d_p = state.params[GEN], state.params[DISC]
+        mask = _sample_mask(batch)
+        wav = batch["audio"].astype(jnp.float32) * mask
+        started = state.step >= static.disc_start_step
+
+        def discriminate(d, x):
+            return nnx.merge(graphdef, _with(state.params, **{DISC: d}), state.rest).discriminators(x)
+
+        def generate(g):
+            model = nnx.merge(graphdef, _with(state.params, **{GEN: g}), state.rest, copy=True)
+            out = model.generator(wav, batch["audio_len"], rng)
+            return out["wav_hat"] * mask, out["kl"]
+
+        (wav_hat, kl), generator_vjp = jax.vjp(generate, g_p)
+
+        # 1. Discriminators, on the generator's output with no gradient to the generator.
+        def d_loss_of(d):
+            real, _ = discriminate(d, wav)
+            fake, _ = discriminate(d, jax.lax.stop_gradient(wav_hat))
+            return gan_losses.lsgan_discriminator_loss(real, fake)
+
+        def d_update(_):
+            loss, grads = jax.value_and_grad(d_loss_of)(d_p)
+            updates, opt = tx.d.update(grads, state.opt_state[DISC], d_p)
+            return optax.apply_updates(d_p, updates), opt, loss, optax.global_norm(grads)
+
+        def d_idle(_):
+            return d_p, state.opt_state[DISC], jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+
+        d_new, d_opt, d_loss, d_grad_norm = jax.lax.cond(started, d_update, d_idle, None)
+
+        # 2. Generator, against the updated discriminators.
+        kl_weight = w["kl"] * jnp.minimum(1.0, (state.step + 1) / max(static.kl_warmup_steps, 1))
+
+        def adversarial(x):
+            fake, fake_feats = discriminate(d_new, x)
+            _, real_feats = discriminate(d_new, wav)
+            return gan_losses.lsgan_generator_loss(fake), gan_losses.feature_matching_loss(real_feats, fake_feats)
+
+        def g_loss_of(x, kl_value):
+            mel = gan_losses.multiscale_mel_loss(wav, x, static.sample_rate, mask, static.mel_scales)
+            adv, fm = jax.lax.cond(started, adversarial, lambda _: (jnp.zeros(()), jnp.zeros(())), x)
+            loss = w["mel"] * mel + w["adv"] * adv + w["fm"] * fm + kl_weight * kl_value
+            return loss, dict(mel_loss=mel, g_adv=adv, g_fm=fm)
+
+        (g_loss, parts), (ct_wav, ct_kl) = jax.value_and_grad(g_loss_of, argnums=(0, 1), has_aux=True)(wav_hat, kl)
+        (g_grads,) = generator_vjp((ct_wav, ct_kl))
+        updates, g_opt = tx.g.update(g_grads, state.opt_state[GEN], g_p)
+        g_new = optax.apply_updates(g_p, updates)
+
+        # A non-finite loss or gradient anywhere skips the whole step.
+        finite = jnp.isfinite(g_loss) & jnp.isfinite(d_loss) & all_finite(g_grads) & jnp.isfinite(d_grad_norm)
+        params = _with(state.params, **{GEN: g_new, DISC: d_new})
+        opt_state = {GEN: g_opt, DISC: d_opt}
+        new = TrainState(step=state.step + 1,
+                         params=select_tree(finite, params, state.params),
+                         rest=state.rest,
+                         opt_state=select_tree(finite, opt_state, state.opt_state),
+                         skipped=state.skipped + (~finite).astype(jnp.int32))
+        metrics = dict(loss=g_loss, kl=kl, kl_weight=kl_weight, d_loss=d_loss, d_grad_norm=d_grad_norm,
+                       grad_norm=optax.global_norm(g_grads), disc_active=started.astype(jnp.float32),
+                       learning_rate=schedule(state.step - state.skipped), skipped_steps=new.skipped, **parts)
+        return new, metrics
+
+    return train_step
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+def eval_fn(model: FlowVAEGAN, batch: dict) -> dict:
+    """Resynthesis from the posterior mean (no sampling): spectral distances in-graph, audio for the host."""
+    vae = model.generator
+    mask = _sample_mask(batch)
+    wav = batch["audio"].astype(jnp.float32) * mask
+    mean, log_std, frame_mask = vae.encode(wav, batch["audio_len"])
+    wav_hat = vae.decode(mean, frame_mask)
+    wav_hat = jnp.pad(wav_hat, ((0, 0), (0, wav.shape[1] - wav_hat.shape[1]))) * mask
+    return dict(mel_distance=gan_losses.multiscale_mel_loss(wav, wav_hat, model.sample_rate, mask, model.mel_scales),
+                stft_distance=gan_losses.multiresolution_stft_distance(wav, wav_hat, model.stft_ffts, mask),
+                kl=vae.kl(mean, log_std, mean, frame_mask),
+                wav=wav, wav_hat=wav_hat, latent_mean=mean, frame_mask=frame_mask.astype(jnp.int32))
+
+
+def _utterances(outputs, labels):
+    lens = np.asarray(labels["audio_len"])
+    return ([np.asarray(outputs["wav"][i, :n]) for i, n in enumerate(lens)],
+            [np.asarray(outputs["wav_hat"][i, :n]) for i, n in enumerate(lens)])
+
+
+def host_eval(outputs: dict, labels: dict, tokenizer, config) -> dict:
+    """PESQ (wide and narrow band), STOI and latent statistics, on the host."""
+    from speech_jax.eval.resynthesis import latent_stats, resynthesis_metrics
+    refs, ests = _utterances(outputs, labels)
+    out = resynthesis_metrics(refs, ests, int(config.data.sample_rate))
+    stats = latent_stats(np.asarray(outputs["latent_mean"]), np.asarray(outputs["frame_mask"]).astype(bool))
+    out.update({f"latent_{k}": float(v) for k, v in stats.items() if np.ndim(v) == 0})
+    return {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
+
+
+def eval_artifacts(outputs: dict, labels: dict, directory: str, config, count: int = 3) -> None:
+    """A few resynthesised wavs beside their originals, and a mel-spectrogram comparison PNG."""
+    from speech_jax.eval.artifacts import save_mel_comparison, save_wavs
+    sample_rate = int(config.data.sample_rate)
+    refs, ests = _utterances(outputs, labels)
+    items = {}
+    for i in range(min(count, len(refs))):
+        items[f"{i}_original"], items[f"{i}_resynth"] = refs[i], ests[i]
+    save_wavs(directory, items, sample_rate)
+    save_mel_comparison(f"{directory}/mel.png", refs[0], ests[0], sample_rate, title="original / resynthesised")
+
+
+# --- FLOPs ----------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
+def _forward_flops(config_json: str, batch: int, length: int) -> tuple[float, float]:
+    """XLA's FLOP count of one generator and one discriminator forward (convolutions dominate)."""
+    config = ml_collections.ConfigDict(json.loads(config_json))
+    model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+    wav = jax.ShapeDtypeStruct((batch, length), jnp.float32)
+    lens = jax.ShapeDtypeStruct((batch,), jnp.int32)
+
+    def gen(s, x, n):
+        return nnx.merge(graphdef, s).generator(x, n, jax.random.key(0))["wav_hat"]
+
+    def disc(s, x):
+        return nnx.merge(graphdef, s).discriminators(x)[0]
+
+    g = jax.jit(gen).lower(state, wav, lens).cost_analysis()["flops"]
+    d = jax.jit(disc).lower(state, wav).cost_analysis()["flops"]
+    return float(g), float(d)
+
+
+def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
+    """Generator forward + backward (3 G) and 10 discriminator-forward equivalents: the D step runs it on
+    real and fake and back-propagates (6 D), the G step on fake and real and back-propagates through fake (4 D)."""
+    b, t = batch_shapes["audio"][:2]
+    g, d = _forward_flops(json.dumps(config.to_dict()), int(b), int(t))
+    return 3 * g + 10 * d

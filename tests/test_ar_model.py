@@ -1,0 +1,298 @@
+"""AR transformer, its sequence layout and the speaker encoder: layouts written out by hand, causality,
+padding invariance, speaker modes, scan/remat equivalence, logical names, FLOPs."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from speech_jax import sharding
+from speech_jax.audio.mel import MelSpec
+from speech_jax.models.ar_layout import build_layout, build_prefix
+from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
+from speech_jax.models.speaker_encoder import SpeakerEncoder
+
+K = 16
+SOS, EOS = K, K + 1
+SPEC = MelSpec(sample_rate=16000, n_fft=256, hop_length=160, win_length=256, n_mels=16)
+
+
+def tiny_cfg(**kw):
+    c = dict(d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=64, rope_theta=10000.0,
+             attention_impl="einsum", dtype="float32", text_vocab_size=32, codebook_size=K,
+             speaker="learnable", scan_layers=False, remat="none",
+             spk_d_model=16, spk_layers=1, spk_heads=2, spk_mlp_dim=32, spk_dim=16)
+    c.update(kw)
+    return ml_collections.ConfigDict(c)
+
+
+def forward_fn(model):
+    """A jitted pure forward (params, layout, spk) -> logits, compiled once per shape."""
+    graphdef, _ = nnx.split(model)
+    return jax.jit(lambda state, layout, spk: nnx.merge(graphdef, state)(layout, spk))
+
+
+# --- layout --------------------------------------------------------------------------------------
+
+_build_layout = jax.jit(build_layout, static_argnames=("codebook_size", "use_speaker"))
+
+
+def _layout(text, text_len, tokens, tokens_len, ptext, ptext_len, ptok, ptok_len, **kw):
+    a = [np.asarray(x, np.int32) for x in (text, text_len, tokens, tokens_len, ptext, ptext_len, ptok, ptok_len)]
+    return _build_layout(*a, codebook_size=K, **kw)
+
+
+ONE_SHOT = dict(  # two rows, Lp 2, Lt 4, Pa 3, La 3
+    text=[[5, 0, 0, 0], [5, 6, 7, 9]], text_len=[1, 4],
+    tokens=[[1, 2, 3], [9, 0, 0]], tokens_len=[3, 1],
+    ptext=[[8, 9], [8, 0]], ptext_len=[2, 1],
+    ptok=[[3, 4, 0], [3, 4, 5]], ptok_len=[2, 3])
+
+
+def test_zero_shot_layout_by_hand():
+    lay = _layout([[5, 6, 7, 0]], [3], [[1, 2, 0]], [2], [[0, 0]], [0], [[0, 0, 0]], [0])
+    #        spk  ptext  text         SOS seg (left-padded)  target + EOS
+    np.testing.assert_array_equal(lay["text_ids"][0], [0, 0, 0, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(lay["audio_ids"][0], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, SOS, 1, 2, EOS, 0])
+    np.testing.assert_array_equal(lay["kind"][0], [1, 0, 0, 2, 2, 2, 0, 0, 0, 0, 3, 4, 4, 4, 0])
+    np.testing.assert_array_equal(lay["valid"][0], lay["kind"][0] > 0)
+    np.testing.assert_array_equal(lay["positions"][0], [0, 0, 0, 1, 2, 3, 3, 3, 3, 3, 4, 5, 6, 7, 7])
+    # SOS predicts the first token, the last token predicts EOS; nothing else is trained.
+    np.testing.assert_array_equal(lay["labels"][0], [0] * 10 + [1, 2, EOS, 0, 0])
+    np.testing.assert_array_equal(np.flatnonzero(lay["loss_mask"][0]), [10, 11, 12])
+
+
+def test_one_shot_layout_by_hand_without_speaker():
+    lay = _layout(*ONE_SHOT.values(), use_speaker=False)
+    np.testing.assert_array_equal(lay["text_ids"], [
+        [0, 8, 9, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0, 8, 0, 5, 6, 7, 9, 0, 0, 0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(lay["audio_ids"], [
+        [0, 0, 0, 0, 0, 0, 0, 0, SOS, 3, 4, 1, 2, 3, EOS],
+        [0, 0, 0, 0, 0, 0, 0, SOS, 3, 4, 5, 9, EOS, 0, 0]])
+    np.testing.assert_array_equal(lay["kind"], [
+        [0, 2, 2, 2, 0, 0, 0, 0, 3, 3, 3, 4, 4, 4, 4],
+        [0, 2, 0, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 0, 0]])
+    np.testing.assert_array_equal(lay["positions"], [
+        [0, 0, 1, 2, 2, 2, 2, 2, 3, 4, 5, 6, 7, 8, 9],
+        [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 10, 10]])
+    np.testing.assert_array_equal(lay["labels"], [
+        [0] * 10 + [1, 2, 3, EOS, 0],
+        [0] * 10 + [9, EOS, 0, 0, 0]])
+    # The loss covers exactly the target tokens and EOS: never text, prompt tokens or padding.
+    target = np.asarray(lay["kind"]) == 4
+    np.testing.assert_array_equal(np.asarray(lay["loss_mask"])[:, :-1], target[:, 1:])
+    assert not np.any(np.asarray(lay["loss_mask"]) & (np.asarray(lay["kind"]) == 2))
+
+
+def test_prefix_is_the_layout_without_its_target():
+    lay = _layout(*ONE_SHOT.values())
+    a = {k: jnp.asarray(v, jnp.int32) for k, v in ONE_SHOT.items()}
+    pre = build_prefix(a["text"], a["text_len"], a["ptext"], a["ptext_len"], a["ptok"], a["ptok_len"],
+                       codebook_size=K)
+    s0 = 1 + 2 + 4 + 1 + 3
+    for k in ("text_ids", "audio_ids", "kind", "valid", "positions"):
+        np.testing.assert_array_equal(pre[k], lay[k][:, :s0])
+    np.testing.assert_array_equal(pre["text_len"], [1, 4])
+    assert np.all(np.asarray(pre["valid"])[:, -1])  # generation continues right after a valid slot
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+B, REF_T = 2, 3200
+
+
+def build(cfg, seed=0):
+    # An "rbg" key: XLA compiles its initializers several times faster than threefry's on CPU.
+    return ARTransformer(cfg, SPEC, rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")))
+
+
+def speaker_fn(model):
+    graphdef, _ = nnx.split(model)
+    return jax.jit(lambda state, audio, lens: nnx.merge(graphdef, state).speaker_embedding(audio, lens))
+
+
+@pytest.fixture(scope="module")
+def refs():
+    lens = np.array([REF_T, 2400])
+    audio = np.random.RandomState(1).randn(B, REF_T).astype(np.float32) * 0.3
+    return jnp.asarray(np.where(np.arange(REF_T)[None] < lens[:, None], audio, 0.0)), jnp.asarray(lens)
+
+
+@pytest.fixture(scope="module")
+def learnable(refs):
+    """(model, jitted forward, jitted speaker embedding, spk of `refs`)."""
+    model = build(tiny_cfg())
+    spk_of = speaker_fn(model)
+    return model, forward_fn(model), spk_of, spk_of(nnx.state(model), *refs)
+
+
+def test_changing_a_future_token_never_changes_an_earlier_logit(learnable):
+    model, fwd, _, spk = learnable
+    lay = _layout(*ONE_SHOT.values())
+    params = nnx.state(model)
+    base = fwd(params, lay, spk)
+    assert base.shape == (B, 15, K + 2) and base.dtype == jnp.float32
+    j = 12  # row 0: the second target token
+    changed = fwd(params, dict(lay, audio_ids=lay["audio_ids"].at[0, j].set(7)), spk)
+    np.testing.assert_allclose(changed[0, :j], base[0, :j], atol=1e-5)
+    assert not np.allclose(changed[0, j:], base[0, j:], atol=1e-3)
+    np.testing.assert_allclose(changed[1], base[1], atol=1e-5)  # other rows untouched
+
+
+def test_padding_is_invisible(learnable):
+    """The same packed sequence with more padding in every segment gives the same logits."""
+    model, fwd, _, spk = learnable
+    params = nnx.state(model)
+    small = _layout(*ONE_SHOT.values())
+
+    def pad(rows, width):
+        return [r + [0] * (width - len(r)) for r in rows]
+
+    big = _layout(pad(ONE_SHOT["text"], 7), ONE_SHOT["text_len"], pad(ONE_SHOT["tokens"], 5),
+                  ONE_SHOT["tokens_len"], pad(ONE_SHOT["ptext"], 4), ONE_SHOT["ptext_len"],
+                  pad(ONE_SHOT["ptok"], 6), ONE_SHOT["ptok_len"])
+    a, b = np.asarray(fwd(params, small, spk)), np.asarray(fwd(params, big, spk))
+    for row in range(B):
+        va, vb = np.asarray(small["valid"][row]), np.asarray(big["valid"][row])
+        np.testing.assert_array_equal(small["audio_ids"][row][va], big["audio_ids"][row][vb])
+        np.testing.assert_array_equal(small["labels"][row][va], big["labels"][row][vb])
+        np.testing.assert_allclose(a[row][va], b[row][vb], atol=1e-4)
+
+
+def test_learnable_speaker_changes_output_and_trains_jointly(learnable, refs):
+    model, fwd, spk_of, spk = learnable
+    audio, lens = refs
+    lay = _layout(*ONE_SHOT.values())
+    params = nnx.state(model)
+    swapped = spk_of(params, audio[::-1], lens[::-1])
+    np.testing.assert_allclose(swapped[::-1], spk, atol=1e-5)  # a function of each row's reference
+    assert not np.allclose(fwd(params, lay, spk), fwd(params, lay, swapped), atol=1e-3)
+
+    graphdef, p, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p):
+        m = nnx.merge(graphdef, p, rest)
+        return jnp.sum(m(lay, m.speaker_embedding(audio, lens)) * lay["loss_mask"][..., None])
+
+    enc = jax.tree.leaves(jax.jit(jax.grad(loss))(p)["speaker_encoder"])
+    assert enc and all(np.all(np.isfinite(g)) for g in enc)
+    assert sum(float(jnp.abs(g).sum()) for g in enc) > 0
+
+
+def test_no_speaker_ignores_the_reference_and_fixed_has_no_learned_encoder(refs):
+    audio, lens = refs
+    lay = _layout(*ONE_SHOT.values(), use_speaker=False)
+    none = build(tiny_cfg(speaker="none"))
+    assert none.speaker_encoder is None and none.spk_proj is None
+    np.testing.assert_array_equal(none.speaker_embedding(audio, lens), 0.0)
+    spk_other = jnp.asarray(np.random.RandomState(3).randn(B, 32).astype(np.float32))
+    fwd = forward_fn(none)
+    # Even a non-zero vector cannot leak in: the spk slot is masked.
+    np.testing.assert_allclose(fwd(nnx.state(none), lay, jnp.zeros((B, 32))),
+                               fwd(nnx.state(none), lay, spk_other), atol=1e-5)
+
+    fixed = build(tiny_cfg(speaker="fixed"))
+    assert fixed.speaker_encoder is None
+    spk_of = speaker_fn(fixed)
+    v = spk_of(nnx.state(fixed), audio, lens)
+    np.testing.assert_allclose(spk_of(nnx.state(fixed), audio[::-1], lens[::-1])[::-1], v, atol=1e-5)
+    assert not np.allclose(v[0], v[1], atol=1e-3)
+    # Frozen: no gradient reaches the reference statistics.
+    g = jax.jit(jax.grad(lambda x: jnp.sum(fixed.speaker_embedding(x, lens))))(audio)
+    np.testing.assert_array_equal(g, 0.0)
+
+
+def test_speaker_encoder_ignores_padding():
+    cfg = tiny_cfg()
+    enc = SpeakerEncoder(cfg, SPEC, rngs=nnx.Rngs(jax.random.key(2, impl="rbg")))
+    lens = np.array([REF_T, 2000])
+    audio = np.random.RandomState(4).randn(2, REF_T).astype(np.float32) * 0.3
+    audio = np.where(np.arange(REF_T)[None] < lens[:, None], audio, 0.0)
+    graphdef, st = nnx.split(enc)
+    f = jax.jit(lambda st, x, n: nnx.merge(graphdef, st)(x, n))
+    v = f(st, audio, lens)
+    assert v.shape == (2, cfg.spk_dim)
+    more = f(st, np.pad(audio, ((0, 0), (0, 1600))), lens)             # more trailing padding
+    np.testing.assert_allclose(more, v, atol=1e-4, rtol=1e-4)
+    alone = f(st, audio[1:, :2000], lens[1:])                           # no padding at all
+    np.testing.assert_allclose(alone[0], v[1], atol=1e-4, rtol=1e-4)
+    assert not np.allclose(v[0], v[1], atol=1e-2)
+
+
+def _stack_blocks(tree):
+    """A pure dict of an unscanned model with its decoder blocks stacked on a leading axis."""
+    blocks = tree["decoder"]["blocks"]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[blocks[i] for i in sorted(blocks)])
+    return dict(tree, decoder=dict(tree["decoder"], blocks=stacked))
+
+
+@pytest.fixture(scope="module")
+def scanned(learnable):
+    """A scan_layers + remat="full" model holding the learnable fixture's weights."""
+    model = build(tiny_cfg(scan_layers=True, remat="full"))
+    dst = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(dst, _stack_blocks(nnx.state(learnable[0], nnx.Param).to_pure_dict()))
+    nnx.update(model, dst)
+    return model
+
+
+def test_scan_and_remat_do_not_change_values(learnable, scanned):
+    model, fwd, _, spk = learnable
+    lay = _layout(*ONE_SHOT.values())
+    np.testing.assert_allclose(forward_fn(scanned)(nnx.state(scanned), lay, spk), fwd(nnx.state(model), lay, spk),
+                               atol=1e-5)
+
+    def grads(m):
+        graphdef, p, rest = nnx.split(m, nnx.Param, ...)
+        loss = lambda p: jnp.sum(jnp.square(nnx.merge(graphdef, p, rest)(lay, spk)) * lay["loss_mask"][..., None])
+        rematted = "remat" in str(jax.make_jaxpr(loss)(p))
+        assert rematted == (m.decoder.remat != "none")
+        loss_value, g = jax.jit(jax.value_and_grad(loss))(p)
+        return loss_value, nnx.State(g).to_pure_dict()
+
+    dots = build(tiny_cfg(remat="dots"))  # same seed: same weights
+    (l0, g0), (l1, g1), (l2, g2) = grads(model), grads(dots), grads(scanned)
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    np.testing.assert_allclose(l2, l0, rtol=1e-5)
+    for want, got in ((g0, g1), (_stack_blocks(g0), g2)):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6), want, got)
+
+
+def test_scanned_model_gives_the_same_numbers_on_an_8_device_mesh(learnable, scanned):
+    model, fwd, _, spk = learnable
+    lay = _layout(*ONE_SHOT.values())
+    mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2)))
+    rules = sharding.DEFAULT_RULES
+    state = nnx.state(scanned)
+    sharded = jax.device_put(state, sharding.state_shardings(state, rules, mesh))
+    assert not sharded["decoder"]["blocks"]["attn"]["wq"].get_value().sharding.is_fully_replicated
+    with sharding.activation_rules(mesh, rules):
+        out = forward_fn(scanned)(sharded, lay, spk)
+    np.testing.assert_allclose(out, fwd(nnx.state(model), lay, spk), atol=1e-5)
+
+
+def test_params_have_logical_names_and_shard_on_a_mesh():
+    model = nnx.eval_shape(lambda: build(tiny_cfg(scan_layers=True)))  # names only: no values needed
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    leaves = jax.tree.leaves_with_path(params, is_leaf=lambda v: isinstance(v, nnx.Variable))
+    for path, var in leaves:
+        names = sharding._variable_names(var)
+        assert names is not None and len(names) == var.get_value().ndim, (path, names)
+        if jax.tree_util.keystr(path).startswith("['decoder']['blocks']"):
+            assert names[0] == "layers" and var.get_value().shape[0] == 2, (path, names)
+    mesh = jax.make_mesh((2, 2, 2), sharding.MESH_AXES)
+    shardings = sharding.state_shardings(params, sharding.DEFAULT_RULES, mesh)
+    wq = shardings["decoder"]["blocks"]["attn"]["wq"].get_value()
+    assert tuple(wq.spec) == (None, "fsdp", "tensor", None)  # layers, embed, heads, kv
+    assert tuple(shardings["head"]["kernel"].get_value().spec) == ("fsdp", "tensor")  # embed, vocab
+
+
+def test_flops_per_token_counts_every_matmul_weight_twice():
+    cfg = tiny_cfg()
+    p = nnx.state(nnx.eval_shape(lambda: build(cfg)), nnx.Param)
+    matmul = sum(x.size for x in jax.tree.leaves(p["decoder"]["blocks"]) if x.ndim >= 2)
+    matmul += p["head"]["kernel"].get_value().size
+    assert flops_per_token(cfg, 0) == 2 * matmul
+    assert flops_per_token(cfg, 10) - flops_per_token(cfg, 0) == 4 * 10 * cfg.d_model * cfg.num_layers
