@@ -41,7 +41,8 @@ class _Encoders:
         self.hop = int(self.tok_config.mel.hop_length)
         self.vae = None
         if flow_vae_workdir:
-            vae_config, self.vae = load_model(flow_vae_workdir, "flow_vae")
+            vae_config, gan = load_model(flow_vae_workdir, "flow_vae")
+            self.vae = gan.generator  # the discriminators are for training only
             if int(vae_config.data.sample_rate) != self.sample_rate or self.vae.hop != self.hop:
                 raise ExtractError(
                     f"the Flow-VAE ({vae_config.data.sample_rate} Hz, hop {self.vae.hop}) and the tokenizer "

@@ -1,0 +1,41 @@
+"""Tiny trained stages for tests: every stage of the system, trained a couple of steps on `tiny_corpus`.
+
+Shapes are as small as the models allow so that compiling dominates and stays short; the weights are
+barely trained, which is all that tests of plumbing, export and resume need.
+"""
+from __future__ import annotations
+
+import os
+
+from speech_jax.config import apply_overrides, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+COMMON = ["--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.peak_flops=1e11",
+          "--config.train.async_checkpointing=False", "--config.optim.warmup_steps=1"]
+
+OVERRIDES = {
+    "tokenizer": ["--config.model.d_model=32", "--config.model.num_layers=1", "--config.model.num_heads=2",
+                  "--config.model.num_kv_heads=1", "--config.model.mlp_dim=64", "--config.model.codebook_size=32",
+                  "--config.model.code_dim=4", "--config.data.batch_size=8"],
+    "flow_vae": ["--config.model.channels=4", "--config.model.decoder_channels=32", "--config.model.latent_dim=8",
+                 "--config.model.flow_hidden=16", "--config.model.flow_layers=2", "--config.model.mpd_channels=4",
+                 "--config.model.stft_channels=4", "--config.model.mpd_periods=[2,3]",
+                 "--config.model.stft_ffts=[256]", "--config.model.mel_scales=[[256,40]]",
+                 "--config.data.max_seconds=0.5", "--config.data.min_seconds=0.3",
+                 "--config.data.buckets_seconds=[0.5]"],
+    "ar": ["--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.num_kv_heads=1",
+           "--config.model.mlp_dim=64", "--config.model.num_layers=1", "--config.model.spk_d_model=16",
+           "--config.model.spk_mlp_dim=32", "--config.model.spk_dim=16", "--config.data.max_text_len=48"],
+    "flow_matching": ["--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.num_kv_heads=1",
+                      "--config.model.mlp_dim=64", "--config.model.num_layers=1",
+                      "--config.model.eval_steps=2", "--config.data.max_seconds=2.0",
+                      "--config.data.buckets_seconds=[2.0]"],
+}
+
+
+def stage_config(stage: str, corpus: dict, *extra: str, size: str = "tiny"):
+    config = load_config(os.path.join(ROOT, "experiments", stage, f"{size}.py"))
+    config.data.data_dir = corpus["data_dir"]
+    config.data.bpe_model = corpus["bpe_model"]
+    return apply_overrides(config, COMMON + OVERRIDES[stage] + list(extra))

@@ -1,0 +1,58 @@
+"""`speech-jax extract`: tokens and latents for every utterance, aligned with the corpus, resumable."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from data_pipelines.extract import ExtractError, extract
+from data_pipelines.extracted import ExtractedSource
+from data_pipelines.sources import open_source
+
+HOP = 320
+
+
+def test_every_utterance_has_tokens_and_latents(tiny_stages, tiny_corpus):
+    meta = tiny_stages["extracted"]
+    assert meta["codebook_size"] == 32 and meta["latent_dim"] == 8
+    for split in ("train", "validation", "test_unseen"):
+        source = open_source("espeak_tts/tiny", tiny_corpus["data_dir"], split)
+        ext = ExtractedSource(meta["directory"], split)
+        assert len(ext) == len(source) == meta["counts"][split]["records"]
+        for i in (0, len(source) - 1):
+            n_tok = len(source[i]["audio"]) // HOP // 2
+            rec = ext[i]
+            assert rec["tokens"].shape == (n_tok,) and rec["tokens"].max() < 32
+            assert rec["latents"].shape == (2 * n_tok, 8) and rec["latents"].dtype == np.float16
+
+
+def test_interrupted_extraction_resumes_to_the_same_features(tiny_stages):
+    meta = tiny_stages["extracted"]
+    directory = meta["directory"]
+    shard = sorted(glob.glob(os.path.join(directory, "test_unseen.array_record-*")))[0]
+    before = [ExtractedSource(directory, "test_unseen")[i] for i in range(3)]
+    os.remove(shard)  # as if the run died before this shard was committed
+    import json
+    with open(os.path.join(directory, "meta.json")) as f:
+        m = json.load(f)
+    m["complete"]["test_unseen"] = False
+    with open(os.path.join(directory, "meta.json"), "w") as f:
+        json.dump(m, f)
+    with pytest.raises(FileNotFoundError, match="not complete"):
+        ExtractedSource(directory, "test_unseen")
+    extract(tiny_stages["tokenizer"], flow_vae_workdir=tiny_stages["flow_vae"], splits=("test_unseen",),
+            batch_size=8)
+    after = [ExtractedSource(directory, "test_unseen")[i] for i in range(3)]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a["tokens"], b["tokens"])
+        np.testing.assert_array_equal(a["latents"], b["latents"])
+
+
+def test_features_from_other_models_are_refused(tiny_stages):
+    with pytest.raises(ExtractError, match="different models"):
+        extract(tiny_stages["tokenizer"], splits=("test_unseen",))  # no Flow-VAE this time
+
+
+def test_a_missing_workdir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train that stage first"):
+        extract(str(tmp_path / "nothing"))
