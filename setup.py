@@ -23,12 +23,19 @@ CORE = [
     "pesq>=0.0.4",
     "pystoi>=0.4",
     "matplotlib>=3.8",
+    # seed-tts-eval's WER (speech-jax evaluate).
+    "jiwer>=3.0",
+    # The serving bundle's weights (speech-jax export).
+    "safetensors>=0.4",
 ]
 
 EXTRAS = {
     # Only for users' own TFDS builders whose features need TensorFlow to encode; ours do not.
     "tf": ["tensorflow-cpu>=2.16"],
     "dev": ["pytest>=8"],
+    # ASR (Whisper) and speaker (WavLM) models for `speech-jax evaluate`. A CPU wheel of torch is enough:
+    # pip install torch --index-url https://download.pytorch.org/whl/cpu (PyPI's default is a CUDA build).
+    "eval": ["transformers>=4.40", "torch>=2.2"],
 }
 
 setup(

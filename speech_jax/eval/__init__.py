@@ -1,2 +1,3 @@
-"""Evaluation: resynthesis metrics (`resynthesis`), speaker-verification EER (`verification`),
-and figures / audio written next to a run (`artifacts`). Host-side numpy, no JAX."""
+"""Evaluation: resynthesis metrics (`resynthesis`), speaker-verification EER (`verification`), figures
+and audio written next to a run (`artifacts`), and the seed-tts-eval protocol (`seed_tts`: WER, SIM,
+with MCD-DTW and duration ratio from `mcd` against espeak ground truth; ASR/speaker models in `models`)."""
