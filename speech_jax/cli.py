@@ -1,8 +1,10 @@
-"""`speech-jax` command line: prepare a corpus, train a stage, extract tokens and latents."""
+"""`speech-jax` command line: prepare a corpus, train a stage, extract tokens and latents, synthesise,
+export a serving bundle."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -29,6 +31,37 @@ def _extract(args) -> int:
                   splits=tuple(args.splits.split(",")), tag=args.tag, batch_size=args.batch_size,
                   latent_dtype=args.latent_dtype)
     print({k: out[k] for k in ("directory", "counts") if k in out})
+    return 0
+
+
+def _synthesize(args) -> int:
+    from speech_jax.audio.io import save_audio
+    from speech_jax.infer.synthesizer import Synthesizer
+    workdirs = (args.tokenizer, args.ar, args.flow_matching)
+    if args.bundle and any(workdirs):
+        raise ValueError("give either --bundle or the stage workdirs (--tokenizer, --ar, --flow-matching), not both")
+    if args.bundle:
+        synth = Synthesizer.from_bundle(args.bundle)
+    elif all(workdirs):
+        synth = Synthesizer.from_workdirs(*workdirs)
+    else:
+        raise ValueError("give --bundle B, or all of --tokenizer, --ar and --flow-matching (trained stage workdirs)")
+    pick = lambda value, default: default if value is None else value  # noqa: E731  a bundle's own settings
+    wav = synth.synthesize(args.text, args.reference, prompt_text=args.prompt_text, seed=args.seed,
+                           temperature=args.temperature, top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
+                           cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    save_audio(args.out, wav, synth.sample_rate)
+    print({"out": args.out, "seconds": round(len(wav) / synth.sample_rate, 3), "sample_rate": synth.sample_rate})
+    return 0
+
+
+def _export(args) -> int:
+    from speech_jax.export import export_bundle, read_manifest
+    out = export_bundle(args.out, tokenizer=args.tokenizer, ar=args.ar, flow_matching=args.flow_matching,
+                        max_new_tokens=args.max_new_tokens, top_k=args.top_k, fm_steps=args.fm_steps)
+    manifest = read_manifest(out)
+    print({"bundle": out, "buckets": manifest["buckets"], "programs": sorted(manifest["programs"])})
     return 0
 
 
@@ -69,6 +102,31 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--latent-dtype", default="float16", choices=["float16", "float32"])
 
+    s = sub.add_parser("synthesize", help="zero-shot (reference only) or one-shot (+ --prompt-text) synthesis")
+    s.add_argument("--text", required=True)
+    s.add_argument("--reference", required=True, help="audio file of the voice to clone (any rate, mono or stereo)")
+    s.add_argument("--prompt-text", default=None, help="the reference's transcript: one-shot")
+    s.add_argument("--out", required=True, help="output wav")
+    s.add_argument("--tokenizer", default=None, help="workdir of the trained tokenizer stage")
+    s.add_argument("--ar", default=None, help="workdir of the trained ar stage")
+    s.add_argument("--flow-matching", default=None, help="workdir of the trained flow_matching stage")
+    s.add_argument("--bundle", default=None, help="a serving bundle (speech-jax export) instead of workdirs")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=None, help="default: 25 (a bundle: the exported value)")
+    s.add_argument("--top-p", type=float, default=0.8)
+    s.add_argument("--cfg-weight", type=float, default=0.7)
+    s.add_argument("--fm-steps", type=int, default=None, help="default: 10 (a bundle: the exported value)")
+
+    x = sub.add_parser("export", help="serving bundle: safetensors, configs, BPE model, StableHLO programs")
+    x.add_argument("--out", required=True, help="bundle directory to create")
+    x.add_argument("--tokenizer", required=True, help="workdir of the trained tokenizer stage")
+    x.add_argument("--ar", required=True, help="workdir of the trained ar stage")
+    x.add_argument("--flow-matching", required=True, help="workdir of the trained flow_matching stage")
+    x.add_argument("--max-new-tokens", type=int, default=None, help="default: the AR stage's data.max_seconds")
+    x.add_argument("--top-k", type=int, default=25)
+    x.add_argument("--fm-steps", type=int, default=10)
+
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "prepare":
@@ -81,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "extract":
             return _extract(args)
+        if args.command == "synthesize":
+            return _synthesize(args)
+        if args.command == "export":
+            return _export(args)
     except (ValueError, FileNotFoundError, *_user_errors()) as e:
         logging.error("%s", e)
         print(f"speech-jax {args.command}: error: {e}", file=sys.stderr)

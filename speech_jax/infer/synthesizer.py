@@ -1,0 +1,241 @@
+"""Zero-shot and one-shot synthesis: text + a reference voice -> waveform (MiniMax-Speech inference).
+
+  reference ─▶ speaker encoders ─▶ v_ar, v_fm
+  (one-shot: reference ─▶ tokenizer ─▶ prompt tokens;  reference ─▶ Flow-VAE encoder ─▶ prompt latent)
+  text ─split─▶ sentences ─BPE─▶ AR (v_ar [+ prompt text, prompt tokens]) ─▶ tokens
+  [prompt tokens] tokens ×2 + v_fm [+ prompt latent] ─▶ flow matching ODE ─▶ z ─▶ Flow-VAE decoder ─▶ wav
+  (one-shot: the prompt's part of the waveform is cut off)
+
+The host-side algorithm lives here once; the arrays are computed by a `ProgramBackend`
+(`speech_jax.infer.backend`): jitted in memory (`from_workdirs`) or deserialised StableHLO
+(`from_bundle`). Sentences are synthesised in batches of up to `max_batch`, each batch from its own
+key folded out of the seed, and joined with `pause_seconds` of silence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from speech_jax.audio.io import check_audio, load_audio, resample
+from speech_jax.infer.backend import COMPONENTS, ProgramBackend, Spec, Template, jit_programs
+from speech_jax.infer.text_split import split_text
+
+MIN_REFERENCE_SECONDS = 0.5
+
+
+@dataclasses.dataclass
+class Synthesis:
+    """What `Synthesizer.run` produced: the joined waveform and, per text piece, its generated tokens."""
+
+    wav: np.ndarray           # float32 [T] at sample_rate
+    sample_rate: int
+    pieces: list[str]         # the text, split as synthesised
+    tokens: list[np.ndarray]  # generated audio tokens of each piece (prompt excluded)
+    prompt_tokens: int        # one-shot prompt tokens (0: zero-shot)
+
+
+@dataclasses.dataclass
+class _Prompt:
+    """The reference, encoded once per call: speaker vectors and (one-shot) the in-context prompt."""
+
+    ar_spk: np.ndarray        # [d_model]
+    fm_spk: np.ndarray        # [spk_dim]
+    text_ids: np.ndarray      # [n] prompt text ids (empty: zero-shot)
+    tokens: np.ndarray        # [n_p] prompt tokens
+    latent: np.ndarray        # [2 n_p, D] prompt latent
+
+
+class Synthesizer:
+    def __init__(self, backend: ProgramBackend, bpe, *, max_batch: int = 4, pause_seconds: float = 0.2):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.backend, self.bpe = backend, bpe
+        self.max_batch, self.pause_seconds = int(max_batch), float(pause_seconds)
+
+    @property
+    def spec(self) -> Spec:
+        return self.backend.spec
+
+    @property
+    def sample_rate(self) -> int:
+        return self.spec.sample_rate
+
+    # --- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_workdirs(cls, tokenizer: str, ar: str, flow_matching: str, *, max_new_tokens: int | None = None,
+                      **kwargs) -> "Synthesizer":
+        """From the trained stages' workdirs. max_new_tokens: default the AR stage's longest training
+        utterance (data.max_seconds)."""
+        templates, weights, spec, bpe, _ = load_stages(tokenizer, ar, flow_matching, max_new_tokens)
+        return cls(ProgramBackend(spec, weights, jit_programs(templates)), bpe, **kwargs)
+
+    @classmethod
+    def from_bundle(cls, path: str, **kwargs) -> "Synthesizer":
+        from speech_jax.export import load_bundle
+        return load_bundle(path, **kwargs)
+
+    # --- inputs -------------------------------------------------------------------------------------
+
+    def split(self, text: str | list[str]) -> list[str]:
+        """Text (or a list of texts, spoken in order) -> pieces of at most `spec.text_len` BPE ids."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            raise ValueError("no text to synthesise (empty list)")
+        count = lambda s: len(self.bpe.encode(s))  # noqa: E731
+        return [p for t in texts for p in split_text(t, count, self.spec.text_len)]
+
+    def load_reference(self, reference, reference_sample_rate: int | None = None) -> np.ndarray:
+        """A path or an array ([frames] or [frames, channels], any rate) -> float32 mono at the model's
+        rate. Raises AudioError (a ValueError) on unreadable, empty, NaN, silent or too short audio."""
+        sr = self.sample_rate
+        if isinstance(reference, (str, os.PathLike)):
+            audio, _ = load_audio(reference, target_sr=sr, min_seconds=MIN_REFERENCE_SECONDS)
+            return audio
+        if reference_sample_rate is None:
+            raise ValueError("an array reference needs reference_sample_rate")
+        audio = check_audio(reference, reference_sample_rate, "reference", min_seconds=MIN_REFERENCE_SECONDS)
+        return resample(audio, reference_sample_rate, sr)
+
+    def _prompt(self, backend: ProgramBackend, ref: np.ndarray, prompt_text: str | None) -> _Prompt:
+        spec = backend.spec
+        n = len(ref)
+        if n > spec.ref_samples:
+            if prompt_text is not None:
+                raise ValueError(
+                    f"the one-shot reference is {n / spec.sample_rate:.2f} s; prompts of at most "
+                    f"{spec.ref_samples / spec.sample_rate:.2f} s fit this model (the transcript must cover "
+                    "the whole reference): trim it, or leave out prompt_text for zero-shot")
+            n = spec.ref_samples  # zero-shot: the speaker encoders read the first R samples
+        audio = np.zeros((1, spec.ref_samples), np.float32)
+        audio[0, :n] = ref[:n]
+        length = np.asarray([n], np.int32)
+        ar_spk, fm_spk = backend.speaker(audio, length)
+        none = np.zeros((0,), np.int32)
+        if prompt_text is None:
+            return _Prompt(ar_spk[0], fm_spk[0], none, none, np.zeros((0, spec.latent_dim), np.float32))
+        ids = np.asarray(self.bpe.encode(prompt_text), np.int32)
+        if len(ids) > spec.text_len:
+            raise ValueError(f"prompt_text has {len(ids)} text ids; at most {spec.text_len} fit this model")
+        tokens, token_mask = backend.tokenize(audio, length)
+        n_p = int(np.sum(token_mask[0]))
+        latent = backend.vae_encode(audio, length)[0, :2 * n_p]
+        return _Prompt(ar_spk[0], fm_spk[0], ids, np.asarray(tokens[0, :n_p], np.int32), latent)
+
+    # --- synthesis ----------------------------------------------------------------------------------
+
+    def synthesize(self, text: str | list[str], reference, *, reference_sample_rate: int | None = None,
+                   prompt_text: str | None = None, seed: int = 0, temperature: float = 1.0, top_k: int = 25,
+                   top_p: float = 0.8, cfg_weight: float = 0.7, fm_steps: int = 10) -> np.ndarray:
+        """float32 waveform at `sample_rate` speaking `text` in the reference's voice.
+
+        Zero-shot: `reference` only (a file, read at its own rate, or an array with
+        `reference_sample_rate`); a reference longer than `spec.ref_samples` is cropped to its start.
+        One-shot: also `prompt_text`, the reference's transcript: it and the reference's tokens go into
+        the AR context, the reference's latent is the flow-matching prompt, and the output excludes the
+        prompt; the whole reference must fit `spec.ref_samples`. A list of texts is spoken in order, as
+        one waveform. top_k and fm_steps are static (a bundle serves only its exported values).
+        Same seed, same audio."""
+        return self.run(text, reference, reference_sample_rate=reference_sample_rate, prompt_text=prompt_text,
+                        seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, cfg_weight=cfg_weight,
+                        fm_steps=fm_steps).wav
+
+    def run(self, text, reference, *, reference_sample_rate=None, prompt_text=None, seed: int = 0,
+            temperature: float = 1.0, top_k: int = 25, top_p: float = 0.8, cfg_weight: float = 0.7,
+            fm_steps: int = 10) -> Synthesis:
+        """`synthesize`, returning the pieces and tokens as well (`Synthesis`)."""
+        if not temperature > 0 or not 0 < top_p <= 1 or top_k < 0 or fm_steps < 1 or not cfg_weight >= 0:
+            raise ValueError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0, fm_steps >= 1 and cfg_weight >= 0; "
+                             f"got {temperature}, {top_p}, {top_k}, {fm_steps}, {cfg_weight}")
+        backend = self.backend.configured(top_k=int(top_k), fm_steps=int(fm_steps))
+        pieces = self.split(text)
+        prompt = self._prompt(backend, self.load_reference(reference, reference_sample_rate), prompt_text)
+        key = jax.random.key(seed)
+        wavs, tokens = [], []
+        for i in range(0, len(pieces), self.max_batch):
+            chunk = pieces[i:i + self.max_batch]
+            k_ar, k_fm = jax.random.split(jax.random.fold_in(key, i // self.max_batch))
+            gen = self._generate(backend, chunk, prompt, k_ar, temperature, top_p)
+            tokens += gen
+            wavs += self._render(backend, gen, prompt, k_fm, cfg_weight)
+        pause = np.zeros(int(round(self.pause_seconds * self.sample_rate)), np.float32)
+        joined = [part for w in wavs for part in (pause, w)][1:]
+        return Synthesis(np.concatenate(joined).astype(np.float32), self.sample_rate, pieces, tokens,
+                         len(prompt.tokens))
+
+    def _generate(self, backend, pieces, prompt: _Prompt, key, temperature, top_p) -> list[np.ndarray]:
+        """AR tokens of each piece (batched), prompt excluded."""
+        spec, b = backend.spec, len(pieces)
+        text_ids = np.zeros((b, spec.text_len), np.int32)
+        text_len = np.zeros((b,), np.int32)
+        for row, piece in enumerate(pieces):
+            ids = self.bpe.encode(piece)
+            text_ids[row, :len(ids)], text_len[row] = ids, len(ids)
+        tile = lambda a, n: np.tile(np.pad(a, (0, n - len(a)))[None], (b, 1)).astype(np.int32)  # noqa: E731
+        count = lambda a: np.full((b,), len(a), np.int32)  # noqa: E731
+        out, lengths = backend.ar_generate(
+            text_ids, text_len, tile(prompt.text_ids, spec.text_len), count(prompt.text_ids),
+            tile(prompt.tokens, spec.prompt_tokens), count(prompt.tokens),
+            np.tile(prompt.ar_spk[None], (b, 1)), np.asarray(jax.random.key_data(key)),
+            np.float32(temperature), np.float32(top_p))
+        return [np.asarray(out[row, :lengths[row]], np.int32) for row in range(b)]
+
+    def _render(self, backend, generated, prompt: _Prompt, key, cfg_weight) -> list[np.ndarray]:
+        """Flow matching and the Flow-VAE decoder over [prompt tokens, generated tokens] per row; the
+        waveform of the generated part of each."""
+        spec, b = backend.spec, len(generated)
+        f, d, n_p = spec.frames, spec.latent_dim, len(prompt.tokens)
+        tokens = np.zeros((b, f // 2), np.int32)
+        frame_mask = np.zeros((b, f), bool)
+        prompt_latent = np.zeros((b, f, d), np.float32)
+        prompt_mask = np.zeros((b, f), bool)
+        for row, gen in enumerate(generated):
+            n = n_p + len(gen)
+            tokens[row, :n] = np.concatenate([prompt.tokens, gen])
+            frame_mask[row, :2 * n] = True
+            prompt_latent[row, :2 * n_p] = prompt.latent
+            prompt_mask[row, :2 * n_p] = True
+        x0 = np.asarray(jax.random.normal(key, (b, f, d), jnp.float32))
+        z = backend.fm_sample(x0, tokens, frame_mask, np.tile(prompt.fm_spk[None], (b, 1)), prompt_latent,
+                              prompt_mask, np.float32(cfg_weight))
+        wav = backend.vae_decode(z, frame_mask)
+        hop = spec.hop
+        return [np.asarray(wav[row, 2 * n_p * hop:2 * (n_p + len(gen)) * hop], np.float32)
+                for row, gen in enumerate(generated)]
+
+
+def load_stages(tokenizer: str, ar: str, flow_matching: str, max_new_tokens: int | None = None):
+    """(templates, weights, spec, bpe, configs) of the three trained stages, checked to fit together."""
+    from data_pipelines.pipeline import default_bpe_path
+    from speech_jax.text import BpeTokenizer
+    from speech_jax.train.restore import load_model
+
+    configs, templates, weights = {}, {}, {}
+    for name, workdir in zip(COMPONENTS, (tokenizer, ar, flow_matching)):
+        configs[name], model = load_model(workdir, name)
+        templates[name], weights[name] = Template.split(model)
+        if name == "flow_matching":
+            vae_hop = int(model.frozen.vae.hop)
+    tok, arc, fm = (configs[c] for c in COMPONENTS)
+    sr, hop = int(fm.data.sample_rate), int(fm.mel.hop_length)
+    for name, c in configs.items():
+        if int(c.mel.sample_rate) != sr or int(c.mel.hop_length) != hop:
+            raise ValueError(f"the {name} stage's mel ({c.mel.sample_rate} Hz, hop {c.mel.hop_length}) differs "
+                             f"from the flow-matching stage's ({sr} Hz, hop {hop})")
+    if vae_hop != hop:
+        raise ValueError(f"the Flow-VAE's hop {vae_hop} differs from the mel hop {hop}")
+    codebooks = {c: int(configs[c].model.codebook_size) for c in COMPONENTS}
+    if len(set(codebooks.values())) != 1:
+        raise ValueError(f"the stages use different audio codebooks: {codebooks}")
+    n = max_new_tokens or math.ceil(float(arc.data.max_seconds) * sr / (2 * hop))
+    spec = Spec(sample_rate=sr, hop=hop, latent_dim=int(fm.model.latent_dim), codebook_size=codebooks["ar"],
+                d_model=int(arc.model.d_model), spk_dim=int(fm.model.spk_dim),
+                text_len=int(arc.data.max_text_len),
+                prompt_tokens=math.ceil(float(arc.data.prompt_max_seconds) * sr / (2 * hop)),
+                max_new_tokens=int(n), fm_method=str(fm.model.eval_method), fm_grid=str(fm.model.eval_grid))
+    return templates, weights, spec, BpeTokenizer.load(default_bpe_path(arc.data)), configs

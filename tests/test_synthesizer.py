@@ -1,0 +1,174 @@
+"""The Synthesizer from trained workdirs: zero-shot and one-shot, references in any form, bad input.
+
+The tiny stages are barely trained, so the audio is noise: these tests check lengths, determinism,
+what goes into the model and the errors, not how it sounds.
+"""
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speech_jax.audio.io import AudioError
+from speech_jax.cli import main
+from speech_jax.infer.synthesizer import Synthesizer
+from speech_jax.infer.text_split import split_text
+from speech_jax.text import TextError
+
+SR = 16000
+
+
+def voice(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """A voice-like test signal: a vibrato harmonic tone over a little noise, peak 0.5."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 140.0 + 15.0 * np.sin(2 * np.pi * 3.0 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 6))
+    x = x + 0.05 * np.random.default_rng(seed).standard_normal(len(t))
+    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_stages):
+    return Synthesizer.from_workdirs(tokenizer=tiny_stages["tokenizer"], ar=tiny_stages["ar"],
+                                     flow_matching=tiny_stages["flow_matching"])
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return voice(1.5)
+
+
+@pytest.fixture(scope="module")
+def zero_shot(synth, ref):
+    return synth.run("Hello there, how are you?", ref, reference_sample_rate=SR, seed=0)
+
+
+def _check_lengths(synth, result):
+    """Each piece: length rules of the AR decoder; the waveform: 2 frames of `hop` samples a token,
+    pieces joined by the pause, no prompt audio."""
+    spec = synth.spec
+    for piece, tokens in zip(result.pieces, result.tokens):
+        n = len(synth.bpe.encode(piece))
+        assert 2 * n <= len(tokens) <= min(20 * n, spec.max_new_tokens) - 1
+        assert tokens.min() >= 0 and tokens.max() < spec.codebook_size
+    pause = round(synth.pause_seconds * SR)
+    expected = sum(2 * spec.hop * len(t) for t in result.tokens) + pause * (len(result.tokens) - 1)
+    assert result.wav.shape == (expected,)
+    assert result.wav.dtype == np.float32 and np.all(np.isfinite(result.wav))
+    assert np.max(np.abs(result.wav)) <= 1.0
+
+
+def test_zero_shot_gives_audio_of_plausible_length(synth, zero_shot):
+    assert zero_shot.pieces == ["Hello there, how are you?"] and zero_shot.prompt_tokens == 0
+    _check_lengths(synth, zero_shot)
+    assert np.std(zero_shot.wav) > 0
+
+
+def test_same_seed_same_audio_other_seed_other_audio(synth, ref, zero_shot):
+    again = synth.synthesize("Hello there, how are you?", ref, reference_sample_rate=SR, seed=0)
+    np.testing.assert_array_equal(again, zero_shot.wav)
+    other = synth.synthesize("Hello there, how are you?", ref, reference_sample_rate=SR, seed=1)
+    assert other.shape != zero_shot.wav.shape or not np.array_equal(other, zero_shot.wav)
+
+
+def test_one_shot_puts_the_prompt_in_context_and_leaves_it_out_of_the_output(synth, ref, zero_shot):
+    one = synth.run("Hello there, how are you?", ref, reference_sample_rate=SR,
+                    prompt_text="This is my voice.", seed=0)
+    # The whole 1.5 s reference is the prompt: 25 tokens a second.
+    assert one.prompt_tokens == len(ref) // (2 * synth.spec.hop) == 37
+    _check_lengths(synth, one)  # the output covers the generated tokens only
+    assert one.wav.shape != zero_shot.wav.shape or not np.array_equal(one.wav, zero_shot.wav)
+
+
+def test_reference_in_any_rate_and_channel_layout(synth, ref, zero_shot, tmp_path):
+    text = "Hello there, how are you?"
+    # Identical channels downmix to the mono reference exactly.
+    stereo = synth.synthesize(text, np.stack([ref, ref], axis=1), reference_sample_rate=SR, seed=0)
+    np.testing.assert_array_equal(stereo, zero_shot.wav)
+    for sr in (22050, 44100):
+        path = tmp_path / f"ref_{sr}.wav"
+        x = voice(1.5, sr)
+        sf.write(path, np.stack([x, 0.5 * x], axis=1), sr)
+        from_file = synth.run(text, str(path), seed=0)
+        _check_lengths(synth, from_file)
+        from_array = synth.synthesize(text, x, reference_sample_rate=sr, seed=0)
+        assert from_array.dtype == np.float32 and np.all(np.isfinite(from_array))
+
+
+def test_long_zero_shot_reference_is_cropped(synth, zero_shot):
+    """The speaker encoders read the first `ref_samples`: a longer reference gives the same audio as its crop."""
+    long = voice(synth.spec.ref_samples / SR + 1.0, seed=3)
+    a = synth.synthesize("Hello there, how are you?", long, reference_sample_rate=SR, seed=0)
+    b = synth.synthesize("Hello there, how are you?", long[:synth.spec.ref_samples], reference_sample_rate=SR, seed=0)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unusable_references_are_clear_errors(synth, ref, tmp_path):
+    text = "Hello there."
+    cases = {"silent": np.zeros(SR, np.float32), "too short": ref[:SR // 4],
+             "non-finite": np.where(np.arange(len(ref)) == 100, np.nan, ref).astype(np.float32)}
+    for message, audio in cases.items():
+        with pytest.raises(AudioError, match=message):
+            synth.synthesize(text, audio, reference_sample_rate=SR)
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF not really a wav file" * 10)
+    with pytest.raises(AudioError, match="unreadable"):
+        synth.synthesize(text, str(garbage))
+    with pytest.raises(AudioError, match="no such file"):
+        synth.synthesize(text, str(tmp_path / "missing.wav"))
+    with pytest.raises(ValueError, match="reference_sample_rate"):
+        synth.synthesize(text, ref)
+    too_long = voice(synth.spec.ref_samples / SR + 0.5)
+    with pytest.raises(ValueError, match="one-shot reference is .* trim it"):
+        synth.synthesize(text, too_long, reference_sample_rate=SR, prompt_text="Words.")
+    with pytest.raises(ValueError, match="prompt_text has"):
+        synth.synthesize(text, ref, reference_sample_rate=SR, prompt_text="word " * 200)
+
+
+def test_empty_text_and_bad_settings_are_clear_errors(synth, ref):
+    for text, message in (("", "empty text"), ("  \n ", "empty text"), ("... !", "no speakable text"),
+                          ([], "no text")):
+        with pytest.raises(ValueError, match=message):
+            synth.synthesize(text, ref, reference_sample_rate=SR)
+    with pytest.raises(ValueError, match="top_p"):
+        synth.synthesize("Hello.", ref, reference_sample_rate=SR, top_p=0.0)
+
+
+def test_long_text_is_split_into_sentences_and_batched(synth, ref):
+    text = "The first sentence is here. Is this the second one? Yes! 这是第四句。"
+    result = synth.run(text, ref, reference_sample_rate=SR, seed=0)
+    assert result.pieces == ["The first sentence is here.", "Is this the second one?", "Yes!", "这是第四句。"]
+    _check_lengths(synth, result)  # four pieces in one batch, joined by pauses
+    # One sentence over the text budget is cut at commas, then spaces, each piece within budget.
+    words = " ".join(f"word{i}" for i in range(40))
+    long = f"{words}, and then {words} again."
+    pieces = synth.split(long)
+    assert len(pieces) > 2 and all(len(synth.bpe.encode(p)) <= synth.spec.text_len for p in pieces)
+    assert " ".join(pieces).replace(" ", "") == long.replace(" ", "")
+
+
+def test_text_split_levels():
+    count = lambda s: len(s.split())  # noqa: E731  one id a word
+    assert split_text("One two. Three four five six, seven eight.", count, 3) == \
+        ["One two.", "Three four five", "six,", "seven eight."]
+    assert split_text("3.5 is fine? Yes!!", count, 8) == ["3.5 is fine?", "Yes!!"]
+    assert split_text("这是一个很长的句子", len, 4) == ["这是一个", "很长的句", "子"]
+    with pytest.raises(TextError, match="no speakable"):
+        split_text("?!", count, 3)
+
+
+def test_cli_synthesize_from_workdirs(tiny_stages, ref, zero_shot, tmp_path, capsys):
+    path = tmp_path / "ref.wav"
+    sf.write(path, ref, SR, subtype="FLOAT")  # exactly `ref`
+    out = tmp_path / "out" / "hello.wav"
+    stages = ["--tokenizer", tiny_stages["tokenizer"], "--ar", tiny_stages["ar"],
+              "--flow-matching", tiny_stages["flow_matching"]]
+    rc = main(["synthesize", "--text", "Hello there, how are you?", "--reference", str(path), "--out", str(out),
+               "--seed", "0", *stages])
+    assert rc == 0
+    wav, sr = sf.read(out, dtype="float32")
+    assert sr == SR
+    np.testing.assert_allclose(wav, zero_shot.wav, rtol=0, atol=1e-4)  # written as 16-bit PCM
+    rc = main(["synthesize", "--text", "Hi.", "--reference", str(tmp_path / "nope.wav"), "--out", str(out), *stages])
+    assert rc == 2 and "no such file" in capsys.readouterr().err
+    rc = main(["synthesize", "--text", "Hi.", "--reference", str(path), "--out", str(out), "--ar", "x"])
+    assert rc == 2 and "--bundle" in capsys.readouterr().err
