@@ -1,5 +1,4 @@
-"""`speech-jax` command line: prepare a corpus, train a stage, extract tokens and latents, synthesise,
-export a serving bundle."""
+"""`speech-jax` command line: prepare, train, validate, extract, synthesize, export, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -36,16 +35,7 @@ def _extract(args) -> int:
 
 def _synthesize(args) -> int:
     from speech_jax.audio.io import save_audio
-    from speech_jax.infer.synthesizer import Synthesizer
-    workdirs = (args.tokenizer, args.ar, args.flow_matching)
-    if args.bundle and any(workdirs):
-        raise ValueError("give either --bundle or the stage workdirs (--tokenizer, --ar, --flow-matching), not both")
-    if args.bundle:
-        synth = Synthesizer.from_bundle(args.bundle)
-    elif all(workdirs):
-        synth = Synthesizer.from_workdirs(*workdirs)
-    else:
-        raise ValueError("give --bundle B, or all of --tokenizer, --ar and --flow-matching (trained stage workdirs)")
+    synth = _load_synthesizer(args)
     pick = lambda value, default: default if value is None else value  # noqa: E731  a bundle's own settings
     wav = synth.synthesize(args.text, args.reference, prompt_text=args.prompt_text, seed=args.seed,
                            temperature=args.temperature, top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
@@ -62,6 +52,54 @@ def _export(args) -> int:
                         max_new_tokens=args.max_new_tokens, top_k=args.top_k, fm_steps=args.fm_steps)
     manifest = read_manifest(out)
     print({"bundle": out, "buckets": manifest["buckets"], "programs": sorted(manifest["programs"])})
+    return 0
+
+
+def _load_synthesizer(args):
+    from speech_jax.infer.synthesizer import Synthesizer
+    workdirs = (args.tokenizer, args.ar, args.flow_matching)
+    if args.bundle and any(workdirs):
+        raise ValueError("give either --bundle or the stage workdirs (--tokenizer, --ar, --flow-matching), not both")
+    if args.bundle:
+        return Synthesizer.from_bundle(args.bundle)
+    if all(workdirs):
+        return Synthesizer.from_workdirs(*workdirs)
+    raise ValueError("give --bundle B, or all of --tokenizer, --ar and --flow-matching (trained stage workdirs)")
+
+
+def _validate(args) -> int:
+    from speech_jax.train.validate import validate
+    out = validate(args.workdir, split=args.split, batches=args.batches, out_dir=args.out, step=args.step)
+    print({k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()})
+    return 0
+
+
+def _evaluate(args) -> int:
+    from speech_jax.eval import seed_tts
+    meta = args.meta
+    if args.from_corpus:
+        meta = seed_tts.make_meta_from_corpus(args.data_dir, args.from_corpus, args.split, out_dir=args.out,
+                                              n=args.limit)
+    elif not meta:
+        raise ValueError("give --meta M.lst, or --from-corpus NAME to build one from a prepared corpus")
+    synth = _load_synthesizer(args)
+
+    def synthesize(text, prompt_wav, prompt_text):
+        return synth.synthesize(text, prompt_wav, prompt_text=prompt_text, seed=args.seed), synth.sample_rate
+
+    transcriber = embedder = None
+    if args.whisper:
+        from speech_jax.eval.models import WhisperTranscriber
+        transcriber = WhisperTranscriber(args.whisper)
+    if args.speaker_model:
+        from speech_jax.eval.models import WavLMXVectorEmbedder
+        embedder = WavLMXVectorEmbedder(args.speaker_model)
+    espeak = args.espeak_ground_truth or bool(args.from_corpus)
+    result = seed_tts.evaluate(
+        meta, synthesize, args.out, mode=args.mode, transcriber=transcriber, embedder=embedder,
+        ground_truth=seed_tts.espeak_ground_truth(synth.sample_rate) if espeak else None,
+        language_of=seed_tts.corpus_language if espeak else args.language, limit=args.limit)
+    print({"out": args.out, "means": result["means"], "counts": result["counts"]})
     return 0
 
 
@@ -127,6 +165,31 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--top-k", type=int, default=25)
     x.add_argument("--fm-steps", type=int, default=10)
 
+    v = sub.add_parser("validate", help="a trained stage's evaluation on a split, with samples")
+    v.add_argument("--workdir", required=True)
+    v.add_argument("--split", default=None, help="default: the stage's data.eval_split")
+    v.add_argument("--batches", type=int, default=None, help="default: the stage's train.eval_batches")
+    v.add_argument("--out", default=None, help="default: WORKDIR/validate/step_N")
+    v.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
+
+    ev = sub.add_parser("evaluate", help="seed-tts-eval: synthesise a meta list, score WER / SIM / MCD-DTW")
+    ev.add_argument("--meta", default=None, help="lines utt|prompt_text|prompt_wav|target_text")
+    ev.add_argument("--from-corpus", default=None, help="build the meta list from a prepared corpus "
+                    "(e.g. espeak_tts/small): prompts and targets from different utterances of a speaker")
+    ev.add_argument("--data-dir", default="data")
+    ev.add_argument("--split", default="test_unseen")
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--mode", default="zero_shot", choices=["zero_shot", "one_shot"])
+    for name in ("tokenizer", "ar", "flow-matching", "bundle"):
+        ev.add_argument(f"--{name}", default=None)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--espeak-ground-truth", action="store_true",
+                    help="meta utts are <espeak speaker>/<utt>: add MCD-DTW and duration ratio")
+    ev.add_argument("--language", default=None, help="language of every line for WER (zh/ja: characters)")
+    ev.add_argument("--whisper", default=None, help="Whisper checkpoint (name or path): WER [extra 'eval']")
+    ev.add_argument("--speaker-model", default=None, help="WavLM x-vector checkpoint: SIM [extra 'eval']")
+
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "prepare":
@@ -143,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             return _synthesize(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "validate":
+            return _validate(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
     except (ValueError, FileNotFoundError, *_user_errors()) as e:
         logging.error("%s", e)
         print(f"speech-jax {args.command}: error: {e}", file=sys.stderr)
