@@ -1,4 +1,5 @@
-"""Layers: masking, grouped-query attention, RoPE, convolution shapes, logical axis names."""
+"""Layers: masking, grouped-query attention (einsum, xla and blocked implementations), RoPE, SwiGLU's
+hand-written backward, convolution shapes, logical axis names."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +8,8 @@ from flax import nnx
 
 from speech_jax.layers import (Attention, Conv1d, ConvTranspose1d, RMSNorm, SwiGLU, Transformer,
                                apply_rope, attention_mask, dot_product_attention)
+from speech_jax.layers import attention as attention_lib
+from speech_jax.layers.mlp import swiglu
 
 B, T, D = 2, 12, 32
 
@@ -114,3 +117,83 @@ def test_every_param_has_logical_names():
     for m in (Transformer(1, D, 4, 2, 64, rngs=nnx.Rngs(0)), Conv1d(D, 8, 3, rngs=nnx.Rngs(0)),
               ConvTranspose1d(D, 8, 4, stride=2, rngs=nnx.Rngs(0))):
         assert_logical_names(m)
+
+
+# --- "blocked" attention and the hand-written backward passes (the CPU fast path) ------------------
+
+def _causal_padded_mask(lengths):
+    """Causal over valid keys; padding queries see every earlier slot (no empty rows), as in the AR model."""
+    valid = jnp.arange(T)[None] < jnp.asarray(lengths)[:, None]
+    causal = attention_mask(None, T, T, causal=True)
+    return attention_mask(valid, T, T, causal=True) | (causal & ~valid[:, :, None])
+
+
+@pytest.mark.parametrize("case", ["causal", "padded", "cache"])
+def test_blocked_attention_equals_einsum_in_values_and_gradients(case, monkeypatch):
+    monkeypatch.setattr(attention_lib, "CAUSAL_BLOCK", 5)  # T = 12: three blocks of 4 queries
+    t = 1 if case == "cache" else T  # cache: one decode query against 12 cache slots
+    q, k, v, w = _x(0, (B, t, 8, 16)), _x(1, (B, T, 2, 16)), _x(2, (B, T, 2, 16)), _x(3, (B, t, 8, 16))
+    if case == "causal":
+        mask = _causal_padded_mask([T, 7])
+    else:
+        mask = attention_mask(jnp.arange(T)[None] < jnp.array([[T], [5]]), t, T)
+    causal = case == "causal"
+
+    def loss(impl):
+        return lambda q, k, v: jnp.sum(dot_product_attention(q, k, v, mask, impl, causal=causal) * w)
+
+    want = dot_product_attention(q, k, v, mask, "einsum")
+    got = dot_product_attention(q, k, v, mask, "blocked", causal=causal)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    grads = [jax.jit(jax.grad(loss(impl), argnums=(0, 1, 2)))(q, k, v) for impl in ("einsum", "blocked")]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+def test_causal_blocks_tile_the_queries_and_stop_at_the_diagonal(monkeypatch):
+    monkeypatch.setattr(attention_lib, "CAUSAL_BLOCK", 5)
+    blocks = attention_lib._query_blocks(T, T, causal=True)
+    assert len(blocks) == 3 and blocks[0][0] == 0 and blocks[-1][1] == T
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert all(s1 == q1 for _, q1, s1 in blocks)  # keys after a block's last query are skipped
+    assert attention_lib._query_blocks(T, T, causal=False) == ((0, T, T),)
+    assert attention_lib._query_blocks(4, T, causal=True) == ((0, 4, T),)  # not self-attention: no skip
+
+
+def test_auto_picks_blocked_on_cpu_and_unknown_impl_fails():
+    assert attention_lib.resolve_impl("auto") == "blocked"
+    assert attention_lib.resolve_impl("xla") == "xla"
+    with pytest.raises(ValueError, match="unknown attention impl"):
+        Attention(D, 4, 2, impl="flash", rngs=nnx.Rngs(0))
+
+
+def test_blocked_causal_transformer_matches_einsum_with_scan_and_remat(monkeypatch):
+    monkeypatch.setattr(attention_lib, "CAUSAL_BLOCK", 5)
+    mask = _causal_padded_mask([T, 9])
+    x = _x()
+
+    def run(impl, remat):
+        stack = Transformer(1, D, 4, 2, 64, impl=impl, scan_layers=True, remat=remat, rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(stack)
+        f = lambda p, x: jnp.sum(nnx.merge(graphdef, p)(x, mask=mask, causal=True) ** 2)  # noqa: E731
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(params, x)
+
+    (l0, (gp0, gx0)), (l1, (gp1, gx1)) = run("einsum", "none"), run("blocked", "full")
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5), gp0, gp1)
+
+
+def test_swiglu_hand_written_backward_matches_autodiff():
+    mlp = SwiGLU(D, 64, rngs=nnx.Rngs(0))
+    ws = [mlp.gate.kernel[...], mlp.up.kernel[...], mlp.down.kernel[...]]
+    x, w = _x(), _x(1)
+
+    def plain(x, a, b, c):
+        return (jax.nn.silu(x @ a) * (x @ b)) @ c
+
+    np.testing.assert_allclose(mlp(x), plain(x, *ws), atol=1e-5)
+    want = jax.grad(lambda *a: jnp.sum(plain(*a) * w), argnums=(0, 1, 2, 3))(x, *ws)
+    got = jax.grad(lambda *a: jnp.sum(swiglu(*a) * w), argnums=(0, 1, 2, 3))(x, *ws)
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)

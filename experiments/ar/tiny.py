@@ -8,7 +8,7 @@ def model_defaults() -> ml_collections.ConfigDict:
     """Every field the AR stage reads; the sizes below override what differs."""
     return ml_collections.ConfigDict(dict(
         d_model=256, num_layers=4, num_heads=8, num_kv_heads=4, mlp_dim=1024, rope_theta=10000.0,
-        attention_impl="einsum",  # "einsum" (CPU) | "xla" (fused on accelerators)
+        attention_impl="auto",  # "auto" (blocked on CPU, xla elsewhere) | "blocked" | "einsum" | "xla"
         dtype="float32",
         scan_layers=False, remat="none",  # remat: "none" | "full" | "dots"
         text_vocab_size=0,        # 0: the corpus's BPE model

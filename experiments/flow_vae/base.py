@@ -12,5 +12,6 @@ def get_config():
     c.data.batch_size = 32
     c.train.steps = 400000
     c.mesh.fsdp = -1
+    c.optim.flat_state = False  # per-array optimizer state, sharded with its parameters
     c.mesh.data = 1
     return c

@@ -16,7 +16,7 @@ def model_defaults() -> ml_collections.ConfigDict:
         use_flow=True, flow_layers=4, flow_hidden=64, flow_kernel=5,  # False: the plain-VAE ablation
         dtype="float32",
         # Discriminators: multi-period + multi-band multi-resolution complex STFT.
-        mpd_periods=(2, 3, 5, 7, 11), mpd_channels=32,
+        mpd_periods=(2, 3, 5, 7, 11), mpd_channels=32, mpd_max_channels=1024,  # widths c·(1, 4, 16, 32), capped
         stft_ffts=(512, 1024, 2048), stft_channels=32, stft_bands=(0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
         # Losses (DAC weights); the KL weight ramps up linearly over kl_warmup_steps.
         mel_scales=DAC_MEL_SCALES, lambda_mel=15.0, lambda_adv=1.0, lambda_fm=2.0,
@@ -28,8 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
     c = base_config()
     c.stage = "flow_vae"
     c.model = model_defaults()
-    c.model.update(dict(channels=8, decoder_channels=64, latent_dim=16, flow_hidden=32, mpd_channels=8,
-                        stft_ffts=(128, 256, 512), stft_channels=8,
+    # Sized for a 2-core CPU (the test config): thin encoder and discriminators, the MPD capped at 32
+    # channels (its 128/256-channel layers were most of the step's FLOPs).
+    c.model.update(dict(channels=4, decoder_channels=64, latent_dim=16, flow_hidden=32, mpd_channels=4,
+                        mpd_max_channels=32, stft_ffts=(128, 256, 512), stft_channels=4,
                         mel_scales=((64, 10), (128, 20), (256, 40), (512, 80)), kl_warmup_steps=100))
     c.data.name = "espeak_tts/tiny"
     c.data.with_reference = False
@@ -41,7 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.batch_size = 8
     c.optim.update(dict(name="adamw", learning_rate=1e-3, b1=0.8, b2=0.99, weight_decay=0.01,
                         schedule="exponential", decay_rate=0.9999, warmup_steps=0, clip_norm=10.0,
-                        disc_learning_rate=0.0))  # 0: the generator's
+                        disc_learning_rate=0.0,  # 0: the generator's
+                        flat_state=True))  # one vector a network for the optimizer: a much faster CPU compile
     c.train.steps = 1000
     c.train.eval_every = 250
     c.train.ckpt_every = 250

@@ -3,7 +3,17 @@
 Split into `project_qkv` / `attend` / `project_out` so that a decoder can keep a KV cache: project
 the new tokens at their positions, write k, v into the cache, then attend over the cache.
 Masks are boolean, True = may attend, shaped [B, T, S] (or broadcastable to it).
+
+Implementations (`impl`), all computing the same function:
+  "einsum"   explicit fp32 softmax, differentiated by autodiff: the plain reference;
+  "xla"      `jax.nn.dot_product_attention`, which accelerators lower to a fused kernel;
+  "blocked"  for the XLA CPU backend: the query axis in blocks (under a causal mask a block computes only
+             the keys up to its end, skipping the masked upper triangle) and a hand-written backward that
+             keeps the [T, S] arrays in place (autodiff transposes them) and needs no [T, S] reduction;
+  "auto"     "blocked" on CPU, "xla" elsewhere.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -29,18 +39,38 @@ def attention_mask(key_mask: jax.Array | None, q_len: int, kv_len: int, *, causa
     return mask
 
 
-def dot_product_attention(q, k, v, mask, impl: str = "einsum"):
+IMPLS = ("einsum", "xla", "blocked", "auto")
+CAUSAL_BLOCK = 48  # query rows per block of the "blocked" causal attention (measured best at T ~ 350)
+
+
+def resolve_impl(impl: str) -> str:
+    """"auto" -> the implementation for the default backend."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown attention impl {impl!r}; use one of {IMPLS}")
+    if impl == "auto":
+        return "blocked" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def dot_product_attention(q, k, v, mask, impl: str = "einsum", *, causal: bool = False):
     """q [B,T,H,D], k/v [B,S,K,D] with H % K == 0; mask [B|1,T,S] bool or None -> [B,T,H,D].
 
-    "einsum": explicit fp32 softmax (fastest on the XLA CPU backend);
-    "xla": jax.nn.dot_product_attention, which accelerators lower to a fused kernel."""
+    `causal=True` promises that the mask hides every key after its query (T == S, query t is key t);
+    "blocked" then skips the upper triangle. A row with no visible key attends uniformly to the keys
+    its block computes ("einsum": to all S keys); such rows should be padding whose output is unused."""
+    impl = resolve_impl(impl)
     b, t, h, d = q.shape
     kh = k.shape[2]
     if impl == "xla":
         m = None if mask is None else jnp.broadcast_to(mask[:, None], (mask.shape[0], 1) + mask.shape[1:])
         return jax.nn.dot_product_attention(q, k, v.astype(q.dtype), mask=m)
-    if impl != "einsum":
-        raise ValueError(f"unknown attention impl {impl!r}; use 'einsum' or 'xla'")
+    if impl == "blocked":
+        qg = (q * jnp.asarray(d ** -0.5, q.dtype)).reshape(b, t, kh, h // kh, d).transpose(0, 2, 3, 1, 4)
+        if mask is not None:
+            mask = jnp.broadcast_to(mask, (mask.shape[0], t, k.shape[1]))
+        o = _blocked(qg, k.transpose(0, 2, 1, 3), v.astype(q.dtype).transpose(0, 2, 1, 3), mask,
+                     _query_blocks(t, k.shape[1], causal))
+        return o.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
     qg = q.reshape(b, t, kh, h // kh, d)  # head h = kv_head * group + g
     logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
     logits = logits * (d ** -0.5)
@@ -49,6 +79,77 @@ def dot_product_attention(q, k, v, mask, impl: str = "einsum"):
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(b, t, h, d)
+
+
+# --- "blocked": query blocks, causal block skipping, hand-written backward ---------------------------
+# Layout: q [B,K,G,T,D] (pre-scaled), k/v [B,K,S,D]; inside a block the G·c query rows of a kv head
+# form the rows of one matmul. `blocks` is a static tuple of (q0, q1, s1): queries [q0, q1) see keys
+# [0, s1). The forward saves each block's probabilities for the backward.
+
+def _query_blocks(t: int, s: int, causal: bool) -> tuple:
+    if not causal or t != s or t <= CAUSAL_BLOCK:
+        return ((0, t, s),)
+    n = -(-t // CAUSAL_BLOCK)
+    size = -(-t // n)  # equal blocks
+    return tuple((q0, min(q0 + size, t), min(q0 + size, t)) for q0 in range(0, t, size))
+
+
+def _block_probs(q, k, mask):
+    """q [B,K,G,c,D], k [B,K,s,D], mask [B|1,c,s] or None -> probabilities [B,K,G·c,s] fp32."""
+    b, kh, g, c, d = q.shape
+    logits = jnp.einsum("bkmd,bksd->bkms", q.reshape(b, kh, g * c, d), k, preferred_element_type=jnp.float32)
+    if mask is not None:
+        m = jnp.broadcast_to(mask[:, None, None], (mask.shape[0], 1, g) + mask.shape[1:])
+        logits = jnp.where(m.reshape(mask.shape[0], 1, g * c, mask.shape[-1]), logits, _NEG)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def _blocked_forward(q, k, v, mask, blocks):
+    b, kh, g, _, d = q.shape
+    outs, probs = [], []
+    for q0, q1, s1 in blocks:
+        p = _block_probs(q[:, :, :, q0:q1], k[:, :, :s1], None if mask is None else mask[:, q0:q1, :s1])
+        probs.append(p)
+        o = jnp.einsum("bkms,bksd->bkmd", p.astype(v.dtype), v[:, :, :s1])
+        outs.append(o.reshape(b, kh, g, q1 - q0, d))
+    return jnp.concatenate(outs, axis=3) if len(outs) > 1 else outs[0], probs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _blocked(q, k, v, mask, blocks):
+    return _blocked_forward(q, k, v, mask, blocks)[0]
+
+
+def _blocked_fwd(q, k, v, mask, blocks):
+    o, probs = _blocked_forward(q, k, v, mask, blocks)
+    return o, (q, k, v, mask, o, probs)
+
+
+def _blocked_bwd(blocks, res, do):
+    """dS = P ∘ (dP − rowsum(dO ∘ O)); dQ = dS K, dKᵀ = Qᵀ dS, dVᵀ = dOᵀ P (transposes only of [·, D])."""
+    q, k, v, mask, o, probs = res
+    b, kh, g, _, d = q.shape
+    s = k.shape[2]
+    delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1)  # [B,K,G,T]
+    dq = []
+    dkt = jnp.zeros((b, kh, d, s), jnp.float32)  # dK, dV transposed: accumulated block by block in place
+    dvt = jnp.zeros((b, kh, d, s), jnp.float32)
+    for (q0, q1, s1), p in zip(blocks, probs):
+        m = g * (q1 - q0)
+        do_i = do[:, :, :, q0:q1].reshape(b, kh, m, d)
+        dp = jnp.einsum("bkmd,bksd->bkms", do_i, v[:, :, :s1], preferred_element_type=jnp.float32)
+        ds = (p * (dp - delta[:, :, :, q0:q1].reshape(b, kh, m, 1))).astype(q.dtype)
+        dq.append(jnp.einsum("bkms,bksd->bkmd", ds, k[:, :, :s1]).reshape(b, kh, g, q1 - q0, d))
+        q_i = q[:, :, :, q0:q1].reshape(b, kh, m, d)
+        dkt = dkt.at[..., :s1].add(jnp.einsum("bkmd,bkms->bkds", q_i, ds, preferred_element_type=jnp.float32))
+        dvt = dvt.at[..., :s1].add(jnp.einsum("bkmd,bkms->bkds", do_i, p.astype(do.dtype),
+                                              preferred_element_type=jnp.float32))
+    dq = jnp.concatenate(dq, axis=3) if len(dq) > 1 else dq[0]
+    dmask = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
+    return dq, dkt.swapaxes(2, 3).astype(k.dtype), dvt.swapaxes(2, 3).astype(v.dtype), dmask
+
+
+_blocked.defvjp(_blocked_fwd, _blocked_bwd)
 
 
 class Attention(nnx.Module):
@@ -66,6 +167,7 @@ class Attention(nnx.Module):
         self.wv = param(rngs, init_in, (d_model, num_kv_heads, head_dim), ("embed", "kv_heads", "kv"))
         self.wo = param(rngs, init_out, (num_heads, head_dim, d_model), ("heads", "kv", "embed"))
         self.rope_theta = rope_theta
+        resolve_impl(impl)  # fails early on an unknown name
         self.impl = impl
         self.dtype = dtype
 
@@ -77,15 +179,16 @@ class Attention(nnx.Module):
         v = jnp.einsum("bte,ehd->bthd", x, self.wv[...].astype(self.dtype))
         return apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta), v
 
-    def attend(self, q, k, v, mask):
-        return dot_product_attention(q, k, v, mask, self.impl)
+    def attend(self, q, k, v, mask, causal: bool = False):
+        return dot_product_attention(q, k, v, mask, self.impl, causal=causal)
 
     def project_out(self, o: jax.Array) -> jax.Array:
         return jnp.einsum("bthd,hde->bte", o, self.wo[...].astype(self.dtype))
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-                 positions: jax.Array | None = None) -> jax.Array:
+                 positions: jax.Array | None = None, *, causal: bool = False) -> jax.Array:
+        """Self-attention; `causal=True` promises that `mask` is causal (see `dot_product_attention`)."""
         if positions is None:
             positions = jnp.arange(x.shape[1])
         q, k, v = self.project_qkv(x, positions)
-        return self.project_out(self.attend(q, k, v, mask))
+        return self.project_out(self.attend(q, k, v, mask, causal))

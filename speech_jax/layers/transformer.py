@@ -33,9 +33,9 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(d_model, dtype=dtype, rngs=rngs)
         self.mlp = SwiGLU(d_model, mlp_dim, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, mask=None, positions=None):
+    def __call__(self, x, mask=None, positions=None, causal: bool = False):
         x = constrain(x, ACT)
-        x = x + self.attn(self.attn_norm(x), mask, positions)
+        x = x + self.attn(self.attn_norm(x), mask, positions, causal=causal)
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ACT)
 
@@ -53,8 +53,8 @@ class Block(nnx.Module):
         return constrain(x, ACT), k_cache, v_cache
 
 
-def _run_block(graphdef, state, x, mask, positions):
-    return nnx.merge(graphdef, state)(x, mask, positions)
+def _run_block(graphdef, causal, state, x, mask, positions):
+    return nnx.merge(graphdef, state)(x, mask, positions, causal)
 
 
 class Transformer(nnx.Module):
@@ -83,22 +83,24 @@ class Transformer(nnx.Module):
                  positions: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
         """x [B,T,E]; key_mask [B,T] True on valid frames (padded keys are never attended).
 
-        `mask` [B|1,T,T], when given, is used as is instead of key_mask and causal."""
+        `mask` [B|1,T,T], when given, is used as is instead of key_mask; with causal=True it must itself
+        be causal (hide every later key), which lets the attention skip the masked upper triangle."""
         if mask is None:
             mask = attention_mask(key_mask, x.shape[1], x.shape[1], causal=causal)
         if self.remat == "none" and not self.scan_layers:
             for block in self.blocks:
-                x = block(x, mask, positions)
+                x = block(x, mask, positions, causal)
             return self.norm(x)
         run = _run_block
         if self.remat != "none":
-            run = jax.checkpoint(_run_block, static_argnums=(0,), policy=REMAT_POLICIES[self.remat])
+            run = jax.checkpoint(_run_block, static_argnums=(0, 1), policy=REMAT_POLICIES[self.remat])
         if self.scan_layers:
             graphdef, state = nnx.split(self.blocks)
-            x, _ = jax.lax.scan(lambda h, s: (run(graphdef, s, h, mask, positions), None), x, state)
+            x, _ = jax.lax.scan(lambda h, s: (run(graphdef, causal, s, h, mask, positions), None), x, state)
         else:
             for block in self.blocks:
-                x = run(*nnx.split(block), x, mask, positions)
+                graphdef, state = nnx.split(block)
+                x = run(graphdef, causal, state, x, mask, positions)
         return self.norm(x)
 
     # --- KV cache -------------------------------------------------------------------------------

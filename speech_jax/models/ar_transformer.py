@@ -84,12 +84,16 @@ class ARTransformer(nnx.Module):
 
     # --- training / teacher forcing ----------------------------------------------------------------
 
-    def __call__(self, layout: dict, spk: jax.Array) -> jax.Array:
-        """Layout [B, S] (from `build_layout` or `build_prefix`), spk [B, d] -> logits [B, S, K+2] fp32."""
+    def hidden(self, layout: dict, spk: jax.Array) -> jax.Array:
+        """Layout [B, S] (from `build_layout` or `build_prefix`), spk [B, d] -> final states [B, S, d]."""
         valid = layout["valid"]
-        h = self.decoder(self.embed(layout, spk), positions=layout["positions"],
-                         mask=causal_mask(valid, valid))
-        return self.logits(h)
+        return self.decoder(self.embed(layout, spk), positions=layout["positions"],
+                            mask=causal_mask(valid, valid), causal=True)
+
+    def __call__(self, layout: dict, spk: jax.Array) -> jax.Array:
+        """Layout [B, S], spk [B, d] -> logits [B, S, K+2] fp32 (every slot; training needs only the
+        loss slots: `logits(hidden(...)[:, slots])`)."""
+        return self.logits(self.hidden(layout, spk))
 
     # --- KV-cache decoding ----------------------------------------------------------------------
 
@@ -120,11 +124,12 @@ class ARTransformer(nnx.Module):
 
 
 def flops_per_token(cfg: ml_collections.ConfigDict, seq_len: int) -> float:
-    """Forward matmul FLOPs per token of a seq_len sequence (for MFU; training is ~3x this).
+    """Forward matmul FLOPs of one token that attends to seq_len keys (for MFU; training is ~3x this).
 
-    q/k/v/o projections, attention scores and values over all seq_len keys (the masked half of the
-    causal square is computed too), SwiGLU and the output head. Embedding lookups are free; the speaker
-    encoder runs once per reference, not per token, and is left out."""
+    q/k/v/o projections, attention scores and values over seq_len keys, SwiGLU and the output head.
+    Under a causal mask a token of a T-slot sequence attends to T/2 keys on average: pass T/2 to count
+    only the unmasked half (MaxText's convention), T to count the whole square. Embedding lookups are
+    free; the speaker encoder runs once per reference, not per token, and is left out."""
     d, h, kv = cfg.d_model, cfg.num_heads, cfg.num_kv_heads
     hd = d // h
     proj = 2 * d * hd * (2 * h + 2 * kv)

@@ -42,12 +42,15 @@ class PeriodDiscriminator(nnx.Module):
         p = self.period
         if t % p:
             wav = jnp.pad(wav, ((0, 0), (0, p - t % p)), mode="reflect")
-        x = wav.reshape(b, -1, p, 1)
+        # The [T/p, p] plane, laid out as p phases of one column each ([B·p, T/p, 1, C]): the (k, 1) kernels
+        # never mix phases, and the time-strided convolutions' space-to-depth fold is a free reshape.
+        x = wav.reshape(b, -1, p).transpose(0, 2, 1).reshape(b * p, -1, 1, 1)
         feats = []
         for conv in self.convs:
             x = _lrelu(conv(x))
-            feats.append(x)
-        return self.post(x)[..., 0].astype(jnp.float32), feats
+            feats.append(x.reshape(b, p, *x.shape[1:]))  # [B, p, T', 1, C]
+        logits = self.post(x)[..., 0, 0].astype(jnp.float32)
+        return logits.reshape(b, p, -1).transpose(0, 2, 1), feats  # [B, T', p]
 
 
 class MultiPeriodDiscriminator(nnx.Module):
@@ -125,11 +128,13 @@ class MultiResolutionSTFTDiscriminator(nnx.Module):
 
 class Discriminators(nnx.Module):
     """MPD + multi-band multi-resolution STFT discriminator, from config fields mpd_periods, mpd_channels,
-    stft_ffts, stft_channels, stft_bands, dtype."""
+    mpd_max_channels (optional, HiFi-GAN's 1024), stft_ffts, stft_channels, stft_bands, dtype."""
 
     def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(cfg.dtype)
-        self.mpd = MultiPeriodDiscriminator(tuple(cfg.mpd_periods), cfg.mpd_channels, dtype=dtype, rngs=rngs)
+        self.mpd = MultiPeriodDiscriminator(tuple(cfg.mpd_periods), cfg.mpd_channels,
+                                            max_channels=int(cfg.get("mpd_max_channels", 1024)), dtype=dtype,
+                                            rngs=rngs)
         self.mrsd = MultiResolutionSTFTDiscriminator(tuple(cfg.stft_ffts), cfg.stft_channels,
                                                      tuple(cfg.stft_bands), dtype=dtype, rngs=rngs)
 

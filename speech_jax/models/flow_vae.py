@@ -15,9 +15,11 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from speech_jax.layers import Conv1d, ConvTranspose1d
+from speech_jax.layers.conv2d import polyphase_conv
 from speech_jax.layers.snake import Snake
 from speech_jax.sharding import constrain
 
@@ -43,6 +45,47 @@ def _flip_odd(i: int, x):
     return jnp.flip(x, axis=-1) if i % 2 else x
 
 
+class DownsampleConv1d(Conv1d):
+    """Conv1d with a stride, computed in polyphase form (space-to-depth, then a stride-1 conv; see
+    `layers/conv2d.py`): the same parameters and outputs, but a gradient of stride-1 convolutions where
+    the direct form's is an input-dilated convolution, slow on XLA:CPU."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...].astype(self.dtype)[:, None]  # [k, 1, in, out]
+        y = polyphase_conv(x.astype(self.dtype)[:, :, None], kernel, (self.stride, 1),
+                           (self.padding, (0, 0)))[:, :, 0]
+        return y + self.bias[...].astype(self.dtype)
+
+
+def subpixel_taps(kernel_size: int, stride: int, padding: int) -> tuple[int, np.ndarray]:
+    """For the sub-pixel form of a transposed conv: (left padding, index [taps, stride] into the kernel,
+    `kernel_size` where the tap is empty). Output sample m·s + r of the transposed conv is
+    Σ_j W[j·s + r + p] · x[m − j]; tap u of the stride-1 conv reads x[m − left + u], i.e. j = left − u."""
+    j_hi = (kernel_size - 1 - padding) // stride
+    j_lo = -((stride - 1 + padding) // stride)
+    idx = np.array([[(j_hi - u) * stride + r + padding for r in range(stride)]
+                    for u in range(j_hi - j_lo + 1)])
+    return j_hi, np.where((idx >= 0) & (idx < kernel_size), idx, kernel_size)
+
+
+class SubPixelConvTranspose1d(ConvTranspose1d):
+    """ConvTranspose1d's first T·stride output samples, computed as a stride-1 conv producing
+    stride × out channels, reshaped to stride × the length (sub-pixel / depth-to-space). Mathematically
+    the transposed conv with its kernel reorganised (same parameters); it avoids the input-dilated
+    convolutions (forward and gradient) that XLA:CPU runs several times slower than the useful work."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t, _ = x.shape
+        left, idx = subpixel_taps(self.kernel_size, self.stride, self.padding)
+        w = self.kernel[...].astype(self.dtype)
+        w = jnp.concatenate([w, jnp.zeros_like(w[:1])])[idx]  # [taps, s, in, out]
+        taps, s, d_in, d_out = w.shape
+        w = w.transpose(0, 2, 1, 3).reshape(taps, d_in, s * d_out)
+        y = jax.lax.conv_general_dilated(x.astype(self.dtype), w, (1,), [(left, taps - 1 - left)],
+                                         dimension_numbers=("NWC", "WIO", "NWC"))
+        return y.reshape(b, t * s, d_out) + self.bias[...].astype(self.dtype)
+
+
 class ResidualUnit(nnx.Module):
     """Snake → dilated conv k → Snake → conv 1, added to the input (DAC)."""
 
@@ -65,7 +108,7 @@ class EncoderBlock(nnx.Module):
     def __init__(self, ch: int, stride: int, dilations, kernel_size: int, *, dtype, rngs: nnx.Rngs):
         self.res = nnx.List([ResidualUnit(ch, kernel_size, d, dtype=dtype, rngs=rngs) for d in dilations])
         self.act = Snake(ch, rngs=rngs)
-        self.down = Conv1d(ch, 2 * ch, 2 * stride, stride=stride, dtype=dtype, rngs=rngs)
+        self.down = DownsampleConv1d(ch, 2 * ch, 2 * stride, stride=stride, dtype=dtype, rngs=rngs)
 
     def __call__(self, x, mask=None):
         for unit in self.res:
@@ -78,16 +121,15 @@ class DecoderBlock(nnx.Module):
 
     def __init__(self, ch: int, stride: int, dilations, kernel_size: int, *, dtype, rngs: nnx.Rngs):
         self.act = Snake(ch, rngs=rngs)
-        # Padding s // 2 gives T·s + (s mod 2) samples; the odd-stride extra sample is cut off.
-        self.up = ConvTranspose1d(ch, ch // 2, 2 * stride, stride=stride, padding=stride // 2,
-                                  dtype=dtype, rngs=rngs)
+        # Padding s // 2 gives T·s + (s mod 2) samples, of which the first T·s are computed.
+        self.up = SubPixelConvTranspose1d(ch, ch // 2, 2 * stride, stride=stride, padding=stride // 2,
+                                          dtype=dtype, rngs=rngs)
         self.res = nnx.List([ResidualUnit(ch // 2, kernel_size, d, dtype=dtype, rngs=rngs)
                              for d in dilations])
         self.stride = stride
 
     def __call__(self, x, mask=None, out_mask=None):
-        length = x.shape[1] * self.stride
-        x = self.up(_masked(self.act(x), mask))[:, :length]
+        x = self.up(_masked(self.act(x), mask))
         for unit in self.res:
             x = unit(x, out_mask)
         return x

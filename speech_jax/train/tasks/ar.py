@@ -43,10 +43,22 @@ def _cross_entropy(logits, layout):
             jnp.sum(correct * eos) / jnp.maximum(eos.sum(), 1.0), mask.sum())
 
 
+def loss_slots(batch: dict) -> slice:
+    """The static slots that can carry loss: the last prompt/SOS slot through the last target slot.
+
+    The target segment (La tokens + EOS) closes the layout, and a slot's label is the next slot's id,
+    so every `loss_mask` slot lies in the La + 1 slots before the final one."""
+    n = batch["tokens"].shape[1] + 1
+    return slice(-n - 1, -1)
+
+
 def _forward(model: ARTransformer, batch: dict, one_shot: jax.Array):
     spk = model.speaker_embedding(batch["ref_audio"], batch["ref_len"])
     layout = _layout(model, batch, one_shot)
-    return _cross_entropy(model(layout, spk), layout)
+    # The output head and softmax only where the loss is taken (La + 1 of the S slots).
+    slots = loss_slots(batch)
+    logits = model.logits(model.hidden(layout, spk)[:, slots])
+    return _cross_entropy(logits, {k: layout[k][:, slots] for k in ("labels", "loss_mask")})
 
 
 def loss_fn(model: ARTransformer, batch: dict, rng: jax.Array, step: jax.Array):
@@ -94,15 +106,26 @@ def tokens_in_batch(batch: dict) -> int:
     return int(np.sum(batch["tokens_len"]))
 
 
+def layout_length(batch_shapes: dict) -> int:
+    """Slots of the static training layout: spk, prompt text, text, SOS + prompt tokens, target + EOS."""
+    lt, lp = batch_shapes["text_ids"][1], batch_shapes["prompt_text_ids"][1]
+    pa, la = batch_shapes["prompt_tokens"][1], batch_shapes["tokens"][1]
+    return 1 + lp + lt + 1 + pa + la + 1
+
+
 def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
     """3 × forward FLOPs of the transformer over the whole static layout (padding included, as computed),
-    plus the speaker encoder's transformer over the reference frames."""
+    plus the speaker encoder's transformer over the reference frames.
+
+    Causal self-attention is counted at half its T×T square (on average a token attends to half the
+    sequence), MaxText's convention: an implementation that computes the masked half too does not get
+    credit for it. The output head counts only at the La + 1 slots that carry loss (the rest would be
+    discarded). The speaker encoder's attention is bidirectional: its whole square counts."""
     cfg, spec = config.model, MelSpec.from_config(config.mel)
-    b, lt = batch_shapes["text_ids"]
-    lp, pa = batch_shapes["prompt_text_ids"][1], batch_shapes["prompt_tokens"][1]
-    la = batch_shapes["tokens"][1]
-    seq = 1 + lp + lt + 1 + pa + la + 1
-    fwd = seq * flops_per_token(cfg, seq)
+    b = batch_shapes["text_ids"][0]
+    seq = layout_length(batch_shapes)
+    head = 2 * cfg.d_model * (cfg.codebook_size + 2)
+    fwd = seq * (flops_per_token(cfg, seq / 2) - head) + (batch_shapes["tokens"][1] + 1) * head
     if cfg.speaker == "learnable":
         frames = batch_shapes["ref_audio"][1] // spec.hop_length
         d = cfg.spk_d_model
