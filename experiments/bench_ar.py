@@ -2,27 +2,65 @@
 tokens/s, MFU, compile time, peak memory, and KV-cache decoding speed.
 
     python experiments/bench_ar.py [--config small] [--impl auto] [--steps 10] [--bucket-seconds 2.4] \
-        [--config.model.dtype=bfloat16 ...]
+        [--malloc=default] [--config.model.dtype=bfloat16 ...]
 
 Batches have the shapes the config's pipeline produces: text and prompt text padded to
 `data.max_text_len`, prompt tokens to `data.prompt_max_seconds`, target tokens to one bucket (+ EOS),
 the reference to `data.ref_seconds[1]`; ids are random within the vocabularies, lengths random within
-the pads (the padding fraction is reported).
+the pads (the padding fractions are reported).
 
-MFU = counted training FLOPs ÷ (step time × matmul peak measured in this same run). Two counts:
+MFU = counted training FLOPs ÷ (median step time × matmul peak). The peak is a square matmul in the
+compute dtype measured before every timed step (the best of them), so a machine shared with other jobs
+lowers the MFU rather than inflating it; `cores_busy` (process CPU time ÷ wall time per step) shows how much of the CPU the
+step got. Two counts:
   mfu          `task.flops_per_step`: the causal self-attention counted at half of its T×S square, as
                MaxText does (what a causal kernel needs); the fair figure.
   mfu_full_attention  the whole square counted, as a dense implementation computes it.
+
+Host memory (`--malloc`): XLA:CPU allocates each execution's temporaries anew. With glibc's defaults,
+allocations that large (and any made by worker threads, which get mmap'd arenas) are mmap'd and unmapped
+again, so every step page-faults its ~0.9 GB of temporaries back in (~230k faults, ~20 % of the step in
+the kernel). "keep" (default) makes glibc keep freed memory in one heap; "default" leaves glibc as is.
+The same effect for any process, set before it starts:
+    GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=2147483647
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def keep_freed_host_memory() -> bool:
+    """glibc: one arena, no mmap for large blocks, no trimming, so XLA:CPU's per-execution buffers reuse
+    memory that is already mapped. Call before JAX starts its threads. False where glibc is absent."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    big = 2**31 - 1
+    return all(libc.mallopt(opt, val) == 1 for opt, val in
+               ((m_arena_max, 1), (m_mmap_threshold, big), (m_trim_threshold, big)))
+
+
+def _malloc_arg(argv: list[str]) -> str:
+    for i, a in enumerate(argv):
+        if a.startswith("--malloc="):
+            return a.split("=", 1)[1]
+        if a == "--malloc" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "keep"
+
+
+# Before JAX exists: glibc settings apply to threads created afterwards (so only when run as a script).
+MALLOC_KEPT = __name__ == "__main__" and _malloc_arg(sys.argv) == "keep" and keep_freed_host_memory()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -93,7 +131,7 @@ def full_attention_flops(config, shapes: dict) -> float:
     return task.flops_per_step(config, shapes) + masked_half
 
 
-def bench_train(config, batch: dict, steps: int) -> dict:
+def bench_train(config, batch: dict, steps: int, peak_n: int) -> dict:
     model = task.build_model(config, nnx.Rngs(config.train.seed))
     tx, schedule = make_optimizer(config.optim, config.train.steps)
     graphdef, state = init_train_state(model, tx)
@@ -106,14 +144,22 @@ def bench_train(config, batch: dict, steps: int) -> dict:
     compile_s = time.perf_counter() - t
     state, m = compiled(state, batch, rng)
     jax.block_until_ready(m)
-    times = []
+    dtype = jnp.dtype(config.model.dtype)  # the peak of the dtype the matmuls run in
+    peaks = [metrics_lib.measured_matmul_peak(peak_n, dtype) for _ in range(2)]
+    times, cpu, faults = [], [], []
     for i in range(steps):
-        t = time.perf_counter()
+        peaks.append(metrics_lib.measured_matmul_peak(peak_n, dtype))  # interleaved: the load the steps see
+        r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         state, m = compiled(state, batch, jax.random.fold_in(rng, i))
         jax.block_until_ready((state, m))
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
         times.append(time.perf_counter() - t)
-    return {"compile_s": compile_s, "step_time_s": float(np.median(times)),
-            "step_time_min_s": float(np.min(times)), "loss": float(m["loss"]),
+        cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+        faults.append(r1.ru_minflt - r0.ru_minflt)
+    dt = float(np.median(times))
+    return {"compile_s": compile_s, "step_time_s": dt, "step_time_min_s": float(np.min(times)),
+            "cpu_s_per_step": float(np.median(cpu)), "cores_busy": float(np.median(cpu)) / dt,
+            "page_faults_per_step": float(np.median(faults)), "peak": max(peaks), "loss": float(m["loss"]),
             "one_shot_fraction": float(m["one_shot_fraction"]), "state": state, "graphdef": graphdef}
 
 
@@ -198,6 +244,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--decode-batches", default="1,16", help="comma separated; empty: skip decoding")
     ap.add_argument("--sample", action="store_true", help="top-k/top-p sampling instead of greedy")
     ap.add_argument("--peak-n", type=int, default=1024, help="side of the square matmul for the peak")
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep: glibc keeps freed memory mapped (see the module docstring); script use only")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args, rest = ap.parse_known_args(argv)
     config = load_config(CONFIGS.get(args.config, args.config))
@@ -214,12 +262,15 @@ def main(argv=None) -> dict:
     batch = synthetic_batch(config, shapes)
     res = {"config": args.config, "device": jax.devices()[0].device_kind, "attention_impl":
            config.model.attention_impl, "dtype": config.model.dtype, "batch_size": config.data.batch_size,
-           "shapes": {k: list(v) for k, v in shapes.items()}}
+           "shapes": {k: list(v) for k, v in shapes.items()}, "malloc_kept": MALLOC_KEPT}
+    seq = task.layout_length(shapes)
+    res["padding_fraction_targets"] = 1 - float(np.sum(batch["tokens_len"])) / np.prod(shapes["tokens"])
+    res["padding_fraction_layout"] = 1 - float(np.mean(  # one-shot rows; zero-shot ones pad their prompt too
+        (3 + batch["text_len"] + batch["prompt_text_len"] + batch["prompt_tokens_len"] + batch["tokens_len"]) / seq))
     res["load_before"] = os.getloadavg()[0]
     if args.steps:
-        peak = metrics_lib.measured_matmul_peak(args.peak_n)
-        r = bench_train(config, batch, args.steps)
-        peak = max(peak, metrics_lib.measured_matmul_peak(args.peak_n))  # best of before and after
+        r = bench_train(config, batch, args.steps, args.peak_n)
+        peak = r.pop("peak")
         graphdef, params = r.pop("graphdef"), r.pop("state").params
         res.update(r)
         flops = task.flops_per_step(config, shapes)
@@ -227,7 +278,7 @@ def main(argv=None) -> dict:
         dt = r["step_time_s"]
         res.update(matmul_peak_gflops=peak / 1e9, gflops_per_step=flops / 1e9,
                    gflops_per_step_full_attention=flops_full / 1e9,
-                   tokens_per_s=float(np.sum(batch["tokens_len"])) / dt,
+                   target_tokens_per_s=float(np.sum(batch["tokens_len"])) / dt,
                    mfu=flops / dt / peak, mfu_full_attention=flops_full / dt / peak,
                    mfu_best_step=flops / r["step_time_min_s"] / peak)
     else:  # decoding only, with freshly initialised weights

@@ -128,13 +128,15 @@ def _causal_padded_mask(lengths):
     return attention_mask(valid, T, T, causal=True) | (causal & ~valid[:, :, None])
 
 
-@pytest.mark.parametrize("case", ["causal", "padded", "cache"])
+@pytest.mark.parametrize("case", ["causal", "padded", "cache", "unmasked"])
 def test_blocked_attention_equals_einsum_in_values_and_gradients(case, monkeypatch):
     monkeypatch.setattr(attention_lib, "CAUSAL_BLOCK", 5)  # T = 12: three blocks of 4 queries
     t = 1 if case == "cache" else T  # cache: one decode query against 12 cache slots
     q, k, v, w = _x(0, (B, t, 8, 16)), _x(1, (B, T, 2, 16)), _x(2, (B, T, 2, 16)), _x(3, (B, t, 8, 16))
     if case == "causal":
         mask = _causal_padded_mask([T, 7])
+    elif case == "unmasked":
+        mask = None
     else:
         mask = attention_mask(jnp.arange(T)[None] < jnp.array([[T], [5]]), t, T)
     causal = case == "causal"

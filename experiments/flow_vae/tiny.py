@@ -28,10 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
     c = base_config()
     c.stage = "flow_vae"
     c.model = model_defaults()
-    # Sized for a 2-core CPU (the test config): thin encoder and discriminators, the MPD capped at 32
-    # channels (its 128/256-channel layers were most of the step's FLOPs).
+    # Sized for a 2-core CPU (the test config): a thin encoder, the MPD capped at 32 channels (its
+    # 128/256-channel layers were most of the step's FLOPs).
     c.model.update(dict(channels=4, decoder_channels=64, latent_dim=16, flow_hidden=32, mpd_channels=4,
-                        mpd_max_channels=32, stft_ffts=(128, 256, 512), stft_channels=4,
+                        mpd_max_channels=32, stft_ffts=(128, 256, 512), stft_channels=8,
                         mel_scales=((64, 10), (128, 20), (256, 40), (512, 80)), kl_warmup_steps=100))
     c.data.name = "espeak_tts/tiny"
     c.data.with_reference = False

@@ -36,7 +36,9 @@ def _swiglu_bwd(res, dy):
     dg = da * u * (sig * (1 + g * (1 - sig)))
     du = da * g * sig
     dx = dg @ w_gate.T + du @ w_up.T
-    return dx, jnp.einsum(wgrad, x, dg), jnp.einsum(wgrad, x, du), jnp.einsum(wgrad, dy, a).T
+    # The barrier keeps XLA from folding the transpose back into the dot (measured ~1.5x slower there).
+    dw_down = jax.lax.optimization_barrier(jnp.einsum(wgrad, dy, a)).T
+    return dx, jnp.einsum(wgrad, x, dg), jnp.einsum(wgrad, x, du), dw_down
 
 
 swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)

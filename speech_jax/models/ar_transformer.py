@@ -123,7 +123,7 @@ class ARTransformer(nnx.Module):
         return self.logits(h[:, 0]), dict(kv, valid=valid)
 
 
-def flops_per_token(cfg: ml_collections.ConfigDict, seq_len: int) -> float:
+def flops_per_token(cfg: ml_collections.ConfigDict, seq_len: float) -> float:
     """Forward matmul FLOPs of one token that attends to seq_len keys (for MFU; training is ~3x this).
 
     q/k/v/o projections, attention scores and values over seq_len keys, SwiGLU and the output head.
