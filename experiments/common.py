@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
         steps=1000, seed=0, log_every=10, eval_every=500, eval_batches=4,
         ckpt_every=500, keep_checkpoints=3, async_checkpointing=True,
         peak_flops=0.0,   # per-device peak for MFU; 0 = look up (accelerators) or measure a matmul (CPU)
+        max_minutes=0.0,  # wall-clock budget of one invocation (0 = none): checkpoint and stop when spent
         profile=False))
 
     # num_devices 0 = every device; otherwise the first N (single process).

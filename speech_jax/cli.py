@@ -1,4 +1,4 @@
-"""`speech-jax` command line: prepare, train, validate, extract, synthesize, export, evaluate."""
+"""`speech-jax` command line: demo, prepare, train, validate, extract, synthesize, export, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -103,11 +103,29 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from speech_jax.demo import STAGES, Demo
+    overrides: dict[str, list[str]] = {}
+    for item in args.set:
+        stage, _, override = item.partition(":")
+        if stage not in dict(STAGES) or not override.startswith("--config."):
+            raise ValueError(f"--set takes STAGE:--config.key=value with STAGE one of {[s for s, _ in STAGES]}, "
+                             f"got {item!r}")
+        overrides.setdefault(stage, []).append(override)
+    demo = Demo(args.out, minutes=args.minutes, data_dir=args.data_dir, corpus=args.corpus,
+                utterances=args.utterances, seed=args.seed, overrides=overrides)
+    state = demo.run(stop_after=args.stop_after)
+    print({"report": state["steps"].get("report", {}).get("html"),
+           "minutes": {k: v["minutes"] for k, v in state["steps"].items()}})
+    return 0
+
+
 def _user_errors() -> tuple[type, ...]:
     """Errors that describe bad input (a corrupt checkpoint, mismatched models): no traceback needed."""
     from data_pipelines.extract import ExtractError
+    from speech_jax.demo import DemoError
     from speech_jax.train.checkpoint import CheckpointError
-    return ExtractError, CheckpointError
+    return ExtractError, CheckpointError, DemoError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +134,18 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="speech-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="the embedded default end to end: prepare, train all stages, synthesise "
+                       "for unseen speakers, evaluate, write a report (resumable)")
+    d.add_argument("--out", default="demo", help="directory of the corpus, workdirs, evaluations and report")
+    d.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of this run (0: none)")
+    d.add_argument("--data-dir", default=None, help="where the corpus is built (default: OUT/data)")
+    d.add_argument("--corpus", default="small", choices=["small", "tiny"], help="espeak_tts builder config")
+    d.add_argument("--utterances", type=int, default=8, help="test_unseen lines synthesised in each mode")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--stop-after", default=None, help="a step name: stop there (resume later)")
+    d.add_argument("--set", action="append", default=[], metavar="STAGE:--config.k=v",
+                   help="override a stage's demo config, e.g. ar:--config.train.steps=1000 (repeatable)")
 
     p = sub.add_parser("prepare", help="build a TFDS corpus and its BPE tokenizer")
     p.add_argument("--dataset", required=True, choices=["espeak_tts", "manifest"])
@@ -192,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args, rest = parser.parse_known_args(argv)
     try:
+        if args.command == "demo":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return _demo(args)
         if args.command == "prepare":
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -23,22 +23,13 @@ def tiny_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_stages(tiny_corpus, tmp_path_factory):
-    """Every stage trained 2 steps on the tiny corpus, and the extracted tokens and latents:
-    {"tokenizer", "flow_vae", "ar", "flow_matching": workdir, "extracted": extract()'s metadata}."""
-    from data_pipelines.extract import extract
-    from speech_jax.train.loop import train
-    from stages import stage_config
+    """The demo (`speech-jax demo`) run through its training steps on the tiny corpus, every stage
+    trained 2 steps at the smallest sizes (tests/stages.py): {"tokenizer", "flow_vae", "ar",
+    "flow_matching": workdir, "extracted": extract()'s metadata, "demo": the Demo's arguments}."""
+    from speech_jax.demo import Demo
+    from stages import demo_arguments
 
-    root = tmp_path_factory.mktemp("stages")
-    out = {}
-    for stage in ("tokenizer", "flow_vae"):
-        out[stage] = str(root / stage)
-        train(stage_config(stage, tiny_corpus, "--config.train.steps=2"), out[stage])
-    out["extracted"] = extract(out["tokenizer"], flow_vae_workdir=out["flow_vae"], batch_size=8)
-    out["ar"] = str(root / "ar")
-    train(stage_config("ar", tiny_corpus, "--config.train.steps=2"), out["ar"])
-    out["flow_matching"] = str(root / "flow_matching")
-    train(stage_config("flow_matching", tiny_corpus, "--config.train.steps=2",
-                       f"--config.pretrained.ar_workdir={out['ar']}",
-                       f"--config.pretrained.flow_vae_workdir={out['flow_vae']}"), out["flow_matching"])
-    return out
+    kwargs = demo_arguments(tiny_corpus, str(tmp_path_factory.mktemp("demo")))
+    demo = Demo(**kwargs)
+    state = demo.run(stop_after="flow_matching")
+    return dict(demo.workdirs, extracted=state["steps"]["extract"]["extracted"], demo=kwargs)

@@ -39,3 +39,10 @@ def stage_config(stage: str, corpus: dict, *extra: str, size: str = "tiny"):
     config.data.data_dir = corpus["data_dir"]
     config.data.bpe_model = corpus["bpe_model"]
     return apply_overrides(config, COMMON + OVERRIDES[stage] + list(extra))
+
+
+def demo_arguments(corpus: dict, out: str, utterances: int = 2) -> dict:
+    """`speech_jax.demo.Demo` keyword arguments for the tiny corpus, stages as `stage_config` makes them."""
+    return dict(out=out, minutes=0, data_dir=corpus["data_dir"], corpus="tiny", utterances=utterances,
+                config_files={s: os.path.join(ROOT, "experiments", s, "tiny.py") for s in OVERRIDES},
+                overrides={s: COMMON + OVERRIDES[s] + ["--config.train.steps=2"] for s in OVERRIDES})

@@ -77,14 +77,17 @@ def test_run_writes_metrics_checkpoints_and_events(full_run):
 
 
 def test_resume_reproduces_the_uninterrupted_run(full_run, tiny_corpus, tmp_path):
+    """Stopped by its time budget after the first step (not a checkpoint boundary), then resumed."""
     workdir, _ = full_run
     resumed = str(tmp_path / "resumed")
-    train(make_config(tiny_corpus, "--config.train.steps=3"), resumed)
+    out = train(make_config(tiny_corpus, "--config.train.max_minutes=1e-6"), resumed)
+    assert out["step"] == 1 and out["time_budget_reached"]
+    assert os.listdir(os.path.join(resumed, "checkpoints")) == ["1"]
     out = train(make_config(tiny_corpus), resumed)
-    assert out["step"] == 6
+    assert out["step"] == 6 and not out["time_budget_reached"]
     want = {r["step"]: r for r in read_metrics(workdir) if "loss" in r}
     got = {r["step"]: r for r in read_metrics(resumed) if "loss" in r}
-    for step in (4, 5, 6):
+    for step in (2, 3, 4, 5, 6):
         for key in ("loss", "mel_loss", "ctc_loss", "code_usage", "grad_norm"):
             np.testing.assert_allclose(got[step][key], want[step][key], rtol=1e-5, err_msg=f"{key}@{step}")
     a, b = params_of(workdir, tiny_corpus, 6), params_of(resumed, tiny_corpus, 6)

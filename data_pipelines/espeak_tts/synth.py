@@ -13,6 +13,7 @@ import ctypes
 import functools
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -99,7 +100,11 @@ class _Engine:
                               "this platform has no os.fork")
         with self.lock:
             read_fd, write_fd = os.pipe()
-            pid = os.fork()
+            with warnings.catch_warnings():
+                # Python warns that forking a multithreaded (JAX) process may deadlock; the child only
+                # calls espeak and exits with os._exit, touching no lock another thread may hold.
+                warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+                pid = os.fork()
             if pid == 0:  # child: speak once from the clean state, send, exit without cleanup
                 status = 0
                 try:

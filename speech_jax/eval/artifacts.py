@@ -46,13 +46,14 @@ def plot_log_mel(wav, sample_rate: int, n_mels: int = 80) -> np.ndarray:
         power=2.0)
 
 
-def save_mel_comparison(path, wav_ref, wav_est, sample_rate: int, title: str | None = None) -> str:
+def save_mel_comparison(path, wav_ref, wav_est, sample_rate: int, title: str | None = None,
+                        reference_label: str = "reference") -> str:
     """PNG of log-mel panels stacked: the reference on top, then the estimate(s), on one dB scale.
 
     `wav_est` is a waveform (panel "estimate") or a dict {label: waveform} for several panels.
     Colours share one scale (the loudest panel's peak down `TOP_DB`), so panels compare by eye.
     """
-    panels = {"reference": wav_ref}
+    panels = {reference_label: wav_ref}
     panels.update(wav_est if isinstance(wav_est, dict) else {"estimate": wav_est})
     mels = {label: plot_log_mel(wav, sample_rate) for label, wav in panels.items()}
     peak = max(float(m.max()) for m in mels.values())

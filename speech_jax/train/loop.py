@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -208,7 +209,12 @@ def _batch_stats(batch: dict, sample_rate: int, task) -> dict:
 
 
 def train(config, workdir: str) -> dict:
-    """Trains `config.stage` for `config.train.steps` steps; resumes from `workdir` when it holds checkpoints."""
+    """Trains `config.stage` for `config.train.steps` steps; resumes from `workdir` when it holds checkpoints.
+
+    With `train.max_minutes` > 0 the run also stops (after checkpointing) once that much wall time has
+    passed since the call, and the result says `"time_budget_reached": True`; calling again resumes.
+    """
+    t_call = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
     tc = config.train
     trainer = Trainer(config, workdir)
@@ -236,6 +242,8 @@ def train(config, workdir: str) -> dict:
     t_last = time.perf_counter()
     timed = 0  # steps in the current interval whose time is measured (the compiling step is not)
     bar = _progress(start, tc.steps)
+    deadline = t_call + 60 * tc.max_minutes if tc.max_minutes > 0 else math.inf
+    out_of_time = False
     with _Preemption() as preempt:
         step = start
         while step < tc.steps:
@@ -278,15 +286,25 @@ def train(config, workdir: str) -> dict:
                 writer.write(step, ev)
                 logging.info("eval at step %d: %s", step, ev)
                 t_last, timed = time.perf_counter(), 0
-            if preempt.requested or step == tc.steps or (tc.ckpt_every and step % tc.ckpt_every == 0):
+            out_of_time = time.perf_counter() > deadline and step < tc.steps
+            if out_of_time and last_row.get("step") != step:  # log the partial interval
+                jax.block_until_ready(state)
+                vals = jax.device_get(pending)
+                last_row = writer.write(step, {k: float(np.mean([v[k] for v in vals])) for k in vals[0]})
+                pending, host_stats = [], []
+            if (preempt.requested or out_of_time or step == tc.steps
+                    or (tc.ckpt_every and step % tc.ckpt_every == 0)):
                 ckpt.save(step, state, data_iter, config_json, force=True)
             if preempt.requested:
+                break
+            if out_of_time:
+                logging.info("train.max_minutes=%g spent at step %d of %d", tc.max_minutes, step, tc.steps)
                 break
     ckpt.close()
     writer.close()
     if bar is not None:
         bar.close()
-    return {"step": step, **last_row}
+    return {"step": step, **last_row, "time_budget_reached": out_of_time}
 
 
 def _progress(start: int, total: int):

@@ -1,0 +1,220 @@
+"""`speech-jax demo`: the embedded default end to end, within a wall-clock budget.
+
+    prepare espeak_tts -> train tokenizer -> train Flow-VAE -> extract tokens and latents
+    -> train AR + speaker encoder -> train flow matching
+    -> synthesise zero-shot and one-shot for unseen speakers, score against espeak's ground truth -> report
+
+Every step records itself in `OUT/demo_state.json` when it completes; a second run skips what is done
+and resumes an interrupted training stage from its last checkpoint. The training stages share what the
+budget leaves after the other steps, by weight, each one's share decided when it starts (so time a
+stage leaves unused goes to the next); a stage stops at its config's `train.steps` or when its share is
+spent (`train.max_minutes`), whichever comes first.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+
+log = logging.getLogger(__name__)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATE = "demo_state.json"
+# Share of the training time per stage (the GAN and the AR stage learn slowest per minute).
+STAGES = (("tokenizer", 0.2), ("flow_vae", 0.3), ("ar", 0.3), ("flow_matching", 0.2))
+STEPS = ("prepare", "tokenizer", "flow_vae", "extract", "ar", "flow_matching", "evaluate", "report")
+MODES = ("zero_shot", "one_shot")
+# Minutes held back from training for what follows it, on a 2-core CPU (measured, rounded up).
+EXTRACT_MINUTES = 1.5
+EVALUATE_MINUTES_PER_UTTERANCE = 0.15
+EVALUATE_MINUTES_FIXED = 2.0
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on (a missing source checkout, a budget too small to train anything)."""
+
+
+def default_config_files() -> dict[str, str]:
+    files = {stage: os.path.join(ROOT, "experiments", "demo", f"{stage}.py") for stage, _ in STAGES}
+    missing = [p for p in files.values() if not os.path.isfile(p)]
+    if missing:
+        raise DemoError(f"the demo's configs are not here ({missing[0]}): run it from a source checkout "
+                        "installed with `pip install -e .`")
+    return files
+
+
+class Demo:
+    """One demo directory: `data/` (unless data_dir is given), `workdirs/<stage>`, `eval/<mode>`, `report/`.
+
+    minutes: the budget of this invocation (0: none; each stage trains its config's `train.steps`).
+    corpus: the espeak_tts builder config (`small`, or `tiny` for a quick check).
+    config_files / overrides: per stage, the config and `--config.k=v` overrides applied on top.
+    utterances: how many test_unseen prompt/target pairs are synthesised in each mode.
+    """
+
+    def __init__(self, out: str, *, minutes: float = 30.0, data_dir: str | None = None, corpus: str = "small",
+                 utterances: int = 8, seed: int = 0, config_files: dict[str, str] | None = None,
+                 overrides: dict[str, list[str]] | None = None):
+        if minutes < 0:
+            raise ValueError(f"minutes must be >= 0 (0 = no budget), got {minutes}")
+        if utterances < 1:
+            raise ValueError(f"utterances must be >= 1, got {utterances}")
+        self.out = os.path.abspath(out)
+        self.data_dir = os.path.abspath(data_dir or os.path.join(self.out, "data"))
+        self.minutes, self.corpus, self.utterances, self.seed = float(minutes), corpus, int(utterances), seed
+        self.config_files = config_files or default_config_files()
+        self.overrides = overrides or {}
+        self.workdirs = {stage: os.path.join(self.out, "workdirs", stage) for stage, _ in STAGES}
+        self.state = self._load_state()
+        self.deadline = None
+
+    # --- state ---------------------------------------------------------------------------------------
+
+    def _load_state(self) -> dict:
+        path = os.path.join(self.out, STATE)
+        if not os.path.exists(path):
+            return {"steps": {}}
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DemoError(f"{path} is not JSON ({e}); delete it to start the demo over") from e
+        if state.get("corpus", self.corpus) != self.corpus:
+            raise DemoError(f"{self.out} holds a demo of espeak_tts/{state['corpus']}, not {self.corpus}: "
+                            "give another --out")
+        return state
+
+    def _save_state(self):
+        os.makedirs(self.out, exist_ok=True)
+        self.state["corpus"] = self.corpus
+        path = os.path.join(self.out, STATE)
+        with open(path + ".tmp", "w") as f:
+            json.dump(self.state, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+    def done(self, step: str) -> bool:
+        return step in self.state["steps"]
+
+    def _record(self, name: str, seconds: float, info: dict):
+        self.state["steps"][name] = dict(info, minutes=round(seconds / 60, 3))
+        self._save_state()
+
+    # --- budget --------------------------------------------------------------------------------------
+
+    def _minutes_left(self) -> float:
+        return (self.deadline - time.monotonic()) / 60
+
+    def _reserved_minutes(self) -> float:
+        """What the steps after training need, of those not yet done."""
+        reserve = 0.0
+        if not self.done("extract"):
+            reserve += EXTRACT_MINUTES
+        if not self.done("evaluate"):
+            reserve += EVALUATE_MINUTES_FIXED + EVALUATE_MINUTES_PER_UTTERANCE * self.utterances * len(MODES)
+        return reserve
+
+    def _stage_minutes(self, stage: str) -> float:
+        """This stage's share of the training time left (0: no budget)."""
+        if not self.minutes:
+            return 0.0
+        pending = [w for s, w in STAGES if not self.done(s)]
+        weight = dict(STAGES)[stage]
+        share = (self._minutes_left() - self._reserved_minutes()) * weight / sum(pending)
+        if share < 0.5:
+            raise DemoError(f"{self._minutes_left():.1f} minutes are left of --minutes {self.minutes:g}, "
+                            f"too few to train {stage}: run again (finished steps are kept) or raise --minutes")
+        return share
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    def run(self, stop_after: str | None = None) -> dict:
+        """Runs every step not yet done (through `stop_after`, when given); returns the state."""
+        if stop_after is not None and stop_after not in STEPS:
+            raise ValueError(f"stop_after must be one of {STEPS}, got {stop_after!r}")
+        self.deadline = time.monotonic() + 60 * self.minutes if self.minutes else None
+        actions = {"prepare": self.prepare, "extract": self.extract, "evaluate": self.evaluate,
+                   "report": self.report, **{s: (lambda s=s: self.train(s)) for s, _ in STAGES}}
+        for step in STEPS:
+            if self.done(step) and step != "report":  # the report is always rewritten
+                log.info("demo: %s already done", step)
+            else:
+                log.info("demo: %s", step)
+                t = time.monotonic()
+                info = actions[step]() or {}
+                self._record(step, time.monotonic() - t, info)
+            if step == stop_after:
+                break
+        return self.state
+
+    def prepare(self) -> dict:
+        from data_pipelines.prepare import prepare
+        out = prepare("espeak_tts", self.data_dir, config=self.corpus)
+        self.state["corpus_name"], self.state["bpe_model"] = out["name"], out["bpe_model"]
+        return {"splits": out["splits"]}
+
+    def stage_config(self, stage: str, max_minutes: float = 0.0):
+        from speech_jax.config import apply_overrides, load_config
+        config = load_config(self.config_files[stage])
+        config.data.name = self.state["corpus_name"]
+        config.data.data_dir = self.data_dir
+        config.data.bpe_model = self.state["bpe_model"]
+        config.train.seed = self.seed
+        if stage == "flow_matching":
+            config.pretrained.ar_workdir = self.workdirs["ar"]
+            config.pretrained.flow_vae_workdir = self.workdirs["flow_vae"]
+        config = apply_overrides(config, list(self.overrides.get(stage, [])))
+        config.train.max_minutes = max_minutes
+        return config
+
+    def train(self, stage: str) -> dict:
+        from speech_jax.train.loop import train
+        config = self.stage_config(stage, self._stage_minutes(stage))
+        if config.train.max_minutes:
+            log.info("demo: %s gets %.1f minutes (at most %d steps)", stage, config.train.max_minutes,
+                     config.train.steps)
+        result = train(config, self.workdirs[stage])
+        losses = {k: v for k, v in result.items() if isinstance(v, float) and k != "step"}
+        return {"workdir": self.workdirs[stage], "config": self.config_files[stage], "step": result["step"],
+                "planned_steps": config.train.steps, "time_budget_reached": bool(result.get("time_budget_reached")),
+                "final": losses}  # the last logged training metrics
+
+    def extract(self) -> dict:
+        from data_pipelines.extract import extract
+        out = extract(self.workdirs["tokenizer"], flow_vae_workdir=self.workdirs["flow_vae"],
+                      name=self.state["corpus_name"], data_dir=self.data_dir,
+                      splits=("train", "validation", "test_unseen"))
+        return {"extracted": out}
+
+    def evaluate(self) -> dict:
+        from speech_jax.eval import seed_tts
+        from speech_jax.infer.synthesizer import Synthesizer
+        eval_dir = os.path.join(self.out, "eval")
+        meta = seed_tts.make_meta_from_corpus(self.data_dir, self.state["corpus_name"], "test_unseen",
+                                              out_dir=eval_dir, n=self.utterances)
+        synth = Synthesizer.from_workdirs(self.workdirs["tokenizer"], self.workdirs["ar"],
+                                          self.workdirs["flow_matching"])
+
+        def synthesize(text, prompt_wav, prompt_text):
+            return synth.synthesize(text, prompt_wav, prompt_text=prompt_text, seed=self.seed), synth.sample_rate
+
+        means = {}
+        for mode in MODES:
+            result = seed_tts.evaluate(meta, synthesize, os.path.join(eval_dir, mode), mode=mode,
+                                       ground_truth=seed_tts.espeak_ground_truth(synth.sample_rate),
+                                       language_of=seed_tts.corpus_language)
+            means[mode] = result["means"]
+        return {"meta": meta, "means": means}
+
+    def report(self) -> dict:
+        from speech_jax.demo_report import write_report
+        paths = write_report(self)
+        log.info("demo: report at %s", paths["html"])
+        return paths
+
+
+def machine() -> str:
+    import jax
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"{jax.device_count()} × {jax.devices()[0].device_kind} ({jax.default_backend()})")

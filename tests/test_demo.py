@@ -1,0 +1,83 @@
+"""`speech-jax demo`: resumes what is done, synthesises unseen speakers, writes the report; its time budget."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from speech_jax import demo as demo_lib
+from speech_jax.audio.io import load_audio
+from speech_jax.demo import Demo, DemoError
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("a finished demo step ran again")
+
+
+@pytest.fixture(scope="module")
+def finished_demo(tiny_stages):
+    """The fixture's demo (trained through flow_matching) run again to the end: evaluate and report only."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("speech_jax.train.loop.train", _must_not_run)
+        mp.setattr("data_pipelines.extract.extract", _must_not_run)
+        demo = Demo(**tiny_stages["demo"])
+        state = demo.run()
+    return demo, state
+
+
+def test_second_run_reuses_the_trained_stages_and_evaluates_unseen_speakers(finished_demo):
+    demo, state = finished_demo
+    assert list(state["steps"]) == list(demo_lib.STEPS)
+    for stage, _ in demo_lib.STAGES:
+        assert state["steps"][stage]["step"] == 2 == state["steps"][stage]["planned_steps"]
+    for mode in demo_lib.MODES:
+        with open(os.path.join(demo.out, "eval", mode, "results.json")) as f:
+            results = json.load(f)
+        assert results["counts"]["synthesized"] == results["counts"]["lines"] == 2
+        assert np.isfinite(results["means"]["mcd"]) and results["means"]["duration_ratio"] > 0
+    with open(os.path.join(demo.out, demo_lib.STATE)) as f:
+        assert json.load(f)["steps"]["evaluate"]["means"].keys() == set(demo_lib.MODES)
+
+
+def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
+    demo, state = finished_demo
+    report = os.path.join(demo.out, "report")
+    md = open(state["steps"]["report"]["markdown"], encoding="utf-8").read()
+    page = open(state["steps"]["report"]["html"], encoding="utf-8").read()
+    for mode in ("zero-shot", "one-shot"):
+        assert f"| {mode} | 2 / 2 |" in md
+    audio = sorted(os.listdir(os.path.join(report, "audio")))
+    assert audio == [f"{i:02d}_{kind}.wav" for i in range(2)
+                     for kind in ("ground_truth", "one_shot", "prompt", "zero_shot")]
+    for name in audio:
+        wav, sr = load_audio(os.path.join(report, "audio", name))
+        assert sr == 16000 and wav.size > 0
+        assert f"audio/{name}" in md and f"src='audio/{name}'" in page
+    figures = set(os.listdir(os.path.join(report, "figures")))
+    assert {"mel_00.png", "mel_01.png"} <= figures
+    assert {f"curves_{s}.png" for s, _ in demo_lib.STAGES} <= figures
+    assert page.count("<audio") == 8
+    with open(os.path.join(demo.out, "eval", "zero_shot", "results.json")) as f:
+        utts = [u["utt"] for u in json.load(f)["utterances"]]
+    assert all(f"### {utt}" in md for utt in utts)
+
+
+def test_training_shares_follow_the_budget_and_a_spent_budget_is_a_clear_error(tiny_stages, tmp_path):
+    kwargs = dict(tiny_stages["demo"], out=str(tmp_path), minutes=20.0)
+    demo = Demo(**kwargs)
+    demo.deadline = demo_lib.time.monotonic() + 20 * 60
+    reserve = demo._reserved_minutes()
+    assert reserve > 0
+    shares = {s: w * (20 - reserve) for s, w in demo_lib.STAGES}  # weights sum to 1
+    assert demo._stage_minutes("ar") == pytest.approx(shares["ar"], rel=1e-3)
+    demo.state["steps"]["tokenizer"] = {}  # done: its weight no longer counts
+    left = 1 - dict(demo_lib.STAGES)["tokenizer"]
+    assert demo._stage_minutes("ar") == pytest.approx(shares["ar"] / left, rel=1e-3)
+    demo.deadline = demo_lib.time.monotonic() + 60 * reserve
+    with pytest.raises(DemoError, match="too few to train ar"):
+        demo._stage_minutes("ar")
+
+
+def test_a_demo_directory_of_another_corpus_is_refused(tiny_stages):
+    with pytest.raises(DemoError, match="not small"):
+        Demo(**dict(tiny_stages["demo"], corpus="small"))
