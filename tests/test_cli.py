@@ -29,3 +29,14 @@ def test_mesh_that_does_not_divide_the_batch(tiny_corpus, tmp_path, capsys):
                "--config.mesh.data=8"])
     assert rc == 2
     assert "not divisible by the data x fsdp mesh size 8" in capsys.readouterr().err
+
+
+def test_demo_with_a_malformed_stage_override_is_a_clear_error(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--set", "vocoder:--config.train.steps=1"]) == 2
+    assert "--set takes STAGE:--config.key=value" in capsys.readouterr().err
+
+
+def test_demo_with_a_corrupt_state_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "demo_state.json").write_text('{"steps": {"prep')
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert "delete it to start the demo over" in capsys.readouterr().err

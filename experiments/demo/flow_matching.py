@@ -7,7 +7,7 @@ def get_config():
     c = tiny.get_config()
     c.data.name = "espeak_tts/small"
     c.data.batch_size = 16
-    c.train.steps = 600
+    c.train.steps = 2000
     c.train.eval_every = 0
-    c.train.ckpt_every = 100
+    c.train.ckpt_every = 250
     return c

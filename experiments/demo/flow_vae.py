@@ -5,7 +5,7 @@ from experiments.flow_vae import tiny
 def get_config():
     c = tiny.get_config()
     c.data.name = "espeak_tts/small"
-    c.train.steps = 400
+    c.train.steps = 1000
     c.train.eval_every = 0
-    c.train.ckpt_every = 100
+    c.train.ckpt_every = 250
     return c

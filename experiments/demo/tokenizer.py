@@ -10,7 +10,7 @@ def get_config():
     c.data.name = "espeak_tts/small"
     c.data.batch_size = 16
     c.optim.warmup_steps = 50
-    c.train.steps = 400
+    c.train.steps = 1000
     c.train.eval_every = 0
-    c.train.ckpt_every = 100
+    c.train.ckpt_every = 250
     return c
