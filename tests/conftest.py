@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+
+# One persistent compilation cache per test session: a stage built again with an identical config (resume
+# tests, the 8-device trainers of the trained fixtures' stages) reuses the compiled programs.
+_XLA_CACHE = tempfile.mkdtemp(prefix="speech_jax_test_xla_cache_")
+atexit.register(shutil.rmtree, _XLA_CACHE, True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 # Eight host devices, so meshes with data, fsdp and tensor axes run on the CPU. Must precede importing jax.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()

@@ -11,6 +11,12 @@ from speech_jax.config import apply_overrides, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# data × fsdp × tensor over the tests' 8 host devices.
+MESH_8 = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
+# The trained fixtures run 2 steps; tests that build the same stage again use the same schedule length,
+# so their programs are the same and come from the session's compilation cache (conftest.py).
+STEPS = ["--config.train.steps=2"]
+
 COMMON = ["--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.peak_flops=1e11",
           "--config.train.async_checkpointing=False", "--config.optim.warmup_steps=1"]
 
@@ -45,4 +51,4 @@ def demo_arguments(corpus: dict, out: str, utterances: int = 2) -> dict:
     """`speech_jax.demo.Demo` keyword arguments for the tiny corpus, stages as `stage_config` makes them."""
     return dict(out=out, minutes=0, data_dir=corpus["data_dir"], corpus="tiny", utterances=utterances,
                 config_files={s: os.path.join(ROOT, "experiments", s, "tiny.py") for s in OVERRIDES},
-                overrides={s: COMMON + OVERRIDES[s] + ["--config.train.steps=2"] for s in OVERRIDES})
+                overrides={s: COMMON + OVERRIDES[s] + STEPS + MESH_8 for s in OVERRIDES})

@@ -9,11 +9,10 @@ import pytest
 from speech_jax.train import checkpoint
 from speech_jax.train.loop import Trainer
 from speech_jax.train.metrics import read_metrics
-from stages import stage_config
+from stages import MESH_8, STEPS, stage_config
 
 STAGES = ("flow_vae", "ar", "flow_matching")
 MESH_1 = ["--config.mesh.num_devices=1", "--config.mesh.data=1", "--config.mesh.fsdp=1", "--config.mesh.tensor=1"]
-MESH_8 = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
 
 
 def flat(tree):
@@ -26,7 +25,7 @@ def _config(stage, corpus, stages, *extra):
     if stage == "flow_matching":
         pretrained = [f"--config.pretrained.ar_workdir={stages['ar']}",
                       f"--config.pretrained.flow_vae_workdir={stages['flow_vae']}"]
-    return stage_config(stage, corpus, *pretrained, *extra)
+    return stage_config(stage, corpus, *pretrained, *STEPS, *extra)
 
 
 @pytest.fixture(scope="module", params=STAGES)
