@@ -127,8 +127,8 @@ def write_report(demo) -> dict:
         title=f"speech_jax demo: espeak_tts/{demo.corpus}",
         intro=(f"{datetime.date.today().isoformat()} on {machine()}. Budget --minutes {demo.minutes:g}; the steps "
                f"took {total:.1f} minutes in all ({per_step})."),
-        caveat=("Every stage trained for minutes on a CPU, far from convergence: expect the voice's pitch and "
-                "timbre and a rough duration before words. The numbers measure the pipeline at this budget, "
+        caveat=("Every stage trained for minutes on a CPU, far from convergence: expect a rough spectral "
+                "envelope and rhythm long before voicing or words. The numbers measure the pipeline at this budget, "
                 "not the architecture; train the `small`/`base` configs for the real thing."),
         stages=_stage_rows(demo),
         curves={stage: os.path.relpath(p, report_dir) for stage, p in curves.items()},
