@@ -17,12 +17,9 @@ step got. Two counts:
                MaxText does (what a causal kernel needs); the fair figure.
   mfu_full_attention  the whole square counted, as a dense implementation computes it.
 
-Host memory (`--malloc`): XLA:CPU allocates each execution's temporaries anew. With glibc's defaults,
-allocations that large (and any made by worker threads, which get mmap'd arenas) are mmap'd and unmapped
-again, so every step page-faults its ~0.9 GB of temporaries back in (~230k faults, ~20 % of the step in
-the kernel). "keep" (default) makes glibc keep freed memory in one heap; "default" leaves glibc as is.
-The same effect for any process, set before it starts:
-    GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=2147483647
+Host memory (`--malloc`): "keep" (default) applies `speech_jax.host_memory.keep_freed_host_memory`
+before JAX starts (glibc keeps freed memory mapped, so XLA:CPU's per-step temporaries stop page-faulting);
+"default" leaves glibc as it is. `page_faults_per_step` shows the difference.
 """
 from __future__ import annotations
 
@@ -36,20 +33,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def keep_freed_host_memory() -> bool:
-    """glibc: one arena, no mmap for large blocks, no trimming, so XLA:CPU's per-execution buffers reuse
-    memory that is already mapped. Call before JAX starts its threads. False where glibc is absent."""
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-    big = 2**31 - 1
-    return all(libc.mallopt(opt, val) == 1 for opt, val in
-               ((m_arena_max, 1), (m_mmap_threshold, big), (m_trim_threshold, big)))
-
-
 def _malloc_arg(argv: list[str]) -> str:
     for i, a in enumerate(argv):
         if a.startswith("--malloc="):
@@ -60,6 +43,8 @@ def _malloc_arg(argv: list[str]) -> str:
 
 
 # Before JAX exists: glibc settings apply to threads created afterwards (so only when run as a script).
+from speech_jax.host_memory import keep_freed_host_memory  # noqa: E402
+
 MALLOC_KEPT = __name__ == "__main__" and _malloc_arg(sys.argv) == "keep" and keep_freed_host_memory()
 
 import jax  # noqa: E402

@@ -7,19 +7,23 @@ corpus or trained stage needed).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import optax
-from flax import nnx
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.bench import peak_memory_bytes
-from speech_jax.config import load_config
-from speech_jax.infer import ode
-from speech_jax.models import cfm
-from speech_jax.models.flow_matching import FlowMatchingDiT, flops_per_frame
-from speech_jax.train.metrics import measured_matmul_peak
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from experiments.bench import peak_memory_bytes  # noqa: E402
+from speech_jax.config import load_config  # noqa: E402
+from speech_jax.infer import ode  # noqa: E402
+from speech_jax.models import cfm  # noqa: E402
+from speech_jax.models.flow_matching import FlowMatchingDiT, flops_per_frame  # noqa: E402
+from speech_jax.train.metrics import measured_matmul_peak  # noqa: E402
 
 
 def _timed(fn, *args, repeats: int):

@@ -129,6 +129,8 @@ def _user_errors() -> tuple[type, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from speech_jax.host_memory import configure_from_environment
+    configure_from_environment()  # before JAX starts its threads
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
