@@ -113,7 +113,8 @@ def _demo(args) -> int:
                              f"got {item!r}")
         overrides.setdefault(stage, []).append(override)
     demo = Demo(args.out, minutes=args.minutes, data_dir=args.data_dir, corpus=args.corpus,
-                utterances=args.utterances, seed=args.seed, overrides=overrides)
+                utterances=args.utterances, seed=args.seed, overrides=overrides, whisper=args.whisper,
+                speaker_model=args.speaker_model)
     state = demo.run(stop_after=args.stop_after)
     print({"report": state["steps"].get("report", {}).get("html"),
            "minutes": {k: v["minutes"] for k, v in state["steps"].items()}})
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--stop-after", default=None, help="a step name: stop there (resume later)")
     d.add_argument("--set", action="append", default=[], metavar="STAGE:--config.k=v",
                    help="override a stage's demo config, e.g. ar:--config.train.steps=1000 (repeatable)")
+    d.add_argument("--whisper", default=None, help="Whisper checkpoint (name or path): WER [extra 'eval']")
+    d.add_argument("--speaker-model", default=None, help="WavLM x-vector checkpoint: SIM [extra 'eval']")
 
     p = sub.add_parser("prepare", help="build a TFDS corpus and its BPE tokenizer")
     p.add_argument("--dataset", required=True, choices=["espeak_tts", "manifest"])

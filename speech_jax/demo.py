@@ -53,11 +53,14 @@ class Demo:
     corpus: the espeak_tts builder config (`small`, or `tiny` for a quick check).
     config_files / overrides: per stage, the config and `--config.k=v` overrides applied on top.
     utterances: how many test_unseen prompt/target pairs are synthesised in each mode.
+    whisper / speaker_model: checkpoints for WER and SIM (the optional extra `eval`); without them the
+    evaluation scores MCD-DTW and duration against espeak's ground truth only.
     """
 
     def __init__(self, out: str, *, minutes: float = 30.0, data_dir: str | None = None, corpus: str = "small",
                  utterances: int = 8, seed: int = 0, config_files: dict[str, str] | None = None,
-                 overrides: dict[str, list[str]] | None = None):
+                 overrides: dict[str, list[str]] | None = None, whisper: str | None = None,
+                 speaker_model: str | None = None):
         if minutes < 0:
             raise ValueError(f"minutes must be >= 0 (0 = no budget), got {minutes}")
         if utterances < 1:
@@ -67,6 +70,7 @@ class Demo:
         self.minutes, self.corpus, self.utterances, self.seed = float(minutes), corpus, int(utterances), seed
         self.config_files = config_files or default_config_files()
         self.overrides = overrides or {}
+        self.whisper, self.speaker_model = whisper, speaker_model
         self.workdirs = {stage: os.path.join(self.out, "workdirs", stage) for stage, _ in STAGES}
         self.state = self._load_state()
         self.deadline = None
@@ -200,9 +204,17 @@ class Demo:
         def synthesize(text, prompt_wav, prompt_text):
             return synth.synthesize(text, prompt_wav, prompt_text=prompt_text, seed=self.seed), synth.sample_rate
 
+        transcriber = embedder = None
+        if self.whisper:
+            from speech_jax.eval.models import WhisperTranscriber
+            transcriber = WhisperTranscriber(self.whisper)
+        if self.speaker_model:
+            from speech_jax.eval.models import WavLMXVectorEmbedder
+            embedder = WavLMXVectorEmbedder(self.speaker_model)
         means = {}
         for mode in MODES:
             result = seed_tts.evaluate(meta, synthesize, os.path.join(eval_dir, mode), mode=mode,
+                                       transcriber=transcriber, embedder=embedder,
                                        ground_truth=seed_tts.espeak_ground_truth(synth.sample_rate),
                                        language_of=seed_tts.corpus_language)
             means[mode] = result["means"]

@@ -290,7 +290,9 @@ def train(config, workdir: str) -> dict:
             if out_of_time and last_row.get("step") != step:  # log the partial interval
                 jax.block_until_ready(state)
                 vals = jax.device_get(pending)
-                last_row = writer.write(step, {k: float(np.mean([v[k] for v in vals])) for k in vals[0]})
+                row = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+                row["skipped_steps"] = float(vals[-1]["skipped_steps"])
+                last_row = writer.write(step, row)
                 pending, host_stats = [], []
             if (preempt.requested or out_of_time or step == tc.steps
                     or (tc.ckpt_every and step % tc.ckpt_every == 0)):
