@@ -115,13 +115,18 @@ def main(argv=None) -> dict:
                tflops_per_step=flops / 1e12, mfu=flops / dt / (peak * jax.device_count()),
                pipeline_over_step_consumption=res["pipeline_audio_seconds_per_s"] / (secs / dt),
                peak_memory_gb=peak_memory_bytes() / 2**30, loss=float(m["loss"]))
+    print_results(res, args.out)
+    return res
+
+
+def print_results(res: dict, out: str | None = None) -> None:
+    """One aligned `name  value` line per result (floats to 4 significant digits); also JSON to `out`."""
     width = max(len(k) for k in res)
     for k, v in res.items():
         print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    if args.out:
-        with open(args.out, "w") as f:
+    if out:
+        with open(out, "w") as f:
             json.dump(res, f, indent=1)
-    return res
 
 
 if __name__ == "__main__":

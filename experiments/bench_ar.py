@@ -24,7 +24,6 @@ before JAX starts (glibc keeps freed memory mapped, so XLA:CPU's per-step tempor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -52,7 +51,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from experiments.bench import peak_memory_bytes  # noqa: E402
+from experiments.bench import peak_memory_bytes, print_results  # noqa: E402
 from speech_jax.config import apply_overrides, load_config  # noqa: E402
 from speech_jax.infer.ar_decode import STATIC_ARGNAMES, generate  # noqa: E402
 from speech_jax.models.ar_layout import build_prefix  # noqa: E402
@@ -273,12 +272,7 @@ def main(argv=None) -> dict:
         res.update(bench_step_latency(graphdef, params, config, batch, rows, args.decode_tokens))
     res["peak_rss_gb"] = peak_memory_bytes() / 2**30
     res["load_after"] = os.getloadavg()[0]
-    width = max(len(k) for k in res)
-    for k, v in res.items():
-        print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
+    print_results(res, args.out)
     return res
 
 

@@ -1,4 +1,4 @@
-"""Benchmark of the Flow-VAE GAN stage: compile time, step time, non-padding audio-seconds/s, MFU, peak RSS,
+"""Benchmark of the Flow-VAE GAN stage: compile time, step time, non-padding audio-seconds/s, MFU, peak memory,
 and the decoder's real-time factor.
 
     python experiments/bench_flow_vae.py --config experiments/flow_vae/small.py --data-dir D [--steps 5] \
@@ -14,9 +14,7 @@ with the numbers, and CPU seconds per step beside the wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -28,13 +26,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from experiments.bench import peak_memory_bytes, print_results  # noqa: E402
 from speech_jax.config import apply_overrides, load_config  # noqa: E402
 from speech_jax.train import metrics as metrics_lib  # noqa: E402
 from speech_jax.train.loop import Trainer  # noqa: E402
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
 def same_shape_batches(trainer, n: int) -> list[dict]:
@@ -119,19 +114,13 @@ def main(argv=None) -> dict:
         "GFLOP per step (3 G + 10 D)": tr["flops"] / 1e9,
         "peak GFLOP/s per device": peak / 1e9, "peak source": peak_src,
         "MFU": tr["flops"] / tr["step"] / (peak * devices),
-        "peak RSS (GiB)": peak_rss_gb(),
+        "peak memory (GiB)": peak_memory_bytes() / 2**30,
         f"decoder RTF (batch 1, {dec['decode_audio']:.0f} s)": dec["rtf"],
         "decoder wall (s)": dec["decode_wall"], "decoder compile (s)": dec["decode_compile"],
         "loss (last step)": tr["loss"],
         "load average (before, after)": (round(load_before, 2), round(os.getloadavg()[0], 2)),
     }
-    width = max(len(k) for k in res)
-    print(f"| {'metric':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for k, v in res.items():
-        print(f"| {k:<{width}} | {v:.4g} |" if isinstance(v, float) else f"| {k:<{width}} | {v} |")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
+    print_results(res, args.out)
     return res
 
 

@@ -87,13 +87,8 @@ def _evaluate(args) -> int:
     def synthesize(text, prompt_wav, prompt_text):
         return synth.synthesize(text, prompt_wav, prompt_text=prompt_text, seed=args.seed), synth.sample_rate
 
-    transcriber = embedder = None
-    if args.whisper:
-        from speech_jax.eval.models import WhisperTranscriber
-        transcriber = WhisperTranscriber(args.whisper)
-    if args.speaker_model:
-        from speech_jax.eval.models import WavLMXVectorEmbedder
-        embedder = WavLMXVectorEmbedder(args.speaker_model)
+    from speech_jax.eval.models import load_scorers
+    transcriber, embedder = load_scorers(args.whisper, args.speaker_model)
     espeak = args.espeak_ground_truth or bool(args.from_corpus)
     result = seed_tts.evaluate(
         meta, synthesize, args.out, mode=args.mode, transcriber=transcriber, embedder=embedder,

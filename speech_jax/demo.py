@@ -204,13 +204,8 @@ class Demo:
         def synthesize(text, prompt_wav, prompt_text):
             return synth.synthesize(text, prompt_wav, prompt_text=prompt_text, seed=self.seed), synth.sample_rate
 
-        transcriber = embedder = None
-        if self.whisper:
-            from speech_jax.eval.models import WhisperTranscriber
-            transcriber = WhisperTranscriber(self.whisper)
-        if self.speaker_model:
-            from speech_jax.eval.models import WavLMXVectorEmbedder
-            embedder = WavLMXVectorEmbedder(self.speaker_model)
+        from speech_jax.eval.models import load_scorers
+        transcriber, embedder = load_scorers(self.whisper, self.speaker_model)
         means = {}
         for mode in MODES:
             result = seed_tts.evaluate(meta, synthesize, os.path.join(eval_dir, mode), mode=mode,

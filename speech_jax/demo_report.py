@@ -24,14 +24,12 @@ CURVES = {
 STAGE_TITLES = {"tokenizer": "audio tokenizer (25 Hz, CTC-supervised VQ)", "flow_vae": "Flow-VAE (GAN)",
                 "ar": "AR transformer + speaker encoder", "flow_matching": "latent flow matching (DiT)"}
 METRICS = (("mcd", "MCD-DTW (dB) ↓", "{:.2f}"), ("duration_ratio", "duration ratio (→ 1)", "{:.3f}"),
-           ("rtf", "real-time factor", "{:.3f}"), ("wer", "WER (%)", None), ("sim", "SIM", "{:.3f}"))
+           ("rtf", "real-time factor", "{:.3f}"), ("wer", "WER", "{:.2%}"), ("sim", "SIM", "{:.3f}"))
 SAMPLES = 4  # utterances shown with players and mel plots
 
 
 def _fmt(value, fmt) -> str:
-    if value is None:
-        return "–"
-    return f"{100 * value:.2f}" if fmt is None else fmt.format(value)
+    return "–" if value is None else fmt.format(value)
 
 
 def _stage_rows(demo) -> list[list[str]]:

@@ -153,3 +153,9 @@ class WavLMXVectorEmbedder:
 
 # The name the seed-tts-eval protocol gives its SIM model; with transformers it is the x-vector head.
 WavLMEcapaEmbedder = WavLMXVectorEmbedder
+
+
+def load_scorers(whisper: str | None = None, speaker_model: str | None = None):
+    """(transcriber, embedder) for `seed_tts.evaluate` from checkpoint names or paths; None where not given."""
+    return (WhisperTranscriber(whisper) if whisper else None,
+            WavLMXVectorEmbedder(speaker_model) if speaker_model else None)

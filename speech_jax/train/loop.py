@@ -258,7 +258,8 @@ def train(config, workdir: str) -> dict:
             host_stats.append(_batch_stats(batch, config.data.sample_rate, trainer.task))
             if bar is not None:
                 bar.update(1)
-            if step % tc.log_every == 0 or step == tc.steps:
+            out_of_time = time.perf_counter() > deadline and step < tc.steps
+            if step % tc.log_every == 0 or step == tc.steps or out_of_time:
                 jax.block_until_ready(state)
                 now = time.perf_counter()
                 n_timed, dt = timed, (now - t_last) / max(timed, 1)
@@ -286,14 +287,6 @@ def train(config, workdir: str) -> dict:
                 writer.write(step, ev)
                 logging.info("eval at step %d: %s", step, ev)
                 t_last, timed = time.perf_counter(), 0
-            out_of_time = time.perf_counter() > deadline and step < tc.steps
-            if out_of_time and last_row.get("step") != step:  # log the partial interval
-                jax.block_until_ready(state)
-                vals = jax.device_get(pending)
-                row = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
-                row["skipped_steps"] = float(vals[-1]["skipped_steps"])
-                last_row = writer.write(step, row)
-                pending, host_stats = [], []
             if (preempt.requested or out_of_time or step == tc.steps
                     or (tc.ckpt_every and step % tc.ckpt_every == 0)):
                 ckpt.save(step, state, data_iter, config_json, force=True)
