@@ -25,8 +25,13 @@ CORE = [
     "matplotlib>=3.8",
     # seed-tts-eval's WER (speech-jax evaluate).
     "jiwer>=3.0",
-    # The serving bundle's weights (speech-jax export).
+    # The serving bundle: weights as safetensors; jax.export serialises its programs with flatbuffers,
+    # which jax does not install.
     "safetensors>=0.4",
+    "flatbuffers>=24.3",
+    # epath, used by the TFDS builders (tfds and orbax bring it too, but we import it ourselves).
+    "etils[epath]>=1.7",
+    "absl-py>=1.4",  # absl.flags: Grain's worker processes read them
 ]
 
 EXTRAS = {

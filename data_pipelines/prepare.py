@@ -23,7 +23,7 @@ _MERGE_ROOM = 64
 BPE_NAME = "bpe"  # -> bpe.model, plus bpe.json recording how it was trained
 
 
-def _builder(dataset, data_dir, config, manifest, on_error, sample_rate):
+def _builder(dataset, data_dir, config, manifest, on_error, sample_rate, min_seconds):
     if dataset == "espeak_tts":
         if manifest is not None:
             raise ValueError("--manifest is only used with --dataset manifest")
@@ -40,7 +40,8 @@ def _builder(dataset, data_dir, config, manifest, on_error, sample_rate):
             raise ValueError("--dataset manifest needs --manifest PATH (a CSV or JSONL file)")
         from data_pipelines.manifest import builder as manifest_lib
 
-        cfg = manifest_lib.make_config(manifest, config, on_error=on_error, sample_rate=sample_rate)
+        cfg = manifest_lib.make_config(manifest, config, on_error=on_error, sample_rate=sample_rate,
+                                       min_seconds=min_seconds)
         return manifest_lib.Manifest(config=cfg, data_dir=data_dir)
     raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
 
@@ -87,16 +88,23 @@ def _bpe_is_current(corpus_dir: str, vocab_size: int) -> bool:
 
 def prepare(dataset: str, data_dir: str, *, config: str | None = None,
             manifest: str | None = None, on_error: str = "skip", vocab_size: int | None = None,
-            sample_rate: int = 16000) -> dict:
+            sample_rate: int = 16000, min_seconds: float | None = None) -> dict:
     """Builds `dataset` ('espeak_tts' or 'manifest') under `data_dir` and its tokenizer.
 
     espeak_tts: `config` is 'tiny' or 'small' (default). manifest: `manifest` is the CSV/JSONL
-    path, `config` an optional name for the corpus, `on_error` 'skip' or 'stop'.
-    Returns {"name", "data_dir", "corpus_dir", "bpe_model", "splits", "report"}; `name` is what
-    `tfds.data_source(name, data_dir=data_dir)` reads.
+    path, `config` an optional name for the corpus, `on_error` 'skip' or 'stop', `min_seconds`
+    the shortest clip kept (default `DEFAULT_MIN_SECONDS`).
+    Returns {"name", "data_dir", "corpus_dir", "bpe_model", "splits", "report", "skipped"}; `name`
+    is what `tfds.data_source(name, data_dir=data_dir)` reads; `skipped` counts the manifest rows
+    left out, by split.
     """
     data_dir = os.path.abspath(os.fspath(data_dir))
-    builder = _builder(dataset, data_dir, config, manifest, on_error, sample_rate)
+    if dataset != "manifest" and min_seconds is not None:
+        raise ValueError("--min-seconds is only used with --dataset manifest")
+    if min_seconds is None:
+        from data_pipelines.manifest.builder import DEFAULT_MIN_SECONDS
+        min_seconds = DEFAULT_MIN_SECONDS
+    builder = _builder(dataset, data_dir, config, manifest, on_error, sample_rate, min_seconds)
     builder.download_and_prepare()  # returns at once when the corpus exists
     name = f"{builder.name}/{builder.builder_config.name}"
     corpus_dir = os.fspath(builder.data_dir)
@@ -109,12 +117,17 @@ def prepare(dataset: str, data_dir: str, *, config: str | None = None,
         _log.info("training BPE (vocab %d) on %d %s train texts", size, len(texts), name)
         bpe_model = _train_bpe(texts, corpus_dir, size, requested)
 
-    report = None
+    report, skipped = None, {}
     if dataset == "manifest":
         from data_pipelines.manifest import REPORT_NAME
 
         path = os.path.join(corpus_dir, REPORT_NAME)
         report = path if os.path.exists(path) and os.path.getsize(path) else None
+        if report:
+            with open(report) as f:
+                for line in f:
+                    split = json.loads(line)["split"]
+                    skipped[split] = skipped.get(split, 0) + 1
     return {
         "name": name,
         "data_dir": data_dir,
@@ -122,4 +135,20 @@ def prepare(dataset: str, data_dir: str, *, config: str | None = None,
         "bpe_model": bpe_model,
         "splits": {k: v.num_examples for k, v in builder.info.splits.items()},
         "report": report,
+        "skipped": skipped,
     }
+
+
+def summary(out: dict) -> str:
+    """What `speech-jax prepare` prints: the corpus, its splits and what was left out, and where."""
+    lines = [f"corpus {out['name']} in {out['data_dir']} (train with --config.data.name={out['name']} "
+             f"--config.data.data_dir={out['data_dir']})"]
+    for split, kept in sorted(out["splits"].items()):
+        lines.append(f"  {split}: {kept} utterances")
+    if out.get("skipped"):
+        left = sum(out["skipped"].values())
+        total = left + sum(out["splits"].get(s, 0) for s in out["skipped"])
+        by_split = ", ".join(f"{s} {n}" for s, n in sorted(out["skipped"].items()))
+        lines.append(f"skipped {left} of {total} rows ({by_split}); each with its reason in {out['report']}")
+    lines.append(f"BPE model: {out['bpe_model']}")
+    return "\n".join(lines)

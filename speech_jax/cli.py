@@ -8,10 +8,11 @@ import sys
 
 
 def _prepare(args) -> int:
-    from data_pipelines.prepare import prepare
+    from data_pipelines.prepare import prepare, summary
     out = prepare(args.dataset, args.data_dir, config=args.config, manifest=args.manifest,
-                  on_error=args.on_error, vocab_size=args.vocab_size, sample_rate=args.sample_rate)
-    print(out)
+                  on_error=args.on_error, vocab_size=args.vocab_size, sample_rate=args.sample_rate,
+                  min_seconds=args.min_seconds)
+    print(summary(out))
     return 0
 
 
@@ -19,8 +20,9 @@ def _train(args, overrides) -> int:
     from speech_jax.config import apply_overrides, load_config
     from speech_jax.train.loop import train
     config = apply_overrides(load_config(args.config), overrides)
+    from speech_jax.train.metrics import format_metrics
     result = train(config, args.workdir)
-    print({k: round(v, 5) if isinstance(v, float) else v for k, v in result.items()})
+    print(format_metrics(result))
     return 0
 
 
@@ -68,9 +70,10 @@ def _load_synthesizer(args):
 
 
 def _validate(args) -> int:
+    from speech_jax.train.metrics import format_metrics
     from speech_jax.train.validate import validate
     out = validate(args.workdir, split=args.split, batches=args.batches, out_dir=args.out, step=args.step)
-    print({k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()})
+    print(format_metrics(out))
     return 0
 
 
@@ -155,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--on-error", default="skip", choices=["skip", "stop"])
     p.add_argument("--vocab-size", type=int, default=None)
     p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help="manifest: shortest clip kept; shorter ones are bad rows (default 0.25)")
 
     t = sub.add_parser("train", help="train one stage; resumes from --workdir")
     t.add_argument("--config", required=True)

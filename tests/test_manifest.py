@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_pipelines.prepare import prepare
+from data_pipelines.prepare import prepare, summary
 
 RATE = 22050
 
@@ -49,15 +49,17 @@ def _bad_file(folder, kind):
         sf.write(path, audio, RATE, subtype="FLOAT")
     elif kind == "silent":
         sf.write(path, np.zeros(RATE, np.float32), RATE, subtype="PCM_16")
+    elif kind == "too_short":  # 10 samples: 0.45 ms
+        sf.write(path, _tone()[:10], RATE, subtype="PCM_16")
     elif kind == "empty_text":
         sf.write(path, _tone(), RATE, subtype="PCM_16")
         text = "   "
     reason = {"corrupt": "corrupt", "empty": "empty", "nan": "non-finite", "silent": "silent",
-              "empty_text": "empty text"}[kind]
+              "too_short": "too short", "empty_text": "empty text"}[kind]
     return {"wav_path": path.name, "text": text, "speaker": "dave", "language": "en"}, reason
 
 
-BAD_KINDS = ("corrupt", "empty", "nan", "silent", "empty_text")
+BAD_KINDS = ("corrupt", "empty", "nan", "silent", "too_short", "empty_text")
 
 
 def _write_csv(path, rows):
@@ -111,6 +113,11 @@ def test_skip_mode_skips_and_reports_every_bad_row(tmp_path):
         assert reasons[kind] in report[f"{kind}.wav"]["reason"], report[f"{kind}.wav"]
     kept = {e["utt_id"].decode() for s in ("train", "validation") for e in _read(result, s)}
     assert not kept & {kind for kind in BAD_KINDS}
+    # The bad rows have no split column: they count against train.
+    assert result["skipped"] == {"train": len(BAD_KINDS)}
+    printed = summary(result)
+    assert f"skipped {len(BAD_KINDS)} of {4 + len(BAD_KINDS)} rows (train {len(BAD_KINDS)})" in printed
+    assert result["report"] in printed
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)

@@ -167,3 +167,10 @@ def test_sigterm_saves_a_checkpoint_and_stops(tiny_corpus, tmp_path):
     assert proc.wait(timeout=120) == 0
     steps = os.listdir(os.path.join(workdir, "checkpoints"))
     assert len(steps) == 1 and int(steps[0]) >= 1
+
+
+def test_log_lines_print_plain_numbers():
+    from speech_jax.train.metrics import format_metrics
+    line = format_metrics({"loss": np.float64(12.78123), "step": 3, "mfu": np.float32(0.5),
+                           "audio_seconds_per_s": np.mean([1.0, 2.0]), "done": True})
+    assert line == "loss=12.78 step=3 mfu=0.5 audio_seconds_per_s=1.5 done=True"

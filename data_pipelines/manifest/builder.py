@@ -1,7 +1,7 @@
 """TFDS builder `manifest`: a user's CSV/JSONL of (wav_path, text, speaker[, language, split])
 turned into the corpus schema shared with `espeak_tts`.
 
-Bad rows (unreadable, empty, NaN/inf, silent or many-channel audio; empty text) either stop
+Bad rows (unreadable, empty, too short, NaN/inf, silent or many-channel audio; empty text) either stop
 the build with BadFileError naming the file (`on_error="stop"`), or are skipped, listed in
 `skipped.jsonl` beside the data and summarised in the log (`on_error="skip"`).
 """
@@ -25,6 +25,8 @@ from data_pipelines.manifest.validate import BadFileError, load_row
 from speech_jax.audio import io as audio_io
 
 REPORT_NAME = "skipped.jsonl"
+# Shorter clips hold no word and only add padding; espeak's shortest sentence is ~0.6 s.
+DEFAULT_MIN_SECONDS = 0.25
 ON_ERROR = ("skip", "stop")
 
 _log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class ManifestConfig(tfds.core.BuilderConfig):
     sample_rate: int = 16000
     max_channels: int = 2  # 2: stereo is averaged to mono; 1: stereo is a bad file
     min_peak: float = audio_io.DEFAULT_MIN_PEAK
+    min_seconds: float = DEFAULT_MIN_SECONDS
 
 
 def _file_digest(path: str) -> str:
@@ -49,7 +52,8 @@ def _file_digest(path: str) -> str:
 
 def make_config(manifest_path: str | os.PathLike, name: str | None = None, *,
                 on_error: str = "skip", sample_rate: int = 16000, max_channels: int = 2,
-                min_peak: float = audio_io.DEFAULT_MIN_PEAK) -> ManifestConfig:
+                min_peak: float = audio_io.DEFAULT_MIN_PEAK,
+                min_seconds: float = DEFAULT_MIN_SECONDS) -> ManifestConfig:
     """A config for one manifest. The default name, '<file stem>_<hash>', changes whenever the
     manifest or the audio options change, so a stale build is never reused."""
     if on_error not in ON_ERROR:
@@ -57,13 +61,15 @@ def make_config(manifest_path: str | os.PathLike, name: str | None = None, *,
     path = os.path.abspath(os.fspath(manifest_path))
     if not os.path.isfile(path):
         raise rows_lib.ManifestError(f"manifest {path} does not exist")
+    if not min_seconds >= 0:
+        raise ValueError(f"min_seconds must be >= 0, got {min_seconds!r}")
     if name is None:
-        options = f"{_file_digest(path)}/{sample_rate}/{max_channels}/{min_peak}"
+        options = f"{_file_digest(path)}/{sample_rate}/{max_channels}/{min_peak}/{min_seconds}"
         stem = re.sub(r"[^a-z0-9_]+", "_", os.path.splitext(os.path.basename(path))[0].lower())
         name = f"{stem.strip('_') or 'manifest'}_{hashlib.sha256(options.encode()).hexdigest()[:8]}"
     return ManifestConfig(name=name, manifest_path=path, on_error=on_error,
                           sample_rate=sample_rate, max_channels=max_channels, min_peak=min_peak,
-                          description=f"built from {path} at {sample_rate} Hz")
+                          min_seconds=min_seconds, description=f"built from {path} at {sample_rate} Hz")
 
 
 class Manifest(LocalCodePath, tfds.core.GeneratorBasedBuilder):
@@ -100,7 +106,8 @@ class Manifest(LocalCodePath, tfds.core.GeneratorBasedBuilder):
         bad = []
         for row in rows:
             try:
-                audio = load_row(row, config.sample_rate, config.max_channels, config.min_peak)
+                audio = load_row(row, config.sample_rate, config.max_channels, config.min_peak,
+                                 config.min_seconds)
             except BadFileError as e:
                 if config.on_error == "stop":
                     raise

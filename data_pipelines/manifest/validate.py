@@ -17,7 +17,8 @@ class BadFileError(ValueError):
         super().__init__(f"{row.wav_path} (manifest line {row.line}): {reason}")
 
 
-def load_row(row: Row, sample_rate: int, max_channels: int, min_peak: float) -> np.ndarray:
+def load_row(row: Row, sample_rate: int, max_channels: int, min_peak: float,
+             min_seconds: float = 0.0) -> np.ndarray:
     """int16 audio of `row` at `sample_rate`; raises BadFileError."""
     if not row.text.strip():
         raise BadFileError(row, "empty text")
@@ -25,7 +26,8 @@ def load_row(row: Row, sample_rate: int, max_channels: int, min_peak: float) -> 
         raise BadFileError(row, "empty speaker")
     try:
         audio, _ = audio_io.load_audio(row.wav_path, target_sr=sample_rate,
-                                       max_channels=max_channels, min_peak=min_peak)
+                                       max_channels=max_channels, min_peak=min_peak,
+                                       min_seconds=min_seconds)
     except audio_io.AudioError as e:
         raise BadFileError(row, e.reason) from None
     return schema.to_int16(audio)

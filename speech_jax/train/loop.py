@@ -281,11 +281,11 @@ def train(config, workdir: str) -> dict:
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
                 else:
-                    logging.info("step %d: %s", step, {k: round(v, 5) for k, v in row.items()})
+                    logging.info("step %d: %s", step, metrics_lib.format_metrics(row))
             if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
                 ev = trainer.evaluate_all(state, os.path.join(workdir, "samples", f"step_{step}"))
                 writer.write(step, ev)
-                logging.info("eval at step %d: %s", step, ev)
+                logging.info("eval at step %d: %s", step, metrics_lib.format_metrics(ev))
                 t_last, timed = time.perf_counter(), 0
             if (preempt.requested or out_of_time or step == tc.steps
                     or (tc.ckpt_every and step % tc.ckpt_every == 0)):

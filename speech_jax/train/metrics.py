@@ -71,6 +71,19 @@ class MetricsWriter:
             self._tb.close()
 
 
+def format_metrics(metrics: dict) -> str:
+    """`k=v` pairs with plain numbers (4 significant digits) for log lines; numpy scalars print as numbers."""
+    def plain(v):
+        if isinstance(v, (bool, str)) or v is None:
+            return str(v)
+        v = np.asarray(v)
+        if v.size != 1:
+            return f"<array {v.shape}>"
+        v = v.item()
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return " ".join(f"{k}={plain(v)}" for k, v in metrics.items())
+
+
 def read_metrics(workdir: str) -> list[dict]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
