@@ -12,7 +12,7 @@ import soundfile as sf
 
 from speech_jax.eval import artifacts, resynthesis
 from speech_jax.eval.resynthesis import (
-    latent_stats, mel_scales, multiresolution_stft_distance, multiscale_mel_distance, pesq_nb, pesq_wb,
+    METRICS, latent_stats, mel_scales, multiresolution_stft_distance, multiscale_mel_distance, pesq_nb, pesq_wb,
     resynthesis_metrics, stoi)
 from speech_jax.eval.verification import cosine_trials, equal_error_rate, speaker_eer
 
@@ -129,7 +129,7 @@ def test_padded_batch_with_lengths_matches_list_and_skips_nans(speech):
 
     broken = [ests[0], np.full_like(ests[1], np.nan)]
     partial = resynthesis_metrics(refs, broken, SR)
-    assert partial["unscored"] == 5  # every metric of the second utterance
+    assert partial["unscored"] == len(METRICS)  # every metric of the second utterance
     assert partial["pesq_wb"] == pytest.approx(one["pesq_wb"])
     with pytest.raises(ValueError, match="2 references but 1"):
         resynthesis_metrics(refs, ests[:1], SR)
@@ -262,3 +262,13 @@ def test_save_loss_curves_with_eval_keys(tmp_path, caplog):
     assert _png_size(two_panels)[1] > _png_size(one_panel)[1]  # loss and eval/loss share a panel
     with pytest.raises(ValueError, match="eval/wer"):
         artifacts.save_loss_curves(tmp_path / "c.png", jsonl, ["eval/wer"])
+
+
+def test_voicing_tells_pitched_speech_from_noise(speech):
+    from speech_jax.eval.voicing import voiced_fraction, voicing_agreement
+    assert voiced_fraction(speech, SR) > 0.5
+    assert voicing_agreement(speech, speech, SR)["voicing_agreement"] == 1.0
+    noise = np.random.RandomState(0).randn(speech.size).astype(np.float32) * 0.1
+    scored = voicing_agreement(speech, noise, SR)
+    assert scored["voiced_fraction_estimate"] < 0.1 and scored["voiced_recall"] < 0.1
+    assert scored["voicing_agreement"] < 0.5

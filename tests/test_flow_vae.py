@@ -208,3 +208,40 @@ def test_snake():
     y = snake(x.astype(jnp.bfloat16))
     assert y.dtype == jnp.bfloat16
     assert snake.log_alpha.get_metadata()["out_sharding"] == ("conv_out",)
+
+
+# --- the frame-rate encoder and decoder (models/vocos.py) ------------------------------------------
+
+def test_istft_inverts_the_mel_framing():
+    from speech_jax.audio.mel import MelSpec, _frames
+    from speech_jax.layers.istft import hann, istft
+    hop = 80
+    x = np.random.RandomState(0).randn(hop * 12).astype(np.float32)
+    frames = _frames(jnp.asarray(x), MelSpec(n_fft=4 * hop, win_length=4 * hop, hop_length=hop))
+    y = np.asarray(istft(jnp.fft.rfft(frames * hann(4 * hop), axis=-1), hop))
+    assert y.shape == x.shape
+    # Exact wherever all four overlapping frames exist: every block but the first and the last two.
+    np.testing.assert_allclose(y[hop:-2 * hop], x[hop:-2 * hop], atol=1e-5)
+
+
+def test_frame_rate_vae_lengths_and_padding_independence():
+    cfg = config(strides=(2, 4, 5, 8), encoder="mel", decoder="istft", frame_dim=16, frame_mlp_dim=32,
+                 frame_layers=2, encoder_n_mels=20, sample_rate=SR)
+    model = FlowVAE(cfg, rngs=nnx.Rngs(0))
+    hop = model.hop
+    wav = 0.1 * jax.random.normal(jax.random.key(0), (1, 6 * hop))
+    run = jax.jit(lambda w, n: model.encode(w, n))
+    mean, _, frame_mask = run(wav, jnp.array([6 * hop]))
+    assert mean.shape == (1, 6, cfg.latent_dim) and bool(frame_mask.all())
+    # The same utterance with 4 frames of padding (garbage in it): the valid frames do not change.
+    padded = jnp.concatenate([wav, jax.random.normal(jax.random.key(1), (1, 4 * hop))], axis=1)
+    mean2, _, mask2 = run(padded, jnp.array([6 * hop]))
+    np.testing.assert_allclose(mean2[:, :6], mean, atol=1e-5)
+    assert mask2.sum() == 6
+    z = jax.random.normal(jax.random.key(2), (1, 10, cfg.latent_dim))
+    out = model.decode(z, mask2)
+    assert out.shape == (1, 10 * hop)
+    z_short = model.decode(z[:, :6], mask2[:, :6])
+    # Padding frames are silent and do not reach the valid samples.
+    np.testing.assert_allclose(out[:, :6 * hop], z_short, atol=1e-5)
+    assert float(jnp.abs(out[:, 8 * hop:]).max()) == 0.0

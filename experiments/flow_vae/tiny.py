@@ -11,8 +11,12 @@ def model_defaults() -> ml_collections.ConfigDict:
     """Every field the Flow-VAE stage reads; sizes below override what differs."""
     return ml_collections.ConfigDict(dict(
         # Generator: encoder channels double at every stride; decoder channels halve at every upsampling.
+        # "wave": DAC Snake convs at every rate | "mel" / "istft": frame-rate ConvNeXt (models/vocos.py).
+        encoder="wave", decoder="wave",
         channels=32, decoder_channels=256, strides=(2, 4, 5, 8),  # 320 samples = 50 Hz at 16 kHz
         residual_dilations=(1, 3, 9), kernel_size=7, latent_dim=64,
+        frame_dim=256, frame_mlp_dim=768, frame_layers=8, encoder_n_mels=80,  # the frame-rate design
+        sample_rate=16000,  # the mel encoder's; must equal data.sample_rate
         use_flow=True, flow_layers=4, flow_hidden=64, flow_kernel=5,  # False: the plain-VAE ablation
         dtype="float32",
         # Discriminators: multi-period + multi-band multi-resolution complex STFT.
@@ -33,6 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.update(dict(channels=4, decoder_channels=64, latent_dim=16, flow_hidden=32, mpd_channels=4,
                         mpd_max_channels=32, stft_ffts=(128, 256, 512), stft_channels=8,
                         mel_scales=((64, 10), (128, 20), (256, 40), (512, 80)), kl_warmup_steps=100))
+    # The frame-rate encoder and decoder (models/vocos.py): on a CPU they train ~10x more audio a second
+    # than the DAC convs and resynthesise voiced speech within minutes (experiments/flow_vae/README.md);
+    # the DAC design stays one switch away (ablations/dac.py).
+    c.model.update(dict(encoder="mel", decoder="istft", frame_dim=64, frame_mlp_dim=192, frame_layers=2))
     c.data.name = "espeak_tts/tiny"
     c.data.with_reference = False
     # Random fixed-length segments (shorter utterances are padded and masked).

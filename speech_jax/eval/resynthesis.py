@@ -22,6 +22,7 @@ import pesq as pesq_lib
 import pystoi
 
 from speech_jax.audio.io import DEFAULT_MIN_PEAK, resample
+from speech_jax.eval import voicing
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,10 @@ METRICS = {
     "pesq_wb": pesq_wb,
     "pesq_nb": pesq_nb,
     "stoi": stoi,
+    # pYIN voicing of the resynthesis against its input, frame by frame: 1 for speech with its pitch
+    # where the input has one, ~the unvoiced share for noise.
+    "voicing_agreement": lambda ref, est, sr: (voicing.voicing_agreement(ref, est, sr)["voicing_agreement"]
+                                               if np.all(np.isfinite(est)) else float("nan")),
 }
 
 

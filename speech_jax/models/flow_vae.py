@@ -1,9 +1,13 @@
 """MiniMax-Speech Flow-VAE: a VAE on raw waveform whose decoder is the vocoder, with a normalizing flow
 between the posterior and the N(0, I) prior.
 
-  wav ─▶ DAC-style Snake conv encoder (strides 2·4·5·8 = hop) ─▶ mean, log σ   (50 Hz, latent_dim)
-  z = mean + σ·ε ─┬─▶ decoder (transposed convs back to hop · F samples, tanh) ─▶ wav_hat
+  wav ─▶ encoder ─▶ mean, log σ   (50 Hz, latent_dim)
+  z = mean + σ·ε ─┬─▶ decoder ─▶ wav_hat (hop · F samples)
                   └─▶ flow f (affine couplings) ─▶ u ~ N(0, I):  KL ≈ Σ[−log σ − ½ + ½ u²] − log|det ∂f/∂z|
+
+Encoder and decoder are chosen by config: the DAC design (Snake convs at every rate, strides 2·4·5·8 = hop;
+transposed convs back to the sample rate, tanh), or the frame-rate design of `models/vocos.py` (ConvNeXt on
+the log-mel; ConvNeXt predicting STFT frames rendered by an inverse STFT).
 
 The decoder and flow matching work on z (before the flow); the flow exists only to shape the KL.
 Padded samples/frames are zeroed before every convolution that could carry them into valid positions,
@@ -21,6 +25,7 @@ from flax import nnx
 from speech_jax.layers import Conv1d, ConvTranspose1d
 from speech_jax.layers.conv2d import polyphase_conv
 from speech_jax.layers.snake import Snake
+from speech_jax.models import vocos
 from speech_jax.sharding import constrain
 
 ACT = ("batch", "length", "embed")
@@ -164,13 +169,11 @@ class AffineCoupling(nnx.Module):
         return jnp.concatenate([a, (b - shift) * jnp.exp(-log_scale)], axis=-1)
 
 
-class FlowVAE(nnx.Module):
-    def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.dtype)
+class WaveEncoder(nnx.Module):
+    """DAC encoder: waveform -> (mean, log σ) at sample_rate / hop, Snake convs at every rate."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, *, dtype, rngs: nnx.Rngs):
         strides, dil, k = tuple(cfg.strides), tuple(cfg.residual_dilations), cfg.kernel_size
-        self.hop, self.latent_dim, self.strides = math.prod(strides), int(cfg.latent_dim), strides
-        self.use_flow = bool(cfg.use_flow)
-        # Encoder: waveform -> (mean, log σ) at sample_rate / hop.
         ch = cfg.channels
         self.enc_in = Conv1d(1, ch, k, dtype=dtype, rngs=rngs)
         blocks = []
@@ -179,12 +182,30 @@ class FlowVAE(nnx.Module):
             ch *= 2
         self.enc_blocks = nnx.List(blocks)
         self.enc_act = Snake(ch, rngs=rngs)
-        self.enc_out = Conv1d(ch, 2 * self.latent_dim, 3, dtype=dtype, rngs=rngs)
-        # Decoder: z -> waveform, channels halved at every upsampling.
+        self.enc_out = Conv1d(ch, 2 * cfg.latent_dim, 3, dtype=dtype, rngs=rngs)
+        self.strides, self.dtype = strides, dtype
+
+    def __call__(self, wav, wav_len):
+        # Samples/positions at each rate are valid while they hold any valid sample (ceil).
+        factor, mask = 1, _length_mask(wav_len, wav.shape[1])
+        x = self.enc_in(_masked(wav[..., None].astype(self.dtype), mask))
+        for s, block in zip(self.strides, self.enc_blocks):
+            x = block(x, mask)
+            factor *= s
+            mask = _length_mask(-(-wav_len // factor), x.shape[1])
+            x = constrain(x, ACT)
+        return self.enc_out(_masked(self.enc_act(x), mask))
+
+
+class WaveDecoder(nnx.Module):
+    """DAC decoder: z -> waveform by transposed convs, channels halved at every upsampling, tanh out."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, *, dtype, rngs: nnx.Rngs):
+        strides, dil, k = tuple(cfg.strides), tuple(cfg.residual_dilations), cfg.kernel_size
         ch = cfg.decoder_channels
         if ch % 2 ** len(strides):
             raise ValueError(f"decoder_channels {ch} must be divisible by 2^{len(strides)}")
-        self.dec_in = Conv1d(self.latent_dim, ch, k, dtype=dtype, rngs=rngs)
+        self.dec_in = Conv1d(cfg.latent_dim, ch, k, dtype=dtype, rngs=rngs)
         blocks = []
         for s in reversed(strides):
             blocks.append(DecoderBlock(ch, s, dil, k, dtype=dtype, rngs=rngs))
@@ -192,6 +213,40 @@ class FlowVAE(nnx.Module):
         self.dec_blocks = nnx.List(blocks)
         self.dec_act = Snake(ch, rngs=rngs)
         self.dec_out = Conv1d(ch, 1, k, dtype=dtype, rngs=rngs)
+        self.strides, self.dtype = strides, dtype
+
+    def __call__(self, z, frame_mask=None):
+        n_valid = None if frame_mask is None else jnp.sum(frame_mask, axis=1)
+        mask = _length_mask(n_valid, z.shape[1])
+        x = self.dec_in(_masked(z.astype(self.dtype), mask))
+        factor = 1
+        for s, block in zip(reversed(self.strides), self.dec_blocks):
+            factor *= s
+            out_mask = _length_mask(None if n_valid is None else n_valid * factor, x.shape[1] * s)
+            x = constrain(block(x, mask, out_mask), ACT)
+            mask = out_mask
+        y = self.dec_out(_masked(self.dec_act(x), mask))
+        return jnp.tanh(y[..., 0].astype(jnp.float32))
+
+
+ENCODERS = ("wave", "mel")     # DAC convs on the waveform | ConvNeXt on its log-mel (models/vocos.py)
+DECODERS = ("wave", "istft")   # DAC transposed convs | ConvNeXt predicting an STFT (models/vocos.py)
+
+
+class FlowVAE(nnx.Module):
+    def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        self.hop, self.latent_dim = math.prod(cfg.strides), int(cfg.latent_dim)
+        self.use_flow = bool(cfg.use_flow)
+        encoder, decoder = cfg.get("encoder", "wave"), cfg.get("decoder", "wave")
+        if encoder not in ENCODERS or decoder not in DECODERS:
+            raise ValueError(f"model.encoder must be one of {ENCODERS} and model.decoder one of {DECODERS}, "
+                             f"got {encoder!r} and {decoder!r}")
+        self.encoder = (WaveEncoder(cfg, dtype=dtype, rngs=rngs) if encoder == "wave"
+                        else vocos.MelEncoder(cfg, self.hop, dtype=dtype, rngs=rngs))
+        self.decoder = (WaveDecoder(cfg, dtype=dtype, rngs=rngs) if decoder == "wave"
+                        else vocos.ISTFTDecoder(cfg, self.hop, dtype=dtype, rngs=rngs))
+        self.wave_encoder = encoder == "wave"
         # Normalizing flow (training only): affine couplings with channel flips between them.
         if self.use_flow and self.latent_dim < 2:
             raise ValueError("the flow needs latent_dim >= 2")
@@ -208,33 +263,18 @@ class FlowVAE(nnx.Module):
         num_frames = wav.shape[1] // self.hop
         wav = wav[:, :num_frames * self.hop]
         frame_mask = _length_mask(wav_len // self.hop, num_frames)
-        # Samples/positions at each rate are valid while they hold any valid sample (ceil).
-        factor, mask = 1, _length_mask(wav_len, wav.shape[1])
-        x = self.enc_in(_masked(wav[..., None].astype(self.dtype), mask))
-        for s, block in zip(self.strides, self.enc_blocks):
-            x = block(x, mask)
-            factor *= s
-            mask = _length_mask(-(-wav_len // factor), x.shape[1])
-            x = constrain(x, ACT)
-        h = self.enc_out(_masked(self.enc_act(x), mask)).astype(jnp.float32)
-        mean, log_std = jnp.split(h, 2, axis=-1)
+        if self.wave_encoder:
+            h = self.encoder(wav, wav_len)
+        else:
+            h = self.encoder(_masked(wav[..., None], _length_mask(wav_len, wav.shape[1]))[..., 0], frame_mask)
+        mean, log_std = jnp.split(h.astype(jnp.float32), 2, axis=-1)
         # σ in [e^-9, e^4]: exp(2·log σ) in the KL cannot overflow early in training.
         return mean, jnp.clip(log_std, -9.0, 4.0), frame_mask
 
     def decode(self, z: jax.Array, frame_mask: jax.Array | None = None) -> jax.Array:
-        """z [B, F, D] -> wav [B, F·hop] fp32 in (−1, 1). With `frame_mask`, padding frames are zeroed
-        so valid samples do not depend on them (training); without, every frame is decoded."""
-        n_valid = None if frame_mask is None else jnp.sum(frame_mask, axis=1)
-        mask = _length_mask(n_valid, z.shape[1])
-        x = self.dec_in(_masked(z.astype(self.dtype), mask))
-        factor = 1
-        for s, block in zip(reversed(self.strides), self.dec_blocks):
-            factor *= s
-            out_mask = _length_mask(None if n_valid is None else n_valid * factor, x.shape[1] * s)
-            x = constrain(block(x, mask, out_mask), ACT)
-            mask = out_mask
-        y = self.dec_out(_masked(self.dec_act(x), mask))
-        return jnp.tanh(y[..., 0].astype(jnp.float32))
+        """z [B, F, D] -> wav [B, F·hop] fp32. With `frame_mask`, padding frames are zeroed so valid
+        samples do not depend on them (training); without, every frame is decoded."""
+        return self.decoder(z, frame_mask)
 
     # --- posterior, flow and KL (fp32) --------------------------------------------------------
 

@@ -34,6 +34,9 @@ class FlowVAEGAN(nnx.Module):
 
     def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         cfg = config.model
+        if cfg.get("sample_rate", config.data.sample_rate) != config.data.sample_rate:
+            raise ValueError(f"model.sample_rate={cfg.sample_rate} must equal data.sample_rate="
+                             f"{config.data.sample_rate}")
         self.generator = FlowVAE(cfg, rngs=rngs)
         self.discriminators = Discriminators(cfg, rngs=rngs)
         # Static settings the step reads (it only receives the graph).
