@@ -2,7 +2,7 @@
 segments, trained on reconstruction only (multi-scale mel L1 + the flow KL).
 
 At a budget of minutes on a CPU the discriminators would cost most of each step; the mel loss alone
-already gives voiced resynthesis with the frame-rate decoder (experiments/flow_vae/README.md), and the
+already gives voiced resynthesis with the frame-rate decoder (docs/flow_vae_frame_rate.md), and the
 GAN can start later in a longer run (`model.disc_start_step`)."""
 from experiments.flow_vae import tiny
 

@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
                         mpd_max_channels=32, stft_ffts=(128, 256, 512), stft_channels=8,
                         mel_scales=((64, 10), (128, 20), (256, 40), (512, 80)), kl_warmup_steps=100))
     # The frame-rate encoder and decoder (models/vocos.py): on a CPU they train ~10x more audio a second
-    # than the DAC convs and resynthesise voiced speech within minutes (experiments/flow_vae/README.md);
+    # than the DAC convs and resynthesise voiced speech within minutes (docs/flow_vae_frame_rate.md);
     # the DAC design stays one switch away (ablations/dac.py).
     c.model.update(dict(encoder="mel", decoder="istft", frame_dim=64, frame_mlp_dim=192, frame_layers=2))
     c.data.name = "espeak_tts/tiny"
