@@ -261,7 +261,8 @@ def _forward_flops(config_json: str, batch: int, length: int) -> tuple[float, fl
 
 def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
     """Generator forward + backward (3 G) and 10 discriminator-forward equivalents: the D step runs it on
-    real and fake and back-propagates (6 D), the G step on fake and real and back-propagates through fake (4 D)."""
+    real and fake and back-propagates (6 D), the G step on fake and real and back-propagates through fake (4 D).
+    A run whose discriminators never start within `train.steps` does the 3 G only."""
     b, t = batch_shapes["audio"][:2]
     g, d = _forward_flops(json.dumps(config.to_dict()), int(b), int(t))
-    return 3 * g + 10 * d
+    return 3 * g + (10 * d if config.model.disc_start_step < config.train.steps else 0.0)
