@@ -119,8 +119,37 @@ def main(argv=None) -> dict:
     return res
 
 
+def host_facts() -> dict:
+    """What a CPU figure depends on, printed with every benchmark: two machines 'of the same kind' can
+    differ in processor model and vector units, library versions, thread settings and load."""
+    import platform
+
+    import jaxlib
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    vector = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return {"host cpu": model or platform.processor(), "host vector units": " ".join(vector) or "unknown",
+            "host cores (usable / online)": f"{len(os.sched_getaffinity(0))} / {os.cpu_count()}",
+            "host load average (1 min)": os.getloadavg()[0],
+            "jax / jaxlib": f"{jax.__version__} / {jaxlib.__version__}",
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+            "SPEECH_JAX_MALLOC": os.environ.get("SPEECH_JAX_MALLOC", "(unset)"),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)")}
+
+
 def print_results(res: dict, out: str | None = None) -> None:
-    """One aligned `name  value` line per result (floats to 4 significant digits); also JSON to `out`."""
+    """One aligned `name  value` line per result (floats to 4 significant digits), after the host facts the
+    figures depend on; also JSON to `out`."""
+    res = {**host_facts(), **res}
     width = max(len(k) for k in res)
     for k, v in res.items():
         print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
