@@ -41,6 +41,9 @@ EXTRAS = {
     # ASR (Whisper) and speaker (WavLM) models for `speech-jax evaluate`. A CPU wheel of torch is enough:
     # pip install torch --index-url https://download.pytorch.org/whl/cpu (PyPI's default is a CUDA build).
     "eval": ["transformers>=4.40", "torch>=2.2"],
+    # Offline SIM (`--speaker-model resemblyzer`): Resemblyzer ships its voice encoder's weights; it imports
+    # pkg_resources, gone from setuptools 81. Install torch==2.13.0 first where only a CPU wheel of it is local.
+    "sim": ["resemblyzer>=0.1.4", "setuptools<81", "torch==2.13.0"],
 }
 
 setup(

@@ -59,6 +59,7 @@ class LoadExample:
         self.bpe_path = bpe_path
         self.training = training
         self._bpe = None
+        self._phonemes = None
         sr = cfg.sample_rate
         self.max_len = int(cfg.max_seconds * sr)
         self.min_len = int(cfg.min_seconds * sr)
@@ -69,6 +70,17 @@ class LoadExample:
         d = dict(self.__dict__)
         d["_bpe"] = None
         return d
+
+    def _text_ids(self, record) -> list[int]:
+        """The transcript as label ids: BPE pieces, or espeak phonemes when `data.text_units` says so
+        (the CTC judge; `data.phonemes` is its symbol inventory)."""
+        text = _str(record["text"])
+        if self.cfg.get("text_units", "bpe") != "phonemes":
+            return self.bpe.encode(text)
+        if self._phonemes is None:
+            from speech_jax.text.phonemes import PhonemeVocab
+            self._phonemes = PhonemeVocab(self.cfg.phonemes)
+        return self._phonemes.encode(text, _str(record["language"]))
 
     @property
     def bpe(self):
@@ -130,7 +142,7 @@ class LoadExample:
             start = self._crop_start(len(audio), self.max_len, rng, self.frame_multiple)
             audio = audio[start:start + self.max_len]
         try:
-            ids = self.bpe.encode(_str(record["text"]))
+            ids = self._text_ids(record)
         except ValueError:  # empty or unusable text
             return None
         if not ids or len(ids) > self.cfg.max_text_len:

@@ -122,9 +122,9 @@ def main(argv=None) -> dict:
 def host_facts() -> dict:
     """What a CPU figure depends on, printed with every benchmark: two machines 'of the same kind' can
     differ in processor model and vector units, library versions, thread settings and load."""
+    import importlib.metadata
     import platform
 
-    import jaxlib
     model, flags = "", set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -140,7 +140,7 @@ def host_facts() -> dict:
     return {"host cpu": model or platform.processor(), "host vector units": " ".join(vector) or "unknown",
             "host cores (usable / online)": f"{len(os.sched_getaffinity(0))} / {os.cpu_count()}",
             "host load average (1 min)": os.getloadavg()[0],
-            "jax / jaxlib": f"{jax.__version__} / {jaxlib.__version__}",
+            "jax / jaxlib": f"{jax.__version__} / {importlib.metadata.version('jaxlib')}",
             "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
             "SPEECH_JAX_MALLOC": os.environ.get("SPEECH_JAX_MALLOC", "(unset)"),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)")}

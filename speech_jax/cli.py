@@ -85,6 +85,10 @@ def _evaluate(args) -> int:
                                               n=args.limit)
     elif not meta:
         raise ValueError("give --meta M.lst, or --from-corpus NAME to build one from a prepared corpus")
+    judge = None
+    if args.judge:  # before the synthesiser: a wrong workdir fails fast
+        from speech_jax.eval.judge import JudgeTranscriber
+        judge = JudgeTranscriber(args.judge)
     synth = _load_synthesizer(args)
 
     def synthesize(text, prompt_wav, prompt_text):
@@ -96,23 +100,23 @@ def _evaluate(args) -> int:
     result = seed_tts.evaluate(
         meta, synthesize, args.out, mode=args.mode, transcriber=transcriber, embedder=embedder,
         ground_truth=seed_tts.espeak_ground_truth(synth.sample_rate) if espeak else None,
-        language_of=seed_tts.corpus_language if espeak else args.language, limit=args.limit)
+        language_of=seed_tts.corpus_language if espeak else args.language, limit=args.limit, judge=judge)
     print({"out": args.out, "means": result["means"], "counts": result["counts"]})
     return 0
 
 
 def _demo(args) -> int:
-    from speech_jax.demo import STAGES, Demo
+    from speech_jax.demo import JUDGE, STAGES, Demo
     overrides: dict[str, list[str]] = {}
     for item in args.set:
         stage, _, override = item.partition(":")
-        if stage not in dict(STAGES) or not override.startswith("--config."):
-            raise ValueError(f"--set takes STAGE:--config.key=value with STAGE one of {[s for s, _ in STAGES]}, "
-                             f"got {item!r}")
+        if stage not in (*dict(STAGES), JUDGE) or not override.startswith("--config."):
+            raise ValueError(f"--set takes STAGE:--config.key=value with STAGE one of "
+                             f"{[s for s, _ in STAGES] + [JUDGE]}, got {item!r}")
         overrides.setdefault(stage, []).append(override)
     demo = Demo(args.out, minutes=args.minutes, data_dir=args.data_dir, corpus=args.corpus,
                 utterances=args.utterances, seed=args.seed, overrides=overrides, whisper=args.whisper,
-                speaker_model=args.speaker_model)
+                speaker_model=args.speaker_model, judge_minutes=args.judge_minutes)
     state = demo.run(stop_after=args.stop_after)
     print({"report": state["steps"].get("report", {}).get("html"),
            "minutes": {k: v["minutes"] for k, v in state["steps"].items()}})
@@ -148,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--set", action="append", default=[], metavar="STAGE:--config.k=v",
                    help="override a stage's demo config, e.g. ar:--config.train.steps=1000 (repeatable)")
     d.add_argument("--whisper", default=None, help="Whisper checkpoint (name or path): WER [extra 'eval']")
-    d.add_argument("--speaker-model", default=None, help="WavLM x-vector checkpoint: SIM [extra 'eval']")
+    d.add_argument("--speaker-model", default=None,
+                   help="SIM model: 'resemblyzer' [extra 'sim'; the default when installed] or a WavLM x-vector "
+                        "checkpoint [extra 'eval']; 'none' for no SIM")
+    d.add_argument("--judge-minutes", type=float, default=None,
+                   help="time for training the CTC judge, on top of --minutes (default: its config's); 0: no judge")
 
     p = sub.add_parser("prepare", help="build a TFDS corpus and its BPE tokenizer")
     p.add_argument("--dataset", required=True, choices=["espeak_tts", "manifest"])
@@ -223,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="meta utts are <espeak speaker>/<utt>: add MCD-DTW and duration ratio")
     ev.add_argument("--language", default=None, help="language of every line for WER (zh/ja: characters)")
     ev.add_argument("--whisper", default=None, help="Whisper checkpoint (name or path): WER [extra 'eval']")
-    ev.add_argument("--speaker-model", default=None, help="WavLM x-vector checkpoint: SIM [extra 'eval']")
+    ev.add_argument("--speaker-model", default=None,
+                    help="SIM model: 'resemblyzer' (offline) [extra 'sim'] or a WavLM x-vector checkpoint "
+                         "[extra 'eval']")
+    ev.add_argument("--judge", default=None, help="workdir of a trained judge stage: judge CER, an in-domain "
+                    "intelligibility proxy (CTC recognizer trained on espeak_tts)")
 
     args, rest = parser.parse_known_args(argv)
     try:

@@ -1,7 +1,7 @@
 """`speech-jax demo`: the embedded default end to end, within a wall-clock budget.
 
     prepare espeak_tts -> train tokenizer -> train Flow-VAE -> extract tokens and latents
-    -> train AR + speaker encoder -> train flow matching
+    -> train AR + speaker encoder -> train flow matching -> train the CTC judge (outside the budget)
     -> synthesise zero-shot and one-shot for unseen speakers, score against espeak's ground truth -> report
 
 Every step records itself in `OUT/demo_state.json` when it completes; a second run skips what is done
@@ -9,6 +9,11 @@ and resumes an interrupted training stage from its last checkpoint. The training
 budget leaves after the other steps, by weight, each one's share decided when it starts (so time a
 stage leaves unused goes to the next); a stage stops at its config's `train.steps` or when its share is
 spent (`train.max_minutes`), whichever comes first.
+
+The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
+trains after the four stages on its own time (`judge_minutes`, default its config's `train.max_minutes`),
+which the budget does not count, and scores the synthesis and espeak's ground truth alike. Without
+Whisper it is the demo's intelligibility figure; SIM comes from Resemblyzer when it is installed.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE = "demo_state.json"
 # Share of the training time per stage (the GAN and the AR stage learn slowest per minute).
 STAGES = (("tokenizer", 0.2), ("flow_vae", 0.3), ("ar", 0.3), ("flow_matching", 0.2))
-STEPS = ("prepare", "tokenizer", "flow_vae", "extract", "ar", "flow_matching", "evaluate", "report")
+JUDGE = "judge"
+STEPS = ("prepare", "tokenizer", "flow_vae", "extract", "ar", "flow_matching", JUDGE, "evaluate", "report")
 MODES = ("zero_shot", "one_shot")
 # Minutes held back from training for what follows it, on a 2-core CPU (measured on espeak_tts/small:
 # extract 1.0, evaluating 8 + 8 utterances 0.2 with compiling; rounded up generously).
@@ -38,7 +44,7 @@ class DemoError(RuntimeError):
 
 
 def default_config_files() -> dict[str, str]:
-    files = {stage: os.path.join(ROOT, "experiments", "demo", f"{stage}.py") for stage, _ in STAGES}
+    files = {stage: os.path.join(ROOT, "experiments", "demo", f"{stage}.py") for stage in (*dict(STAGES), JUDGE)}
     missing = [p for p in files.values() if not os.path.isfile(p)]
     if missing:
         raise DemoError(f"the demo's configs are not here ({missing[0]}): run it from a source checkout "
@@ -53,25 +59,30 @@ class Demo:
     corpus: the espeak_tts builder config (`small`, or `tiny` for a quick check).
     config_files / overrides: per stage, the config and `--config.k=v` overrides applied on top.
     utterances: how many test_unseen prompt/target pairs are synthesised in each mode.
-    whisper / speaker_model: checkpoints for WER and SIM (the optional extra `eval`); without them the
-    evaluation scores MCD-DTW and duration against espeak's ground truth only.
+    whisper / speaker_model: checkpoints for WER and SIM (the optional extra `eval`), or speaker_model
+    "resemblyzer" (extra `sim`; the default when installed, "none" for no SIM); MCD-DTW and duration
+    against espeak's ground truth are always scored.
+    judge_minutes: the judge's training time, outside `minutes` (None: its config's; 0: no judge).
     """
 
     def __init__(self, out: str, *, minutes: float = 30.0, data_dir: str | None = None, corpus: str = "small",
                  utterances: int = 8, seed: int = 0, config_files: dict[str, str] | None = None,
                  overrides: dict[str, list[str]] | None = None, whisper: str | None = None,
-                 speaker_model: str | None = None):
+                 speaker_model: str | None = None, judge_minutes: float | None = None):
         if minutes < 0:
             raise ValueError(f"minutes must be >= 0 (0 = no budget), got {minutes}")
         if utterances < 1:
             raise ValueError(f"utterances must be >= 1, got {utterances}")
+        if judge_minutes is not None and judge_minutes < 0:
+            raise ValueError(f"judge_minutes must be >= 0 (0 = no judge), got {judge_minutes}")
         self.out = os.path.abspath(out)
         self.data_dir = os.path.abspath(data_dir or os.path.join(self.out, "data"))
         self.minutes, self.corpus, self.utterances, self.seed = float(minutes), corpus, int(utterances), seed
-        self.config_files = config_files or default_config_files()
+        self.config_files = dict(config_files or default_config_files())
+        self.config_files.setdefault(JUDGE, os.path.join(ROOT, "experiments", "demo", f"{JUDGE}.py"))
         self.overrides = overrides or {}
-        self.whisper, self.speaker_model = whisper, speaker_model
-        self.workdirs = {stage: os.path.join(self.out, "workdirs", stage) for stage, _ in STAGES}
+        self.whisper, self.speaker_model, self.judge_minutes = whisper, speaker_model, judge_minutes
+        self.workdirs = {stage: os.path.join(self.out, "workdirs", stage) for stage in (*dict(STAGES), JUDGE)}
         self.state = self._load_state()
         self.deadline = None
 
@@ -139,8 +150,9 @@ class Demo:
         if stop_after is not None and stop_after not in STEPS:
             raise ValueError(f"stop_after must be one of {STEPS}, got {stop_after!r}")
         self.deadline = time.monotonic() + 60 * self.minutes if self.minutes else None
-        actions = {"prepare": self.prepare, "extract": self.extract, "evaluate": self.evaluate,
-                   "report": self.report, **{s: (lambda s=s: self.train(s)) for s, _ in STAGES}}
+        actions = {"prepare": self.prepare, "extract": self.extract, JUDGE: self.train_judge,
+                   "evaluate": self.evaluate, "report": self.report,
+                   **{s: (lambda s=s: self.train(s)) for s, _ in STAGES}}
         for step in STEPS:
             if self.done(step) and step != "report":  # the report is always rewritten
                 log.info("demo: %s already done", step)
@@ -149,6 +161,8 @@ class Demo:
                 t = time.monotonic()
                 info = actions[step]() or {}
                 self._record(step, time.monotonic() - t, info)
+                if step == JUDGE and self.deadline is not None:  # the judge's time is not the budget's
+                    self.deadline += time.monotonic() - t
             if step == stop_after:
                 break
         return self.state
@@ -159,7 +173,8 @@ class Demo:
         self.state["corpus_name"], self.state["bpe_model"] = out["name"], out["bpe_model"]
         return {"splits": out["splits"]}
 
-    def stage_config(self, stage: str, max_minutes: float = 0.0):
+    def stage_config(self, stage: str, max_minutes: float | None = 0.0):
+        """The stage's config for this demo; `max_minutes` None keeps the config's own time limit."""
         from speech_jax.config import apply_overrides, load_config
         config = load_config(self.config_files[stage])
         config.data.name = self.state["corpus_name"]
@@ -170,12 +185,15 @@ class Demo:
             config.pretrained.ar_workdir = self.workdirs["ar"]
             config.pretrained.flow_vae_workdir = self.workdirs["flow_vae"]
         config = apply_overrides(config, list(self.overrides.get(stage, [])))
-        config.train.max_minutes = max_minutes
+        if max_minutes is not None:
+            config.train.max_minutes = max_minutes
         return config
 
     def train(self, stage: str) -> dict:
+        return self._train(stage, self.stage_config(stage, self._stage_minutes(stage)))
+
+    def _train(self, stage: str, config) -> dict:
         from speech_jax.train.loop import train
-        config = self.stage_config(stage, self._stage_minutes(stage))
         if config.train.max_minutes:
             log.info("demo: %s gets %.1f minutes (at most %d steps)", stage, config.train.max_minutes,
                      config.train.steps)
@@ -184,6 +202,29 @@ class Demo:
         return {"workdir": self.workdirs[stage], "config": self.config_files[stage], "step": result["step"],
                 "planned_steps": config.train.steps, "time_budget_reached": bool(result.get("time_budget_reached")),
                 "final": losses}  # the last logged training metrics
+
+    def train_judge(self) -> dict:
+        """Trains the judge for `judge_minutes` (None: its config's own `train.max_minutes`); resumes it."""
+        if self.judge_minutes == 0:
+            return {"skipped": "judge_minutes is 0"}
+        return self._train(JUDGE, self.stage_config(JUDGE, self.judge_minutes))
+
+    def _judge(self):
+        info = self.state["steps"].get(JUDGE, {})
+        if "workdir" not in info:
+            return None
+        from speech_jax.eval.judge import JudgeTranscriber
+        return JudgeTranscriber(info["workdir"])
+
+    def _embedder(self):
+        from speech_jax.eval import models
+        name = self.speaker_model
+        if name is None:
+            if not models.resemblyzer_available():
+                log.info("demo: no SIM (Resemblyzer is not installed): %s", models.SIM_EXTRA_HINT)
+                return None
+            name = models.RESEMBLYZER
+        return None if name == "none" else models.load_embedder(name)
 
     def extract(self) -> dict:
         from data_pipelines.extract import extract
@@ -205,13 +246,14 @@ class Demo:
             return synth.synthesize(text, prompt_wav, prompt_text=prompt_text, seed=self.seed), synth.sample_rate
 
         from speech_jax.eval.models import load_scorers
-        transcriber, embedder = load_scorers(self.whisper, self.speaker_model)
+        transcriber, _ = load_scorers(self.whisper, None)
+        embedder, judge = self._embedder(), self._judge()
         means = {}
         for mode in MODES:
             result = seed_tts.evaluate(meta, synthesize, os.path.join(eval_dir, mode), mode=mode,
                                        transcriber=transcriber, embedder=embedder,
                                        ground_truth=seed_tts.espeak_ground_truth(synth.sample_rate),
-                                       language_of=seed_tts.corpus_language)
+                                       language_of=seed_tts.corpus_language, judge=judge)
             means[mode] = result["means"]
         return {"meta": meta, "means": means}
 

@@ -20,11 +20,18 @@ CURVES = {
     "flow_vae": ("mel_loss", "kl", "d_loss", "g_adv", "g_fm"),
     "ar": ("loss", "token_accuracy"),
     "flow_matching": ("loss",),
+    "judge": ("loss",),
 }
 STAGE_TITLES = {"tokenizer": "audio tokenizer (25 Hz, CTC-supervised VQ)", "flow_vae": "Flow-VAE (GAN)",
-                "ar": "AR transformer + speaker encoder", "flow_matching": "latent flow matching (DiT)"}
+                "ar": "AR transformer + speaker encoder", "flow_matching": "latent flow matching (DiT)",
+                "judge": "judge: CTC phoneme recognizer (not part of the TTS; outside the budget)"}
 METRICS = (("mcd", "MCD-DTW (dB) ↓", "{:.2f}"), ("duration_ratio", "duration ratio (→ 1)", "{:.3f}"),
-           ("rtf", "real-time factor", "{:.3f}"), ("wer", "WER", "{:.2%}"), ("sim", "SIM", "{:.3f}"))
+           ("rtf", "real-time factor", "{:.3f}"), ("wer", "WER", "{:.2%}"), ("judge_cer", "judge CER ↓", "{:.2%}"),
+           ("sim", "SIM", "{:.3f}"))
+# Reference rows under the modes: what espeak's own rendering scores (the ceiling of SIM, the judge's own
+# error level) and what another speaker's voice scores against the prompt (the floor of SIM).
+REFERENCES = (("ground truth (espeak)", {"judge_cer": "gt_judge_cer", "sim": "gt_sim"}),
+              ("another speaker (SIM floor)", {"sim": "sim_other_speaker"}))
 SAMPLES = 4  # utterances shown with players and mel plots
 
 
@@ -36,8 +43,8 @@ def _stage_rows(demo) -> list[list[str]]:
     rows = []
     for stage, title in STAGE_TITLES.items():
         info = demo.state["steps"].get(stage)
-        if info is None:
-            rows.append([title, "not trained", "", "", ""])
+        if info is None or "skipped" in info:
+            rows.append([title, info["skipped"] if info else "not trained", "", "", ""])
             continue
         steps = f"{info['step']} / {info['planned_steps']}" + (" (time share spent)" if info["time_budget_reached"]
                                                                 else "")
@@ -118,13 +125,18 @@ def write_report(demo) -> dict:
     results = _results(demo)
     samples = _samples(demo, results, report_dir)
     steps = demo.state["steps"]
-    minutes = {k: v["minutes"] for k, v in steps.items() if k != "report"}
+    from speech_jax.demo import JUDGE
+    minutes = {k: v["minutes"] for k, v in steps.items() if k not in ("report", JUDGE)}
     total = sum(minutes.values())
     per_step = ", ".join(f"{k} {v:.1f}" for k, v in minutes.items())
+    judge = steps.get(JUDGE)
     context = dict(
         title=f"speech_jax demo: espeak_tts/{demo.corpus}",
         intro=(f"{datetime.date.today().isoformat()} on {machine()}. Budget --minutes {demo.minutes:g}; the steps "
                f"took {total:.1f} minutes in all ({per_step})."),
+        judge=(None if judge is None else f"The judge (CTC phoneme recognizer, for the judge CER) is not part of the "
+               f"TTS system and trained outside the budget: {judge['minutes']:.1f} minutes"
+               + (f" ({judge['skipped']})." if "skipped" in judge else ".")),
         caveat=("Every stage trained for minutes on a CPU, far from convergence: expect a rough spectral "
                 "envelope and rhythm long before voicing or words. The numbers measure the pipeline at this budget, "
                 "not the architecture; train the `small`/`base` configs for the real thing."),
@@ -149,6 +161,12 @@ def _metric_rows(results: dict) -> list[list[str]]:
         counts = r["counts"]
         rows.append([mode.replace("_", "-"), f"{counts['synthesized']} / {counts['lines']}"]
                     + [_fmt(r["means"].get(key), fmt) for key, _, fmt in METRICS])
+    if results:  # both modes score the same lines' ground truth and prompts: the first one's figures
+        means = next(iter(results.values()))["means"]
+        for label, keys in REFERENCES:
+            if any(means.get(k) is not None for k in keys.values()):
+                rows.append([label, ""] + [_fmt(means.get(keys[key]), fmt) if key in keys else ""
+                                           for key, _, fmt in METRICS])
     return rows
 
 
@@ -162,13 +180,16 @@ METRIC_HEADER = ["mode", "synthesised"] + [label for _, label, _ in METRICS]
 
 def _markdown(c: dict) -> str:
     rel = lambda p: os.path.relpath(p, c["report_dir"])  # noqa: E731
-    out = [f"# {c['title']}", "", c["intro"], "", f"> {c['caveat']}", "", "## Training", ""]
+    out = [f"# {c['title']}", "", c["intro"], ""] + ([c["judge"], ""] if c["judge"] else [])
+    out += [f"> {c['caveat']}", "", "## Training", ""]
     out += _table(STAGE_HEADER, c["stages"]) + [""]
     out += [f"![{stage} curves]({path})" for stage, path in c["curves"].items()] + [""]
     out += ["## Unseen speakers (test_unseen)", "",
             "Each line: a prompt utterance of a speaker never seen in training and another sentence to say in "
             "that voice; zero-shot gets only the prompt audio, one-shot also its transcript. MCD-DTW and the "
-            "duration ratio compare with espeak's rendering of the target sentence in the same voice.", ""]
+            "duration ratio compare with espeak's rendering of the target sentence in the same voice. Judge CER: "
+            "the phoneme error rate of a CTC recognizer trained on espeak_tts (an in-domain proxy for "
+            "intelligibility, not Whisper's WER); SIM: cosine of speaker embeddings of output and prompt.", ""]
     out += _table(METRIC_HEADER, _metric_rows(c["results"])) + [""]
     for s in c["samples"]:
         out += [f"### {s['utt']}", "", f"Target: “{s['text']}” — prompt: “{s['prompt_text']}”", "",
@@ -186,8 +207,10 @@ def _html(c: dict) -> str:
         body = "".join("<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in r) + "</tr>" for r in rows)
         return f"<table><tr>{head}</tr>{body}</table>"
 
-    parts = [f"<h1>{e(c['title'])}</h1>", f"<p>{e(c['intro'])}</p>", f"<blockquote>{e(c['caveat'])}</blockquote>",
-             "<h2>Training</h2>", table(STAGE_HEADER, c["stages"])]
+    parts = [f"<h1>{e(c['title'])}</h1>", f"<p>{e(c['intro'])}</p>"]
+    parts += [f"<p>{e(c['judge'])}</p>"] if c["judge"] else []
+    parts += [f"<blockquote>{e(c['caveat'])}</blockquote>",
+              "<h2>Training</h2>", table(STAGE_HEADER, c["stages"])]
     parts += [f"<h3>{e(STAGE_TITLES[s])}</h3><img src='{e(p)}' alt='{e(s)} curves'>" for s, p in c["curves"].items()]
     parts += ["<h2>Unseen speakers (test_unseen)</h2>", table(METRIC_HEADER, _metric_rows(c["results"]))]
     for s in c["samples"]:

@@ -34,12 +34,12 @@ def tiny_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_stages(tiny_corpus, tmp_path_factory):
     """The demo (`speech-jax demo`) run through its training steps on the tiny corpus, every stage
-    trained 2 steps at the smallest sizes (tests/stages.py): {"tokenizer", "flow_vae", "ar",
-    "flow_matching": workdir, "extracted": extract()'s metadata, "demo": the Demo's arguments}."""
+    (and the CTC judge) trained 2 steps at the smallest sizes (tests/stages.py): {"tokenizer", "flow_vae",
+    "ar", "flow_matching", "judge": workdir, "extracted": extract()'s metadata, "demo": the Demo's arguments}."""
     from speech_jax.demo import Demo
     from stages import demo_arguments
 
     kwargs = demo_arguments(tiny_corpus, str(tmp_path_factory.mktemp("demo")))
     demo = Demo(**kwargs)
-    state = demo.run(stop_after="flow_matching")
+    state = demo.run(stop_after="judge")
     return dict(demo.workdirs, extracted=state["steps"]["extract"]["extracted"], demo=kwargs)

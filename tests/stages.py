@@ -37,6 +37,8 @@ OVERRIDES = {
                       "--config.model.mlp_dim=64", "--config.model.num_layers=1",
                       "--config.model.eval_steps=2", "--config.data.max_seconds=2.0",
                       "--config.data.buckets_seconds=[2.0]"],
+    "judge": ["--config.model.d_model=32", "--config.model.num_layers=1", "--config.model.num_heads=2",
+              "--config.model.num_kv_heads=1", "--config.model.mlp_dim=64"],
 }
 
 

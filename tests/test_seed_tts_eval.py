@@ -159,6 +159,16 @@ class SpectralEmbedder:
         return mcd.mel_cepstrum(wav, sample_rate).mean(axis=0)
 
 
+class FixedJudge:
+    """A judge that hears "abc" in everything; its CER is the fraction of the reference's length unmatched."""
+
+    def transcribe(self, wav, sample_rate, language):
+        return "abc"
+
+    def cer(self, hypothesis, text, language):
+        return abs(len(text) - len(hypothesis)) / len(text)
+
+
 @pytest.fixture(scope="module")
 def meta_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("meta")
@@ -180,7 +190,7 @@ def test_evaluate_end_to_end(meta_dir, tmp_path):
     results = seed_tts.evaluate(meta_dir / "meta.lst", system, str(out), mode="one_shot",
                                 transcriber=asr, embedder=embedder,
                                 ground_truth=seed_tts.espeak_ground_truth(SR),
-                                language_of=seed_tts.corpus_language)
+                                language_of=seed_tts.corpus_language, judge=FixedJudge())
     by_utt = {r["utt"]: r for r in results["utterances"]}
     one, two, three, four, five = (by_utt[f"{v.id}/{n}"] for v, n in (
         (VOICE_A, "one"), (VOICE_B, "two"), (VOICE_A, "three"), (VOICE_B, "four"), (VOICE_B, "five")))
@@ -200,13 +210,22 @@ def test_evaluate_end_to_end(meta_dir, tmp_path):
                             embedder.embed(prompt_a, SR))
     assert one["sim"] == pytest.approx(expected)
     assert four["sim"] < one["sim"]
+    # Reference levels: the ground truth (here what the system said) against the prompt is the ceiling,
+    # the other voice's prompt against this prompt the floor.
+    assert one["gt_sim"] == pytest.approx(one["sim"]) and four["gt_sim"] > four["sim"]
+    prompt_b, _ = load_audio(meta_dir / "b.wav")
+    floor = seed_tts.sim(embedder.embed(prompt_b, SR), embedder.embed(prompt_a, SR))
+    assert one["sim_other_speaker"] == pytest.approx(floor) and floor < one["gt_sim"]
+    # The judge scores the output and the ground truth of each synthesised line.
+    assert one["judge_hypothesis"] == "abc" and one["judge_cer"] == one["gt_judge_cer"] == pytest.approx(20 / 23)
     # The espeak rendering IS the ground truth: MCD 0, same duration; noise is far off.
     assert one["mcd"] == 0.0 and one["duration_ratio"] == pytest.approx(1.0)
     assert four["mcd"] > 3.0
     # Failures are recorded with their stage and reason, and the run went on.
     assert three["errors"] == {"synthesize": "RuntimeError: decoder exploded"} and three["wav"] is None
     assert "non-finite" in five["errors"]["synthesize"]
-    assert results["counts"] == {"wer": 3, "sim": 3, "mcd": 3, "duration_ratio": 3,
+    assert results["counts"] == {"wer": 3, "sim": 3, "mcd": 3, "duration_ratio": 3, "judge_cer": 3,
+                                 "gt_judge_cer": 3, "gt_sim": 3, "sim_other_speaker": 3,
                                  "lines": 5, "synthesized": 3, "failed": 2}
     # Files: wavs per utterance, results.json, summary.md.
     assert os.path.isfile(out / "wavs" / VOICE_A.id / "one.wav")
@@ -216,6 +235,9 @@ def test_evaluate_end_to_end(meta_dir, tmp_path):
     assert saved["settings"]["mode"] == "one_shot" and len(saved["utterances"]) == 5
     summary = (out / "summary.md").read_text()
     assert "| WER (%) | 23.33 | 3 |" in summary
+    assert "| SIM of the ground truth vs the prompt (ceiling) |" in summary
+    assert "| SIM of another speaker vs the prompt (floor) |" in summary
+    assert "judge CER (%) (in-domain proxy, CTC recognizer trained on espeak_tts)" in summary
     assert "decoder exploded" in summary and "Failures (2)" in summary
 
 

@@ -4,7 +4,8 @@ espeak keeps hidden global state between utterances (pitch-flutter phase, wave p
 memories), so two syntheses of the same text differ by a few samples' timing. To be
 deterministic the library is initialised once per process and every utterance is synthesised
 in a forked child, which starts from the pristine post-initialisation state and sends its
-samples back through a pipe: a few milliseconds an utterance (POSIX only).
+samples back through a pipe: a few milliseconds an utterance (POSIX only). `phonemes` (espeak's
+IPA transcription, the labels of the CTC judge) runs in a child too, so it leaves that state alone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 0x02
 _INITIALIZE_DONT_EXIT = 0x8000  # return errors instead of calling exit()
 _CHARS_UTF8 = 1
 _POS_CHARACTER = 1
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes phonememode bit 1: IPA
 _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
 _OK = 0
 
@@ -94,10 +96,24 @@ class _Engine:
         chunks, self._chunks = self._chunks, []
         return b"".join(chunks)
 
-    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+    def _phonemes(self, text: str, language: str) -> bytes:
+        """espeak's IPA transcription of `text`, clause by clause (in this process); UTF-8 bytes."""
+        lib = self.lib
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        if lib.espeak_SetVoiceByName(language.encode()) != _OK:
+            raise EspeakError(f"espeak-ng has no voice for language {language!r}")
+        buffer = ctypes.create_string_buffer(text.encode("utf-8") + b"\0")
+        cursor = ctypes.c_void_p(ctypes.addressof(buffer))  # espeak advances it clause by clause
+        clauses = []
+        while cursor.value:
+            clauses.append(lib.espeak_TextToPhonemes(ctypes.byref(cursor), _CHARS_UTF8, _PHONEMES_IPA) or b"")
+        return b" ".join(clauses)
+
+    def _forked(self, work, what: str) -> bytes:
+        """Runs `work() -> bytes` in a forked child, so this process's espeak state stays pristine."""
         if not hasattr(os, "fork"):
-            raise EspeakError("deterministic synthesis forks a child per utterance; "
-                              "this platform has no os.fork")
+            raise EspeakError("deterministic espeak calls fork a child each; this platform has no os.fork")
         with self.lock:
             read_fd, write_fd = os.pipe()
             with warnings.catch_warnings():
@@ -105,11 +121,11 @@ class _Engine:
                 # calls espeak and exits with os._exit, touching no lock another thread may hold.
                 warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
                 pid = os.fork()
-            if pid == 0:  # child: speak once from the clean state, send, exit without cleanup
+            if pid == 0:  # child: run once from the clean state, send, exit without cleanup
                 status = 0
                 try:
                     os.close(read_fd)
-                    payload = self._speak(text, voice)
+                    payload = work()
                 except BaseException as e:  # report any failure to the parent as text
                     status, payload = 1, repr(e).encode()
                 try:
@@ -124,8 +140,15 @@ class _Engine:
         code = os.waitstatus_to_exitcode(wait_status)
         if code != 0:
             message = payload.decode(errors="replace") or f"exit code {code}"
-            raise EspeakError(f"espeak-ng failed on {text!r} with voice {voice.id}: {message}")
+            raise EspeakError(f"espeak-ng failed on {what}: {message}")
+        return payload
+
+    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
+        payload = self._forked(lambda: self._speak(text, voice), f"{text!r} with voice {voice.id}")
         return np.frombuffer(payload, np.int16).copy()
+
+    def phonemes(self, text: str, language: str) -> str:
+        return self._forked(lambda: self._phonemes(text, language), f"phonemes of {text!r} ({language})").decode()
 
 
 @functools.cache
@@ -143,3 +166,10 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     if not text.strip():
         raise ValueError("cannot synthesise empty text")
     return _engine().synthesize(text, voice)
+
+
+def phonemes(text: str, language: str) -> str:
+    """espeak's IPA transcription of `text` as the `language` voice reads it (clauses joined by spaces)."""
+    if not text.strip():
+        raise ValueError("cannot phonemize empty text")
+    return _engine().phonemes(text, language)

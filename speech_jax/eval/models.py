@@ -11,11 +11,16 @@ numbers: compare SIMs only with SIMs from the same checkpoint.
 
 Both adapters load lazily and only from what `from_pretrained` can reach (a local directory, or
 the hub when the machine is online), and resample input to the model's rate (16 kHz).
+
+Offline, `ResemblyzerEmbedder` (the optional `sim` extra) gives SIM from Resemblyzer's GE2E voice
+encoder, whose weights ship inside its wheel: a d-vector model, not WavLM, so again its SIMs compare
+only with its own.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -23,6 +28,9 @@ import numpy as np
 from speech_jax.audio.io import check_audio, resample
 
 EXTRA_HINT = "install the evaluation extra: pip install 'speech_jax[eval]' (transformers, torch)"
+SIM_EXTRA_HINT = ("install the offline SIM extra: pip install torch==2.13.0 'speech_jax[sim]' (resemblyzer; "
+                  "a CPU build of torch is enough)")
+RESEMBLYZER = "resemblyzer"  # the speaker-model name that selects ResemblyzerEmbedder
 
 # seed-tts-eval / corpus language codes -> Whisper's language codes.
 _WHISPER_LANGUAGE = {"cmn": "zh", "zh-cn": "zh", "zh-tw": "zh", "mandarin": "zh", "chinese": "zh",
@@ -47,12 +55,12 @@ class SpeakerEmbedder(Protocol):
         ...
 
 
-def _require(module: str):
+def _require(module: str, hint: str = EXTRA_HINT):
     """Import an optional dependency, or say which extra brings it."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"{module} is needed for this evaluation model ({e}); {EXTRA_HINT}") from e
+        raise ImportError(f"{module} is needed for this evaluation model ({e}); {hint}") from e
 
 
 def _load(what: str, loader, path: str, **kwargs):
@@ -155,7 +163,45 @@ class WavLMXVectorEmbedder:
 WavLMEcapaEmbedder = WavLMXVectorEmbedder
 
 
+class ResemblyzerEmbedder:
+    """Resemblyzer's voice encoder (GE2E LSTM d-vectors, 256-d, unit norm), on the CPU by default.
+
+    Its own preprocessing (loudness normalisation, webrtcvad silence trimming) runs first, as its
+    authors score. Loading it needs no network: the weights are part of the package.
+    """
+
+    sample_rate = 16000  # resemblyzer's hparams.sampling_rate
+
+    def __init__(self, device: str = "cpu"):
+        resemblyzer = _require("resemblyzer", SIM_EXTRA_HINT)
+        self._preprocess = resemblyzer.preprocess_wav
+        self.encoder = resemblyzer.VoiceEncoder(device=device, verbose=False)
+
+    def embed(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        audio = self._preprocess(_at_rate(wav, sample_rate, self.sample_rate), source_sr=self.sample_rate)
+        if audio.size == 0:
+            raise ValueError("no speech left after Resemblyzer's silence trimming")
+        return np.asarray(self.encoder.embed_utterance(audio), np.float32)
+
+    def __repr__(self) -> str:
+        return "ResemblyzerEmbedder()"
+
+
+def resemblyzer_available() -> bool:
+    """Whether `ResemblyzerEmbedder` can load (the `sim` extra is installed)."""
+    return importlib.util.find_spec("resemblyzer") is not None
+
+
+def load_embedder(speaker_model: str | None):
+    """`resemblyzer` -> ResemblyzerEmbedder; any other name or path -> a WavLM x-vector checkpoint; None -> None."""
+    if not speaker_model:
+        return None
+    if speaker_model == RESEMBLYZER:
+        return ResemblyzerEmbedder()
+    return WavLMXVectorEmbedder(speaker_model)
+
+
 def load_scorers(whisper: str | None = None, speaker_model: str | None = None):
-    """(transcriber, embedder) for `seed_tts.evaluate` from checkpoint names or paths; None where not given."""
-    return (WhisperTranscriber(whisper) if whisper else None,
-            WavLMXVectorEmbedder(speaker_model) if speaker_model else None)
+    """(transcriber, embedder) for `seed_tts.evaluate` from checkpoint names or paths ("resemblyzer" for
+    the offline speaker model); None where not given."""
+    return WhisperTranscriber(whisper) if whisper else None, load_embedder(speaker_model)

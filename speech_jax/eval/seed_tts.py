@@ -11,6 +11,10 @@ or also given the prompt's transcript (one-shot).
   per-utterance WERs, as seed-tts-eval reports it, not the pooled WER over all words.
 - SIM: cosine between speaker embeddings of the output and of the PROMPT audio.
 - MCD-DTW (dB) and duration ratio (output / ground truth): see `speech_jax.eval.mcd`.
+- Reference levels beside them: the ground truth's own SIM against the prompt (the ceiling) and the
+  SIM of another speaker's prompt against the prompt (the floor); with a judge (a CTC recogniser
+  trained on espeak_tts, `speech_jax.eval.judge`), its CER on the output and on the ground truth: an
+  in-domain proxy for intelligibility where no Whisper is at hand.
 
 Embedded-corpus convention: meta lines written by `make_meta_from_corpus` name utterances
 `<speaker id>/<utt_id>`, and a speaker id (e.g. `en-m3-p40-r165`) fully describes an espeak voice,
@@ -47,7 +51,7 @@ __all__ = [
 ]
 
 MODES = ("zero_shot", "one_shot")
-METRICS = ("wer", "sim", "mcd", "duration_ratio")
+METRICS = ("wer", "sim", "mcd", "duration_ratio", "judge_cer", "gt_judge_cer", "gt_sim", "sim_other_speaker")
 # Scored by characters (seed-tts-eval scores zh by characters); the primary subtag or a name.
 CHARACTER_LANGUAGES = frozenset({"zh", "cmn", "yue", "ja", "chinese", "mandarin", "cantonese",
                                  "japanese"})
@@ -363,11 +367,17 @@ def _save(out_dir: str, utt: str, wav: np.ndarray, sr: int) -> str:
     return rel
 
 
+def _prompt_embedding(embedder, path: str, cache: dict) -> np.ndarray:
+    if path not in cache:
+        cache[path] = embedder.embed(*load_audio(path))
+    return cache[path]
+
+
 def _evaluate_line(line: MetaLine, synthesize, out_dir, mode, transcriber, embedder, ground_truth,
-                   language_of, prompt_embeddings) -> dict:
+                   language_of, prompt_embeddings, judge, other_prompt: str | None) -> dict:
     rec = _Record(utt=line.utt, line=line.line, language=None, target_text=line.target_text,
                   prompt_wav=line.prompt_wav, wav=None, seconds=None, synthesis_seconds=None,
-                  hypothesis=None, **{m: None for m in METRICS}, errors={})
+                  hypothesis=None, judge_hypothesis=None, **{m: None for m in METRICS}, errors={})
     language = rec["language"] = rec.attempt("language", lambda: language_of(line.utt))
     start = time.perf_counter()
     synthesized = rec.attempt("synthesize", lambda: _synthesized(synthesize, line, mode))
@@ -382,12 +392,17 @@ def _evaluate_line(line: MetaLine, synthesize, out_dir, mode, transcriber, embed
         rec["hypothesis"] = rec.attempt("transcribe", lambda: transcriber.transcribe(wav, sr, language))
         if rec["hypothesis"] is not None:
             rec["wer"] = rec.attempt("wer", lambda: wer(line.target_text, rec["hypothesis"], language))
+    if judge is not None:
+        rec["judge_hypothesis"] = rec.attempt("judge", lambda: judge.transcribe(wav, sr, language))
+        if rec["judge_hypothesis"] is not None:
+            rec["judge_cer"] = rec.attempt("judge_cer", lambda: judge.cer(rec["judge_hypothesis"],
+                                                                          line.target_text, language))
+    prompt = lambda: _prompt_embedding(embedder, line.prompt_wav, prompt_embeddings)  # noqa: E731
     if embedder is not None:
-        def similarity():
-            if line.prompt_wav not in prompt_embeddings:
-                prompt_embeddings[line.prompt_wav] = embedder.embed(*load_audio(line.prompt_wav))
-            return sim(embedder.embed(wav, sr), prompt_embeddings[line.prompt_wav])
-        rec["sim"] = rec.attempt("sim", similarity)
+        rec["sim"] = rec.attempt("sim", lambda: sim(embedder.embed(wav, sr), prompt()))
+        if rec["sim"] is not None and other_prompt is not None:  # the floor, on the lines SIM scored
+            rec["sim_other_speaker"] = rec.attempt("sim_other_speaker", lambda: sim(
+                _prompt_embedding(embedder, other_prompt, prompt_embeddings), prompt()))
     if ground_truth is not None or line.gt_wav is not None:
         def reference():
             ref, ref_sr = (ground_truth(line.utt, line.target_text) if ground_truth is not None
@@ -398,14 +413,36 @@ def _evaluate_line(line: MetaLine, synthesize, out_dir, mode, transcriber, embed
             rec["mcd"] = rec.attempt("mcd", lambda: mcd_lib.mcd_dtw(ref, wav, sr))
             rec["duration_ratio"] = rec.attempt("duration_ratio",
                                                 lambda: mcd_lib.duration_ratio(ref, wav, sr))
+            # Reference levels: what the real speech of this line scores.
+            if judge is not None:
+                rec["gt_judge_cer"] = rec.attempt("gt_judge_cer", lambda: judge.cer(
+                    judge.transcribe(ref, sr, language), line.target_text, language))
+            if embedder is not None:
+                rec["gt_sim"] = rec.attempt("gt_sim", lambda: sim(embedder.embed(ref, sr), prompt()))
     return dict(rec)
+
+
+def _speaker_key(line: MetaLine) -> str:
+    try:
+        return speaker_of(line.utt)
+    except ValueError:  # not an embedded-corpus utt: prompts in different files stand for speakers
+        return line.prompt_wav
+
+
+def _other_speaker_prompts(lines: list[MetaLine]) -> list[str | None]:
+    """For each line, the prompt of the next line (round the list) with another speaker: the SIM floor's
+    voice; None when the meta file has a single speaker."""
+    keys = [_speaker_key(line) for line in lines]
+    n = len(lines)
+    return [next((lines[(i + k) % n].prompt_wav for k in range(1, n) if keys[(i + k) % n] != keys[i]), None)
+            for i in range(n)]
 
 
 def evaluate(meta_path, synthesize: Callable, out_dir: str, *, mode: str = "zero_shot",
              transcriber: Transcriber | None = None, embedder: SpeakerEmbedder | None = None,
              ground_truth: GroundTruth | None = None,
              language_of: Callable[[str], str | None] | str | None = None,
-             limit: int | None = None) -> dict:
+             limit: int | None = None, judge=None) -> dict:
     """Synthesises every meta line and scores it; writes `out_dir/{wavs/<utt>.wav, results.json,
     summary.md}` and returns the results dict (`settings`, `means`, `counts`, `by_language`,
     `utterances`; WER as a fraction, missing values as null).
@@ -413,7 +450,10 @@ def evaluate(meta_path, synthesize: Callable, out_dir: str, *, mode: str = "zero
     `synthesize(target_text, prompt_wav_path, prompt_text or None) -> (wav, sample_rate)`; the
     prompt text is passed only in `mode="one_shot"`. WER needs `transcriber`, SIM `embedder`
     (output vs prompt audio), MCD-DTW and duration ratio a ground truth: `ground_truth(utt,
-    target_text) -> (wav, sr)` or, when None, the meta line's fifth field. `language_of(utt)` (or
+    target_text) -> (wav, sr)` or, when None, the meta line's fifth field. `judge` (a
+    `speech_jax.eval.judge.JudgeTranscriber`) adds its CER on the output and, with a ground truth, on
+    that; an embedder with a ground truth adds its SIM (ceiling), and the floor is another
+    speaker's prompt (see `_other_speaker_prompts`). `language_of(utt)` (or
     one language for all) steers transcription and WER normalisation. The meta file is checked
     whole before anything runs; afterwards a failing utterance (or metric) is recorded with its
     stage and reason and the run goes on. Means cover the utterances where the metric exists;
@@ -428,9 +468,9 @@ def evaluate(meta_path, synthesize: Callable, out_dir: str, *, mode: str = "zero
     os.makedirs(out_dir, exist_ok=True)
     prompt_embeddings: dict[str, np.ndarray] = {}
     records = []
-    for i, line in enumerate(lines):
+    for i, (line, other) in enumerate(zip(lines, _other_speaker_prompts(lines))):
         rec = _evaluate_line(line, synthesize, out_dir, mode, transcriber, embedder, ground_truth,
-                             lang, prompt_embeddings)
+                             lang, prompt_embeddings, judge, other)
         records.append(rec)
         log.info("%d/%d %s%s", i + 1, len(lines), line.utt,
                  "".join(f" {m}={rec[m]:.3f}" for m in METRICS if rec[m] is not None))
@@ -447,11 +487,16 @@ def evaluate(meta_path, synthesize: Callable, out_dir: str, *, mode: str = "zero
         "settings": {
             "meta": os.path.abspath(os.fspath(meta_path)), "mode": mode, "limit": limit,
             "synthesize": _describe(synthesize), "transcriber": _describe(transcriber),
-            "embedder": _describe(embedder),
+            "embedder": _describe(embedder), "judge": _describe(judge),
             "ground_truth": _describe(ground_truth) or ("meta gt_wav" if any(x.gt_wav for x in lines) else None),
             "wer": "mean of per-utterance WER; punctuation and symbols deleted except the apostrophe; "
                    "zh/ja/yue by characters",
             "sim": "cosine of output and prompt speaker embeddings",
+            "sim_levels": "gt_sim: ground truth vs prompt (ceiling); sim_other_speaker: another speaker's "
+                          "prompt vs prompt (floor)",
+            "judge_cer": "phoneme-string CER of a CTC recognizer trained on espeak_tts against espeak's "
+                         "phonemes of the target text: an in-domain proxy; gt_judge_cer: the same on the "
+                         "ground truth",
             "mcd": {"n_mfcc": mcd_lib.N_MFCC, "window_ms": mcd_lib.WINDOW_MS, "hop_ms": mcd_lib.HOP_MS,
                     "n_mels": mcd_lib.N_MELS, "top_db": mcd_lib.TOP_DB, "c0": "excluded",
                     "alignment": "DTW after trimming edge silence"},
@@ -473,9 +518,16 @@ def _write_json(path, obj):
     os.replace(path + ".tmp", path)
 
 
-_COLUMNS = (("wer", "WER (%)", lambda v: f"{100 * v:.2f}"), ("sim", "SIM", lambda v: f"{v:.3f}"),
+_PERCENT, _SIM = (lambda v: f"{100 * v:.2f}"), (lambda v: f"{v:.3f}")
+_COLUMNS = (("wer", "WER (%)", _PERCENT), ("sim", "SIM", _SIM),
             ("mcd", "MCD-DTW (dB)", lambda v: f"{v:.2f}"),
-            ("duration_ratio", "duration ratio", lambda v: f"{v:.3f}"))
+            ("duration_ratio", "duration ratio", lambda v: f"{v:.3f}"),
+            ("judge_cer", "judge CER (%)", _PERCENT))
+# Rows of the summary only: what real speech scores, to read the system's figures against.
+_REFERENCE_ROWS = (("judge_cer", "judge CER (%) (in-domain proxy, CTC recognizer trained on espeak_tts)", _PERCENT),
+                   ("gt_judge_cer", "judge CER (%) of the ground truth (reference level)", _PERCENT),
+                   ("gt_sim", "SIM of the ground truth vs the prompt (ceiling)", _SIM),
+                   ("sim_other_speaker", "SIM of another speaker vs the prompt (floor)", _SIM))
 
 
 def _cell(value, fmt) -> str:
@@ -489,7 +541,7 @@ def summary_markdown(results: dict) -> str:
            f"{counts['synthesized']} of {counts['lines']} utterances synthesised, "
            f"{counts['failed']} with a failure. WER is the mean of per-utterance WERs.", "",
            "| metric | mean | utterances |", "|---|---|---|"]
-    for key, label, fmt in _COLUMNS:
+    for key, label, fmt in _COLUMNS[:-1] + _REFERENCE_ROWS:
         out.append(f"| {label} | {_cell(means[key], fmt)} | {counts[key]} |")
     rtf = _cell(means["rtf"], lambda v: f"{v:.3f}")
     out.append(f"| real-time factor | {rtf} | {counts['synthesized']} |")
@@ -504,6 +556,6 @@ def summary_markdown(results: dict) -> str:
     if failures:
         out += ["", f"## Failures ({len(failures)})", "", "| utt | stage | reason |", "|---|---|---|"]
         out += [f"| {utt} | {stage} | {reason} |" for utt, stage, reason in failures]
-    settings = {k: s[k] for k in ("transcriber", "embedder", "ground_truth")}
+    settings = {k: s.get(k) for k in ("transcriber", "embedder", "judge", "ground_truth")}
     out += ["", "Models: " + ", ".join(f"{k} `{v}`" for k, v in settings.items()), ""]
     return "\n".join(out)

@@ -14,7 +14,8 @@ import importlib
 TASKS = {"tokenizer": "speech_jax.train.tasks.tokenizer",
          "flow_vae": "speech_jax.train.tasks.flow_vae",
          "ar": "speech_jax.train.tasks.ar",
-         "flow_matching": "speech_jax.train.tasks.flow_matching"}
+         "flow_matching": "speech_jax.train.tasks.flow_matching",
+         "judge": "speech_jax.train.tasks.judge"}
 
 
 def get_task(stage: str):

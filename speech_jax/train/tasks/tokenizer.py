@@ -3,11 +3,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
 from speech_jax.audio.mel import MelSpec
+from speech_jax.eval.cer import ctc_collapse, ctc_token_error_rate, edit_distance
 from speech_jax.models.audio_tokenizer import AudioTokenizer
+from speech_jax.train.ctc import masked_ctc_loss
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> AudioTokenizer:
@@ -24,22 +25,13 @@ def _forward(model: AudioTokenizer, batch: dict, rng, train: bool):
     mel_l2 = jnp.sum(diff * diff) / denom
 
     # CTC over BPE ids on the quantised 25 Hz sequence; blank = 0 = the BPE pad id.
-    labels, label_len = batch["text_ids"], batch["text_len"]
-    label_pad = (jnp.arange(labels.shape[1])[None] >= label_len[:, None]).astype(jnp.float32)
-    token_mask = out["token_mask"]
-    per_seq = optax.ctc_loss(out["ctc_logits"], 1.0 - token_mask.astype(jnp.float32), labels, label_pad,
-                             blank_id=0)
-    # An alignment needs a frame per label plus a blank between repeats; infeasible rows are skipped.
-    repeats = jnp.sum((labels[:, 1:] == labels[:, :-1]) & (label_pad[:, 1:] == 0), axis=1)
-    feasible = (label_len > 0) & (label_len + repeats <= token_mask.sum(1))
-    ok = feasible.astype(jnp.float32)
-    ctc = jnp.sum(jnp.where(feasible, per_seq / jnp.maximum(label_len, 1), 0.0)) / jnp.maximum(ok.sum(), 1.0)
+    ctc, ok = masked_ctc_loss(out["ctc_logits"], out["token_mask"], batch["text_ids"], batch["text_len"])
 
     vq = out["vq"]
     vq_loss = model.commitment * vq["commit_loss"] + model.codebook_weight * vq["codebook_loss"]
     loss = mel_l1 + model.mel_l2_weight * mel_l2 + vq_loss + model.ctc_weight * ctc
     metrics = dict(loss=loss, mel_loss=mel_l1, mel_l2=mel_l2, vq_loss=vq_loss, ctc_loss=ctc,
-                   ctc_feasible=jnp.mean(ok), **vq)
+                   ctc_feasible=ok, **vq)
     return loss, metrics, out
 
 
@@ -58,43 +50,13 @@ def eval_fn(model: AudioTokenizer, batch: dict) -> dict:
     return metrics
 
 
-def _collapse(ids) -> list[int]:
-    out, prev = [], None
-    for t in ids:
-        if t != prev and t != 0:
-            out.append(int(t))
-        prev = t
-    return out
-
-
-def _edit_distance(a, b) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev_diag, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev_diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev_diag + (x != y))
-    return row[-1]
-
-
-def ctc_token_error_rate(pred, pred_len, labels, label_len) -> float:
-    """Greedy CTC decode (merge repeats, drop blanks) -> token error rate over the batch."""
-    pred, pred_len = np.asarray(pred), np.asarray(pred_len)
-    labels, label_len = np.asarray(labels), np.asarray(label_len)
-    errors = total = 0
-    for p, pl, y, yl in zip(pred, pred_len, labels, label_len):
-        ref = [int(t) for t in y[:yl]]
-        errors += _edit_distance(_collapse(p[:pl]), ref)
-        total += len(ref)
-    return errors / max(total, 1)
-
-
 def ctc_char_error_rate(pred, pred_len, labels, label_len, tokenizer) -> float:
     """Greedy CTC decode → text via the BPE model → character error rate against the transcript."""
     errors = total = 0
     for p, pl, y, yl in zip(np.asarray(pred), np.asarray(pred_len), np.asarray(labels), np.asarray(label_len)):
-        hyp = tokenizer.decode(_collapse(p[:pl]))
+        hyp = tokenizer.decode(ctc_collapse(p[:pl]))
         ref = tokenizer.decode([int(t) for t in y[:yl]])
-        errors += _edit_distance(list(hyp), list(ref))
+        errors += edit_distance(list(hyp), list(ref))
         total += len(ref)
     return errors / max(total, 1)
 
