@@ -246,7 +246,6 @@ class FlowVAE(nnx.Module):
                         else vocos.MelEncoder(cfg, self.hop, dtype=dtype, rngs=rngs))
         self.decoder = (WaveDecoder(cfg, dtype=dtype, rngs=rngs) if decoder == "wave"
                         else vocos.ISTFTDecoder(cfg, self.hop, dtype=dtype, rngs=rngs))
-        self.wave_encoder = encoder == "wave"
         # Normalizing flow (training only): affine couplings with channel flips between them.
         if self.use_flow and self.latent_dim < 2:
             raise ValueError("the flow needs latent_dim >= 2")
@@ -263,10 +262,7 @@ class FlowVAE(nnx.Module):
         num_frames = wav.shape[1] // self.hop
         wav = wav[:, :num_frames * self.hop]
         frame_mask = _length_mask(wav_len // self.hop, num_frames)
-        if self.wave_encoder:
-            h = self.encoder(wav, wav_len)
-        else:
-            h = self.encoder(_masked(wav[..., None], _length_mask(wav_len, wav.shape[1]))[..., 0], frame_mask)
+        h = self.encoder(wav, wav_len)
         mean, log_std = jnp.split(h.astype(jnp.float32), 2, axis=-1)
         # σ in [e^-9, e^4]: exp(2·log σ) in the KL cannot overflow early in training.
         return mean, jnp.clip(log_std, -9.0, 4.0), frame_mask

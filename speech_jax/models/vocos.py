@@ -92,7 +92,11 @@ class MelEncoder(nnx.Module):
         self.out = dense(rngs, cfg.frame_dim, 2 * cfg.latent_dim, ("embed", None), dtype=dtype, use_bias=True)
         self.dtype = dtype
 
-    def __call__(self, wav, frame_mask):
+    def __call__(self, wav, wav_len):
+        """wav [B, T] (T a multiple of hop), wav_len [B]: the wave encoder's arguments."""
+        wav = wav * (jnp.arange(wav.shape[1])[None] < wav_len[:, None])  # padding samples reach no frame
+        hop = self.spec.hop_length
+        frame_mask = jnp.arange(wav.shape[1] // hop)[None] < (wav_len // hop)[:, None]
         # Log-mel on the fixed scale the tokenizer uses: ~N(0, 1) inputs for the first conv.
         feats = (log_mel(wav, self.spec) + 5.0) / 3.0
         return self.out(self.body(feats.astype(self.dtype), frame_mask))
