@@ -73,13 +73,13 @@ class LoadExample:
 
     def _text_ids(self, record) -> list[int]:
         """The transcript as label ids: BPE pieces, or espeak phonemes when `data.text_units` says so
-        (the CTC judge; `data.phonemes` is its symbol inventory)."""
+        (`data.phonemes` is their symbol inventory, `data.phoneme_marks` keeps stress and word spaces)."""
         text = _str(record["text"])
         if self.cfg.get("text_units", "bpe") != "phonemes":
             return self.bpe.encode(text)
         if self._phonemes is None:
             from speech_jax.text.phonemes import PhonemeVocab
-            self._phonemes = PhonemeVocab(self.cfg.phonemes)
+            self._phonemes = PhonemeVocab(self.cfg.phonemes, bool(self.cfg.get("phoneme_marks", False)))
         return self._phonemes.encode(text, _str(record["language"]))
 
     @property
@@ -121,7 +121,7 @@ class LoadExample:
         Empty (length 0) when it does not fit the static prompt lengths; the example then trains zero-shot."""
         tokens = np.asarray(features["tokens"], np.int32)
         try:
-            ids = self.bpe.encode(_str(record["text"]))
+            ids = self._text_ids(record)  # the same units as the target's text
         except ValueError:
             ids = []
         if not ids or len(ids) > self.cfg.max_text_len or not 0 < len(tokens) <= self.prompt_max_tokens:

@@ -12,6 +12,9 @@ def base_config() -> ml_collections.ConfigDict:
         name="espeak_tts/tiny",  # TFDS name/config
         data_dir="data",         # where `speech-jax prepare` wrote it
         bpe_model="",            # default: the one `prepare` saved beside the corpus
+        text_units="bpe",        # "bpe" (the paper) | "phonemes" (espeak's IPA: a G2P front end)
+        phonemes="",             # the phoneme inventory; "" = from the training split at the start
+        phoneme_marks=False,     # phonemes keep stress marks and word spaces (prosody, for text input)
         train_split="train",
         eval_split="validation",
         extra_eval_splits=(),    # further splits evaluated alongside (logged as eval_<split>/...)

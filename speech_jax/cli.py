@@ -39,7 +39,8 @@ def _synthesize(args) -> int:
     from speech_jax.audio.io import save_audio
     synth = _load_synthesizer(args)
     pick = lambda value, default: default if value is None else value  # noqa: E731  a bundle's own settings
-    wav = synth.synthesize(args.text, args.reference, prompt_text=args.prompt_text, seed=args.seed,
+    wav = synth.synthesize(args.text, args.reference, prompt_text=args.prompt_text, language=args.language,
+                           seed=args.seed,
                            temperature=args.temperature, top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
                            cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -91,8 +92,9 @@ def _evaluate(args) -> int:
         judge = JudgeTranscriber(args.judge)
     synth = _load_synthesizer(args)
 
-    def synthesize(text, prompt_wav, prompt_text):
-        return synth.synthesize(text, prompt_wav, prompt_text=prompt_text, seed=args.seed), synth.sample_rate
+    def synthesize(text, prompt_wav, prompt_text, language):
+        return (synth.synthesize(text, prompt_wav, prompt_text=prompt_text, language=language, seed=args.seed),
+                synth.sample_rate)
 
     from speech_jax.eval.models import load_scorers
     transcriber, embedder = load_scorers(args.whisper, args.speaker_model)
@@ -187,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--text", required=True)
     s.add_argument("--reference", required=True, help="audio file of the voice to clone (any rate, mono or stereo)")
     s.add_argument("--prompt-text", default=None, help="the reference's transcript: one-shot")
+    s.add_argument("--language", default=None,
+                   help="the text's language (espeak name, e.g. en, cmn): needed by a model that reads phonemes")
     s.add_argument("--out", required=True, help="output wav")
     s.add_argument("--tokenizer", default=None, help="workdir of the trained tokenizer stage")
     s.add_argument("--ar", default=None, help="workdir of the trained ar stage")

@@ -198,6 +198,9 @@ class Demo:
             log.info("demo: %s gets %.1f minutes (at most %d steps)", stage, config.train.max_minutes,
                      config.train.steps)
         result = train(config, self.workdirs[stage])
+        if result.get("preempted"):  # not done: the next run resumes it from its checkpoint
+            raise DemoError(f"{stage} was stopped by SIGTERM at step {result['step']}: run the demo again to "
+                            "resume it")
         losses = {k: v for k, v in result.items() if isinstance(v, float) and k != "step"}
         return {"workdir": self.workdirs[stage], "config": self.config_files[stage], "step": result["step"],
                 "planned_steps": config.train.steps, "time_budget_reached": bool(result.get("time_budget_reached")),
@@ -242,8 +245,9 @@ class Demo:
         synth = Synthesizer.from_workdirs(self.workdirs["tokenizer"], self.workdirs["ar"],
                                           self.workdirs["flow_matching"])
 
-        def synthesize(text, prompt_wav, prompt_text):
-            return synth.synthesize(text, prompt_wav, prompt_text=prompt_text, seed=self.seed), synth.sample_rate
+        def synthesize(text, prompt_wav, prompt_text, language):
+            return (synth.synthesize(text, prompt_wav, prompt_text=prompt_text, language=language, seed=self.seed),
+                    synth.sample_rate)
 
         from speech_jax.eval.models import load_scorers
         transcriber, _ = load_scorers(self.whisper, None)

@@ -63,7 +63,7 @@ def ref_file(tmp_path_factory):
 
 def test_manifest_lists_and_checksums_every_file(bundle, in_memory):
     manifest = read_manifest(bundle)
-    assert manifest["format_version"] == 1 and manifest["sample_rate"] == SR
+    assert manifest["format_version"] == 2 and manifest["sample_rate"] == SR
     assert set(manifest["programs"]) == set(PROGRAMS)
     assert set(manifest["components"]) == {"tokenizer", "ar", "flow_matching"}
     spec = in_memory.spec

@@ -125,7 +125,7 @@ class FakeSystem:
         self.voices = voices_by_prompt
         self.calls = []
 
-    def __call__(self, target_text, prompt_wav, prompt_text):
+    def __call__(self, target_text, prompt_wav, prompt_text, language=None):
         self.calls.append((target_text, prompt_wav, prompt_text))
         self.last_text = target_text
         if target_text.startswith("Broken"):

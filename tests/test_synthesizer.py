@@ -47,7 +47,7 @@ def _check_lengths(synth, result):
     pieces joined by the pause, no prompt audio."""
     spec = synth.spec
     for piece, tokens in zip(result.pieces, result.tokens):
-        n = len(synth.bpe.encode(piece))
+        n = len(synth.encode(piece))
         assert 2 * n <= len(tokens) <= min(20 * n, spec.max_new_tokens) - 1
         assert tokens.min() >= 0 and tokens.max() < spec.codebook_size
     pause = round(synth.pause_seconds * SR)
@@ -142,7 +142,7 @@ def test_long_text_is_split_into_sentences_and_batched(synth, ref):
     words = " ".join(f"word{i}" for i in range(40))
     long = f"{words}, and then {words} again."
     pieces = synth.split(long)
-    assert len(pieces) > 2 and all(len(synth.bpe.encode(p)) <= synth.spec.text_len for p in pieces)
+    assert len(pieces) > 2 and all(len(synth.encode(p)) <= synth.spec.text_len for p in pieces)
     assert " ".join(pieces).replace(" ", "") == long.replace(" ", "")
 
 

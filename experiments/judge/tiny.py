@@ -21,7 +21,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.stage = "judge"
     c.model = model_defaults()
     c.data.text_units = "phonemes"  # labels: espeak's IPA of the text (speech_jax.text.phonemes)
-    c.data.phonemes = ""            # the symbol inventory; "" = from the training split at the start
     c.data.with_reference = False
     c.data.long_utterances = "drop"  # CTC needs the whole transcript's audio
     c.data.max_seconds = 6.0

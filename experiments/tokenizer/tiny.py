@@ -19,7 +19,8 @@ def model_defaults() -> ml_collections.ConfigDict:
         vq_ema_decay=0.95, vq_dead_ratio=0.1,
         vq_data_init=True,                   # first batch's encoder outputs initialise the codes
         commitment=0.25, codebook_weight=1.0,  # codebook_weight only used with vq_update="loss"
-        text_vocab_size=0, ctc_weight=0.5,    # 0: the BPE model's size
+        text_vocab_size=0, ctc_weight=0.5,    # 0: the text units' size (data.text_units)
+        ctc_rate=1,                          # CTC labels per token (2: phonemes of fast speech fit)
         mel_l2_weight=1.0, mel_mean=-5.0, mel_std=3.0))  # fixed log-mel normalisation
 
 

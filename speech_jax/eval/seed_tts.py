@@ -353,8 +353,8 @@ class _Record(dict):
             return None
 
 
-def _synthesized(synthesize, line: MetaLine, mode: str) -> tuple[np.ndarray, int]:
-    out = synthesize(line.target_text, line.prompt_wav, line.prompt_text if mode == "one_shot" else None)
+def _synthesized(synthesize, line: MetaLine, mode: str, language: str | None) -> tuple[np.ndarray, int]:
+    out = synthesize(line.target_text, line.prompt_wav, line.prompt_text if mode == "one_shot" else None, language)
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise TypeError(f"synthesize must return (wav, sample_rate), got {type(out).__name__}")
     return _as_mono(out[0], out[1], line.utt), int(out[1])
@@ -380,7 +380,7 @@ def _evaluate_line(line: MetaLine, synthesize, out_dir, mode, transcriber, embed
                   hypothesis=None, judge_hypothesis=None, **{m: None for m in METRICS}, errors={})
     language = rec["language"] = rec.attempt("language", lambda: language_of(line.utt))
     start = time.perf_counter()
-    synthesized = rec.attempt("synthesize", lambda: _synthesized(synthesize, line, mode))
+    synthesized = rec.attempt("synthesize", lambda: _synthesized(synthesize, line, mode, language))
     if synthesized is None:
         return dict(rec)
     wav, sr = synthesized
@@ -447,8 +447,8 @@ def evaluate(meta_path, synthesize: Callable, out_dir: str, *, mode: str = "zero
     summary.md}` and returns the results dict (`settings`, `means`, `counts`, `by_language`,
     `utterances`; WER as a fraction, missing values as null).
 
-    `synthesize(target_text, prompt_wav_path, prompt_text or None) -> (wav, sample_rate)`; the
-    prompt text is passed only in `mode="one_shot"`. WER needs `transcriber`, SIM `embedder`
+    `synthesize(target_text, prompt_wav_path, prompt_text or None, language or None) -> (wav,
+    sample_rate)`; the prompt text is passed only in `mode="one_shot"`. WER needs `transcriber`, SIM `embedder`
     (output vs prompt audio), MCD-DTW and duration ratio a ground truth: `ground_truth(utt,
     target_text) -> (wav, sr)` or, when None, the meta line's fifth field. `judge` (a
     `speech_jax.eval.judge.JudgeTranscriber`) adds its CER on the output and, with a ground truth, on

@@ -2,7 +2,7 @@
 
   BUNDLE/manifest.json                format version, spec (buckets and static settings), components,
                                       programs, and the size and SHA-256 of every other file
-  BUNDLE/bpe.model                    the AR stage's BPE tokenizer
+  BUNDLE/bpe.model | phonemes.json    the AR stage's text units (BPE model, or phoneme inventory)
   BUNDLE/configs/<stage>.json         each stage's training config (for reference)
   BUNDLE/weights/<stage>.safetensors  each stage's variables, flat "a.b.c" keys (tokenizer, ar, flow_matching)
   BUNDLE/programs/<name>.jax_export   `jax.export` serialisations (StableHLO) of the six backend programs
@@ -27,10 +27,11 @@ import numpy as np
 
 from speech_jax.infer.backend import COMPONENTS, PROGRAMS, STATIC, USES, ProgramBackend, Spec, input_specs
 from speech_jax.infer.synthesizer import Synthesizer
-from speech_jax.text import BpeTokenizer
+from speech_jax.text import units
 
 FORMAT = "speech_jax.bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the text units' file is named by "text_units" (1: "bpe", still read)
+READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 
 
@@ -65,7 +66,7 @@ def export_bundle(out: str, *, tokenizer: str, ar: str, flow_matching: str, max_
 
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise BundleError(f"{out!r} exists and is not an empty directory: choose a new output path")
-    templates, weights, spec, bpe, configs = load_stages(tokenizer, ar, flow_matching, max_new_tokens)
+    templates, weights, spec, text_units, configs = load_stages(tokenizer, ar, flow_matching, max_new_tokens)
     spec = spec.replace(top_k=int(top_k), fm_steps=int(fm_steps))
     programs = make_programs(templates, spec)
     batch, = jax.export.symbolic_shape("b")
@@ -77,8 +78,7 @@ def export_bundle(out: str, *, tokenizer: str, ar: str, flow_matching: str, max_
     try:
         for sub in ("configs", "weights", "programs"):
             os.makedirs(os.path.join(tmp, sub))
-        with open(os.path.join(tmp, "bpe.model"), "wb") as f:
-            f.write(bpe.to_bytes())
+        units_file = text_units.save(tmp)
         components = {}
         for name in COMPONENTS:
             flat = {k: np.asarray(jax.device_get(v)) for k, v in weights[name].items()}
@@ -109,7 +109,7 @@ def export_bundle(out: str, *, tokenizer: str, ar: str, flow_matching: str, max_
                         buckets=dict(batch="b (any)", ref_samples=spec.ref_samples, text_len=spec.text_len,
                                      prompt_tokens=spec.prompt_tokens, max_new_tokens=spec.max_new_tokens,
                                      frames=spec.frames),
-                        bpe="bpe.model", components=components, programs=entries, files=dict(sorted(files.items())))
+                        text_units=units_file, components=components, programs=entries, files=dict(sorted(files.items())))
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
         if os.path.isdir(out):
@@ -132,11 +132,11 @@ def read_manifest(path: str) -> dict:
         with open(file) as f:
             manifest = json.load(f)
         version = (manifest.get("format"), manifest.get("format_version"))
-        if version != (FORMAT, FORMAT_VERSION):
+        if version[0] != FORMAT or version[1] not in READ_VERSIONS:
             raise BundleError(f"{file}: format {version[0]!r} version {version[1]!r}; this code reads "
-                              f"{FORMAT!r} version {FORMAT_VERSION}")
+                              f"{FORMAT!r} versions {READ_VERSIONS}")
         files = manifest["files"]
-        needed = [manifest["bpe"]] + [c[k] for c in manifest["components"].values() for k in ("weights", "config")]
+        needed = [manifest.get("text_units") or manifest["bpe"]] + [c[k] for c in manifest["components"].values() for k in ("weights", "config")]
         needed += [p["file"] for p in manifest["programs"].values()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         if isinstance(e, BundleError):
@@ -226,5 +226,5 @@ def load_bundle(path: str, **kwargs) -> Synthesizer:
         except (SafetensorError, OSError, ValueError) as e:
             raise BundleError(f"bundle {path!r}: cannot read {component['weights']} ({e})") from e
         weights[name] = {k: jax.device_put(v) for k, v in flat.items()}
-    bpe = BpeTokenizer.load(os.path.join(path, manifest["bpe"]))
-    return Synthesizer(ProgramBackend(spec, weights, _BundlePrograms(path, manifest, spec)), bpe, **kwargs)
+    text_units = units.load(os.path.join(path, manifest.get("text_units") or manifest["bpe"]))
+    return Synthesizer(ProgramBackend(spec, weights, _BundlePrograms(path, manifest, spec)), text_units, **kwargs)

@@ -2,7 +2,7 @@
 
   reference ─▶ speaker encoders ─▶ v_ar, v_fm
   (one-shot: reference ─▶ tokenizer ─▶ prompt tokens;  reference ─▶ Flow-VAE encoder ─▶ prompt latent)
-  text ─split─▶ sentences ─BPE─▶ AR (v_ar [+ prompt text, prompt tokens]) ─▶ tokens
+  text ─split─▶ sentences ─text units (BPE, or phonemes of the given language)─▶ AR (v_ar [+ prompt text, prompt tokens]) ─▶ tokens
   [prompt tokens] tokens ×2 + v_fm [+ prompt latent] ─▶ flow matching ODE ─▶ z ─▶ Flow-VAE decoder ─▶ wav
   (one-shot: the prompt's part of the waveform is cut off)
 
@@ -51,10 +51,11 @@ class _Prompt:
 
 
 class Synthesizer:
-    def __init__(self, backend: ProgramBackend, bpe, *, max_batch: int = 4, pause_seconds: float = 0.2):
+    def __init__(self, backend: ProgramBackend, text_units, *, max_batch: int = 4, pause_seconds: float = 0.2):
+        """`text_units`: the AR stage's (`speech_jax.text.units`): BPE, or phonemes, which need a language."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.backend, self.bpe = backend, bpe
+        self.backend, self.text_units = backend, text_units
         self.max_batch, self.pause_seconds = int(max_batch), float(pause_seconds)
 
     @property
@@ -72,8 +73,8 @@ class Synthesizer:
                       **kwargs) -> "Synthesizer":
         """From the trained stages' workdirs. max_new_tokens: default the AR stage's longest training
         utterance (data.max_seconds)."""
-        templates, weights, spec, bpe, _ = load_stages(tokenizer, ar, flow_matching, max_new_tokens)
-        return cls(ProgramBackend(spec, weights, jit_programs(templates)), bpe, **kwargs)
+        templates, weights, spec, text_units, _ = load_stages(tokenizer, ar, flow_matching, max_new_tokens)
+        return cls(ProgramBackend(spec, weights, jit_programs(templates)), text_units, **kwargs)
 
     @classmethod
     def from_bundle(cls, path: str, **kwargs) -> "Synthesizer":
@@ -82,12 +83,23 @@ class Synthesizer:
 
     # --- inputs -------------------------------------------------------------------------------------
 
-    def split(self, text: str | list[str]) -> list[str]:
-        """Text (or a list of texts, spoken in order) -> pieces of at most `spec.text_len` BPE ids."""
+    @property
+    def needs_language(self) -> bool:
+        """Whether `synthesize` needs the text's language (a phoneme front end reads text per language)."""
+        return self.text_units.needs_language
+
+    def encode(self, text: str, language: str | None = None) -> list[int]:
+        """The AR's text ids of `text`."""
+        if self.needs_language and not language:
+            raise ValueError("this model reads phonemes: give the text's language (an espeak name, e.g. 'en')")
+        return self.text_units.encode(text, language)
+
+    def split(self, text: str | list[str], language: str | None = None) -> list[str]:
+        """Text (or a list of texts, spoken in order) -> pieces of at most `spec.text_len` text ids."""
         texts = [text] if isinstance(text, str) else list(text)
         if not texts:
             raise ValueError("no text to synthesise (empty list)")
-        count = lambda s: len(self.bpe.encode(s))  # noqa: E731
+        count = lambda s: len(self.encode(s, language))  # noqa: E731
         return [p for t in texts for p in split_text(t, count, self.spec.text_len)]
 
     def load_reference(self, reference, reference_sample_rate: int | None = None) -> np.ndarray:
@@ -102,7 +114,8 @@ class Synthesizer:
         audio = check_audio(reference, reference_sample_rate, "reference", min_seconds=MIN_REFERENCE_SECONDS)
         return resample(audio, reference_sample_rate, sr)
 
-    def _prompt(self, backend: ProgramBackend, ref: np.ndarray, prompt_text: str | None) -> _Prompt:
+    def _prompt(self, backend: ProgramBackend, ref: np.ndarray, prompt_text: str | None,
+                language: str | None) -> _Prompt:
         spec = backend.spec
         n = len(ref)
         if n > spec.ref_samples:
@@ -119,7 +132,7 @@ class Synthesizer:
         none = np.zeros((0,), np.int32)
         if prompt_text is None:
             return _Prompt(ar_spk[0], fm_spk[0], none, none, np.zeros((0, spec.latent_dim), np.float32))
-        ids = np.asarray(self.bpe.encode(prompt_text), np.int32)
+        ids = np.asarray(self.encode(prompt_text, language), np.int32)
         if len(ids) > spec.text_len:
             raise ValueError(f"prompt_text has {len(ids)} text ids; at most {spec.text_len} fit this model")
         tokens, token_mask = backend.tokenize(audio, length)
@@ -130,8 +143,9 @@ class Synthesizer:
     # --- synthesis ----------------------------------------------------------------------------------
 
     def synthesize(self, text: str | list[str], reference, *, reference_sample_rate: int | None = None,
-                   prompt_text: str | None = None, seed: int = 0, temperature: float = 1.0, top_k: int = 25,
-                   top_p: float = 0.8, cfg_weight: float = 0.7, fm_steps: int = 10) -> np.ndarray:
+                   prompt_text: str | None = None, language: str | None = None, seed: int = 0,
+                   temperature: float = 1.0, top_k: int = 25, top_p: float = 0.8, cfg_weight: float = 0.7,
+                   fm_steps: int = 10) -> np.ndarray:
         """float32 waveform at `sample_rate` speaking `text` in the reference's voice.
 
         Zero-shot: `reference` only (a file, read at its own rate, or an array with
@@ -139,13 +153,14 @@ class Synthesizer:
         One-shot: also `prompt_text`, the reference's transcript: it and the reference's tokens go into
         the AR context, the reference's latent is the flow-matching prompt, and the output excludes the
         prompt; the whole reference must fit `spec.ref_samples`. A list of texts is spoken in order, as
-        one waveform. top_k and fm_steps are static (a bundle serves only its exported values).
-        Same seed, same audio."""
+        one waveform. `language` (an espeak name such as 'en') is needed when the model reads phonemes
+        (`needs_language`); the prompt text is read in it too. top_k and fm_steps are static (a bundle
+        serves only its exported values). Same seed, same audio."""
         return self.run(text, reference, reference_sample_rate=reference_sample_rate, prompt_text=prompt_text,
-                        seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, cfg_weight=cfg_weight,
+                        language=language, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, cfg_weight=cfg_weight,
                         fm_steps=fm_steps).wav
 
-    def run(self, text, reference, *, reference_sample_rate=None, prompt_text=None, seed: int = 0,
+    def run(self, text, reference, *, reference_sample_rate=None, prompt_text=None, language=None, seed: int = 0,
             temperature: float = 1.0, top_k: int = 25, top_p: float = 0.8, cfg_weight: float = 0.7,
             fm_steps: int = 10) -> Synthesis:
         """`synthesize`, returning the pieces and tokens as well (`Synthesis`)."""
@@ -153,14 +168,15 @@ class Synthesizer:
             raise ValueError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0, fm_steps >= 1 and cfg_weight >= 0; "
                              f"got {temperature}, {top_p}, {top_k}, {fm_steps}, {cfg_weight}")
         backend = self.backend.configured(top_k=int(top_k), fm_steps=int(fm_steps))
-        pieces = self.split(text)
-        prompt = self._prompt(backend, self.load_reference(reference, reference_sample_rate), prompt_text)
+        pieces = self.split(text, language)
+        prompt = self._prompt(backend, self.load_reference(reference, reference_sample_rate), prompt_text,
+                              language)
         key = jax.random.key(seed)
         wavs, tokens = [], []
         for i in range(0, len(pieces), self.max_batch):
             chunk = pieces[i:i + self.max_batch]
             k_ar, k_fm = jax.random.split(jax.random.fold_in(key, i // self.max_batch))
-            gen = self._generate(backend, chunk, prompt, k_ar, temperature, top_p)
+            gen = self._generate(backend, chunk, language, prompt, k_ar, temperature, top_p)
             tokens += gen
             wavs += self._render(backend, gen, prompt, k_fm, cfg_weight)
         pause = np.zeros(int(round(self.pause_seconds * self.sample_rate)), np.float32)
@@ -168,13 +184,13 @@ class Synthesizer:
         return Synthesis(np.concatenate(joined).astype(np.float32), self.sample_rate, pieces, tokens,
                          len(prompt.tokens))
 
-    def _generate(self, backend, pieces, prompt: _Prompt, key, temperature, top_p) -> list[np.ndarray]:
+    def _generate(self, backend, pieces, language, prompt: _Prompt, key, temperature, top_p) -> list[np.ndarray]:
         """AR tokens of each piece (batched), prompt excluded."""
         spec, b = backend.spec, len(pieces)
         text_ids = np.zeros((b, spec.text_len), np.int32)
         text_len = np.zeros((b,), np.int32)
         for row, piece in enumerate(pieces):
-            ids = self.bpe.encode(piece)
+            ids = self.encode(piece, language)
             text_ids[row, :len(ids)], text_len[row] = ids, len(ids)
         tile = lambda a, n: np.tile(np.pad(a, (0, n - len(a)))[None], (b, 1)).astype(np.int32)  # noqa: E731
         count = lambda a: np.full((b,), len(a), np.int32)  # noqa: E731
@@ -209,15 +225,16 @@ class Synthesizer:
                 for row, gen in enumerate(generated)]
 
 
-def load_stages(tokenizer: str, ar: str, flow_matching: str, max_new_tokens: int | None = None):
-    """(templates, weights, spec, bpe, configs) of the three trained stages, checked to fit together."""
-    from data_pipelines.pipeline import default_bpe_path
-    from speech_jax.text import BpeTokenizer
+def load_stages(tokenizer: str, ar: str, flow_matching: str, max_new_tokens: int | None = None,
+                steps: dict[str, int] | None = None):
+    """(templates, weights, spec, text units, configs) of the three trained stages, checked to fit together;
+    each stage's latest checkpoint, or the step `steps` names for it (e.g. {"ar": 1000})."""
+    from speech_jax.text import units
     from speech_jax.train.restore import load_model
 
     configs, templates, weights = {}, {}, {}
     for name, workdir in zip(COMPONENTS, (tokenizer, ar, flow_matching)):
-        configs[name], model = load_model(workdir, name)
+        configs[name], model = load_model(workdir, name, (steps or {}).get(name))
         templates[name], weights[name] = Template.split(model)
         if name == "flow_matching":
             vae_hop = int(model.frozen.vae.hop)
@@ -238,4 +255,4 @@ def load_stages(tokenizer: str, ar: str, flow_matching: str, max_new_tokens: int
                 text_len=int(arc.data.max_text_len),
                 prompt_tokens=math.ceil(float(arc.data.prompt_max_seconds) * sr / (2 * hop)),
                 max_new_tokens=int(n), fm_method=str(fm.model.eval_method), fm_grid=str(fm.model.eval_grid))
-    return templates, weights, spec, BpeTokenizer.load(default_bpe_path(arc.data)), configs
+    return templates, weights, spec, units.from_config(arc.data), configs

@@ -1,9 +1,11 @@
 """MiniMax-Speech audio tokenizer: Encoder–VQ–Decoder over log-mel, 25 tokens/s, CTC-supervised.
 
-  log-mel (50 Hz) ─conv─▶ strided conv ×½ (25 Hz) ─▶ transformer ─▶ VQ ─┬─▶ CTC head over BPE ids
+  log-mel (50 Hz) ─conv─▶ strided conv ×½ (25 Hz) ─▶ transformer ─▶ VQ ─┬─▶ CTC head over text units
                                                                        └─▶ transposed conv ×2 (50 Hz)
                                                                            ─▶ transformer ─▶ log-mel
-The CTC head reads the *quantised* sequence, so the tokens must carry the linguistic content.
+The CTC head reads the *quantised* sequence, so the tokens must carry the linguistic content. Its units
+are the stage's text units (BPE pieces or phonemes); `ctc_rate` labels per token let CTC over phonemes,
+which come faster than 25 a second in fast speech, read each token as that many CTC frames.
 Padded frames are zeroed before every convolution and never attended to, so an utterance gives the
 same tokens however much padding its batch has.
 """
@@ -39,7 +41,11 @@ class AudioTokenizer(nnx.Module):
                                   update=cfg.vq_update, ema_decay=cfg.vq_ema_decay,
                                   dead_ratio=cfg.vq_dead_ratio, data_init=cfg.vq_data_init,
                                   dtype=dtype, rngs=rngs)
-        self.ctc_head = dense(rngs, d, cfg.text_vocab_size, ("embed", "vocab"), dtype=dtype, use_bias=True)
+        self.ctc_rate = int(cfg.get("ctc_rate", 1))
+        if self.ctc_rate < 1:
+            raise ValueError(f"model.ctc_rate must be >= 1, got {self.ctc_rate}")
+        self.ctc_head = dense(rngs, d, cfg.text_vocab_size * self.ctc_rate, ("embed", "vocab"), dtype=dtype,
+                              use_bias=True)
         # Decoder: 25 Hz codes -> 50 Hz mel.
         self.dec_in = Conv1d(d, d, k, dtype=dtype, rngs=rngs)
         self.up = ConvTranspose1d(d, d, 4, stride=2, dtype=dtype, rngs=rngs)
@@ -77,14 +83,18 @@ class AudioTokenizer(nnx.Module):
         x = self.decoder(x, frame_mask)
         return self.mel_out(x).astype(jnp.float32) * self.mel_std + self.mel_mean
 
-    def ctc_logits(self, q: jax.Array) -> jax.Array:
-        return self.ctc_head(q).astype(jnp.float32)
+    def ctc_logits(self, q: jax.Array, token_mask: jax.Array):
+        """Quantised [B, T', d] -> CTC logits [B, r·T', V] (fp32) and their mask [B, r·T']."""
+        b, t, _ = q.shape
+        logits = self.ctc_head(q).astype(jnp.float32).reshape(b, t * self.ctc_rate, -1)
+        return logits, jnp.repeat(token_mask, self.ctc_rate, axis=1)
 
     def __call__(self, mel, frame_mask, *, rng=None, train: bool = False) -> dict:
         h, token_mask = self.encode_frames(mel, frame_mask)
         q, ids, vq_aux = self.vq(h, token_mask, rng=rng, train=train)
-        return dict(mel_pred=self.decode_codes(q, token_mask, frame_mask), ctc_logits=self.ctc_logits(q),
-                    ids=ids, token_mask=token_mask, vq=vq_aux)
+        ctc_logits, ctc_mask = self.ctc_logits(q, token_mask)
+        return dict(mel_pred=self.decode_codes(q, token_mask, frame_mask), ctc_logits=ctc_logits,
+                    ctc_mask=ctc_mask, ids=ids, token_mask=token_mask, vq=vq_aux)
 
 
 def encode(model: AudioTokenizer, audio: jax.Array, audio_len: jax.Array, spec: MelSpec | None = None):

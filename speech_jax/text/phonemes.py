@@ -5,11 +5,18 @@ third of their Chinese and Cantonese characters never occur in training (homopho
 espeak corpus's audio carries is espeak's own reading of the text, so the judge recognises that:
 espeak's IPA transcription, one label per IPA character (a base or a combining mark), without the
 stress marks, word spaces and language-switch tags, which are not segments one can hear apart.
+
+The same units can be a model's text input (`data.text_units = "phonemes"`): a grapheme-to-phoneme
+front end, which a small corpus needs where BPE over characters cannot generalise to unseen words (and
+unseen Han characters). As input, stress marks and word boundaries carry prosody, so `marks=True` keeps
+them.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
 
 BLANK_ID, UNK_ID = 0, 1  # the CTC blank doubles as padding; unknown symbols map to UNK
@@ -20,38 +27,57 @@ _DROPPED = str.maketrans("", "", "ˈˌ")
 
 
 @functools.lru_cache(maxsize=65536)
-def phonemize(text: str, language: str) -> str:
-  """The phoneme string the judge is trained to hear for `text` read in `language` (an espeak name)."""
+def phonemize(text: str, language: str, marks: bool = False) -> str:
+  """The phoneme string the judge is trained to hear for `text` read in `language` (an espeak name);
+  with `marks`, stress marks and single spaces between words are kept."""
   from data_pipelines.espeak_tts import synth
 
   try:
     ipa = synth.phonemes(text, language)
   except synth.EspeakError as e:  # e.g. a language espeak has no voice for: unusable, like empty text
     raise ValueError(str(e)) from e
-  ipa = _LANGUAGE_TAG.sub("", ipa).translate(_DROPPED)
-  return "".join(ipa.split())
+  ipa = _LANGUAGE_TAG.sub("", ipa)
+  if marks:
+    return " ".join(ipa.split())
+  return "".join(ipa.translate(_DROPPED).split())
 
 
 class PhonemeVocab:
-  """Phoneme string <-> label ids over a fixed symbol inventory (a string, kept in the judge's config)."""
+  """Phoneme string <-> label ids over a fixed symbol inventory (a string, kept in the stage's config).
+
+  As a model's text units it reads text with its language (`needs_language`)."""
 
   blank_id, unk_id = BLANK_ID, UNK_ID
+  needs_language = True
+  FILE = "phonemes.json"
 
-  def __init__(self, symbols: str):
+  def __init__(self, symbols: str, marks: bool = False):
     if not symbols or len(set(symbols)) != len(symbols):
       raise ValueError(f"phoneme symbols must be a non-empty string of distinct characters, got {symbols!r}")
-    self.symbols = symbols
+    self.symbols, self.marks = symbols, bool(marks)
     self._ids = {s: i + _NUM_SPECIALS for i, s in enumerate(symbols)}
 
   @classmethod
-  def build(cls, texts_and_languages) -> "PhonemeVocab":
+  def build(cls, texts_and_languages, marks: bool = False) -> "PhonemeVocab":
     """The inventory of every symbol espeak uses for these (text, language) pairs, in code-point order."""
     seen = set()
     for text, language in texts_and_languages:
-      seen.update(phonemize(text, language))
+      seen.update(phonemize(text, language, marks))
     if not seen:
       raise ValueError("no phonemes: the texts are empty")
-    return cls("".join(sorted(seen)))
+    return cls("".join(sorted(seen)), marks)
+
+  def save(self, directory: str) -> str:
+    """Writes the inventory into `directory` (a serving bundle); returns the file's name."""
+    with open(os.path.join(directory, self.FILE), "w", encoding="utf-8") as f:
+      json.dump(dict(symbols=self.symbols, marks=self.marks), f, ensure_ascii=False)
+    return self.FILE
+
+  @classmethod
+  def load(cls, path: str) -> "PhonemeVocab":
+    with open(path, encoding="utf-8") as f:
+      d = json.load(f)
+    return cls(d["symbols"], d.get("marks", False))
 
   @property
   def vocab_size(self) -> int:
@@ -62,7 +88,9 @@ class PhonemeVocab:
 
   def encode(self, text: str, language: str) -> list[int]:
     """Label ids of `text`; ValueError when espeak reads nothing in it."""
-    ids = self.encode_phonemes(phonemize(text, language)) if text.strip() else []
+    if not language:
+      raise ValueError(f"phonemes need the text's language (an espeak name such as 'en'): {text!r}")
+    ids = self.encode_phonemes(phonemize(text, language, self.marks)) if text.strip() else []
     if not ids:
       raise ValueError(f"no phonemes in {text!r} ({language})")
     return ids

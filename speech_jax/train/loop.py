@@ -55,7 +55,7 @@ class Trainer:
         self.task = get_task(config.stage)
         if hasattr(self.task, "resolve_config"):  # e.g. sizes of pretrained parts, from their workdirs
             self.task.resolve_config(config)
-        self.bpe = _resolve_text_vocab(config)
+        self.text_units = _resolve_text_vocab(config)
         _resolve_feature_sizes(config)
         self.mesh = sharding.make_mesh(config.mesh)
         sharding.check_batch(config.data.batch_size, self.mesh)
@@ -127,7 +127,7 @@ class Trainer:
             out, labels = jax.device_get((out, labels))
             row = {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
             if hasattr(self.task, "host_eval"):
-                row.update(self.task.host_eval(out, labels, self.bpe, self.config))
+                row.update(self.task.host_eval(out, labels, self.text_units, self.config))
             if n == 0 and artifacts_dir and hasattr(self.task, "eval_artifacts") and jax.process_index() == 0:
                 self.task.eval_artifacts(out, labels, artifacts_dir, self.config)
             if summarize is not None:
@@ -149,24 +149,22 @@ class Trainer:
 
 
 def _resolve_text_vocab(config):
-    """Loads the corpus's BPE model; `model.text_vocab_size = 0` means its size.
+    """The stage's text units (`speech_jax.text.units`): the corpus's BPE model, or espeak phonemes
+    (`data.text_units`, inventory resolved); `model.text_vocab_size = 0` means their size.
 
-    Exactly its size, not rounded up for sharding: ids past the BPE vocabulary would be undecodable.
+    Exactly their size, not rounded up for sharding: ids past the vocabulary would be undecodable.
     """
-    from data_pipelines.pipeline import default_bpe_path
-    from speech_jax.text.bpe import BpeTokenizer
-    path = default_bpe_path(config.data)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"BPE model {path} not found; run `speech-jax prepare` for "
-                                f"{config.data.name} in {config.data.data_dir} or set data.bpe_model")
-    bpe = BpeTokenizer.load(path)
+    from speech_jax.text import units
+    if units.kind(config.data) == "phonemes":
+        units.resolve_phonemes(config)
+    text_units = units.from_config(config.data)
     if "text_vocab_size" in config.model:
         if config.model.text_vocab_size == 0:
-            config.model.text_vocab_size = bpe.vocab_size
-        elif config.model.text_vocab_size < bpe.vocab_size:
-            raise ValueError(f"model.text_vocab_size={config.model.text_vocab_size} is smaller than the BPE "
-                             f"model's {bpe.vocab_size} pieces ({path}); use 0 to follow the BPE model")
-    return bpe
+            config.model.text_vocab_size = text_units.vocab_size
+        elif config.model.text_vocab_size < text_units.vocab_size:
+            raise ValueError(f"model.text_vocab_size={config.model.text_vocab_size} is smaller than the "
+                             f"{units.kind(config.data)} vocabulary ({text_units.vocab_size}); use 0 to follow it")
+    return text_units
 
 
 def _resolve_feature_sizes(config) -> None:
@@ -213,6 +211,7 @@ def train(config, workdir: str) -> dict:
 
     With `train.max_minutes` > 0 the run also stops (after checkpointing) once that much wall time has
     passed since the call, and the result says `"time_budget_reached": True`; calling again resumes.
+    A SIGTERM likewise checkpoints and stops early, and the result says `"preempted": True`.
     """
     t_call = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
@@ -299,7 +298,7 @@ def train(config, workdir: str) -> dict:
     writer.close()
     if bar is not None:
         bar.close()
-    return {"step": step, **last_row, "time_budget_reached": out_of_time}
+    return {"step": step, **last_row, "time_budget_reached": out_of_time, "preempted": preempt.requested}
 
 
 def _progress(start: int, total: int):

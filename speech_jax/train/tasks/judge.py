@@ -17,18 +17,10 @@ from speech_jax.train.ctc import masked_ctc_loss
 
 
 def resolve_config(config) -> None:
-    """Fixes the phoneme inventory: espeak's symbols over the training split's texts (so the same
-    corpus always gives the same labels), kept in the config that every checkpoint saves."""
+    """The judge hears phonemes: `data.text_units` must say so (the loop then fixes the inventory)."""
     if config.data.get("text_units") != "phonemes":
         raise ValueError(f"the judge learns espeak phonemes: set data.text_units='phonemes' "
                          f"(got {config.data.get('text_units')!r})")
-    if config.data.phonemes:
-        PhonemeVocab(config.data.phonemes)  # validates
-        return
-    from data_pipelines.sources import _str, open_source
-    source = open_source(config.data.name, config.data.data_dir, config.data.train_split)
-    pairs = {(_str(source[i]["text"]), _str(source[i]["language"])) for i in range(len(source))}
-    config.data.phonemes = PhonemeVocab.build(sorted(pairs)).symbols
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> CtcRecognizer:

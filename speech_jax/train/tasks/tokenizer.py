@@ -1,4 +1,4 @@
-"""Training task for the audio tokenizer: mel reconstruction + VQ terms + λ·CTC on BPE ids."""
+"""Training task for the audio tokenizer: mel reconstruction + VQ terms + λ·CTC on its text units."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,8 +24,8 @@ def _forward(model: AudioTokenizer, batch: dict, rng, train: bool):
     mel_l1 = jnp.sum(jnp.abs(diff)) / denom
     mel_l2 = jnp.sum(diff * diff) / denom
 
-    # CTC over BPE ids on the quantised 25 Hz sequence; blank = 0 = the BPE pad id.
-    ctc, ok = masked_ctc_loss(out["ctc_logits"], out["token_mask"], batch["text_ids"], batch["text_len"])
+    # CTC over text units on the quantised 25 Hz sequence (ctc_rate labels a token); blank = 0 = pad id.
+    ctc, ok = masked_ctc_loss(out["ctc_logits"], out["ctc_mask"], batch["text_ids"], batch["text_len"])
 
     vq = out["vq"]
     vq_loss = model.commitment * vq["commit_loss"] + model.codebook_weight * vq["codebook_loss"]
@@ -46,12 +46,13 @@ def eval_fn(model: AudioTokenizer, batch: dict) -> dict:
     """Teacher-forced metrics (no state updates) plus greedy CTC ids for host-side CER."""
     _, metrics, out = _forward(model, batch, None, train=False)
     metrics["ctc_pred"] = jnp.argmax(out["ctc_logits"], -1).astype(jnp.int32)
-    metrics["ctc_pred_len"] = out["token_mask"].sum(1).astype(jnp.int32)
+    metrics["ctc_pred_len"] = out["ctc_mask"].sum(1).astype(jnp.int32)
     return metrics
 
 
 def ctc_char_error_rate(pred, pred_len, labels, label_len, tokenizer) -> float:
-    """Greedy CTC decode → text via the BPE model → character error rate against the transcript."""
+    """Greedy CTC decode → text via the text units (BPE or phonemes) → character error rate against the
+    transcript's."""
     errors = total = 0
     for p, pl, y, yl in zip(np.asarray(pred), np.asarray(pred_len), np.asarray(labels), np.asarray(label_len)):
         hyp = tokenizer.decode(ctc_collapse(p[:pl]))
@@ -91,7 +92,7 @@ def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> flo
            + _transformer_flops(cfg, tokens)
            + 2 * tokens * d * cfg.code_dim * 2     # VQ projections
            + 2 * tokens * cfg.code_dim * cfg.codebook_size  # distances
-           + 2 * tokens * d * cfg.text_vocab_size  # CTC head
+           + 2 * tokens * d * cfg.text_vocab_size * cfg.get("ctc_rate", 1)  # CTC head
            + 2 * tokens * k * d * d                # dec_in
            + 2 * tokens * 4 * d * d                # transposed up conv (non-zero taps)
            + _transformer_flops(cfg, frames)

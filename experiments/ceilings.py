@@ -1,0 +1,129 @@
+"""Which stage limits intelligibility? The judge's CER at each rung of the synthesis chain.
+
+For unseen-speaker utterances of a prepared corpus, each rung replaces one more stage's input by what the
+models themselves make, so the first rung whose CER jumps is the stage that holds the output back:
+
+  ground_truth   espeak's own audio of the target sentence
+  flow_vae       ground truth -> Flow-VAE encode -> decode                       (the decoder's ceiling)
+  tokens         ground truth -> tokenizer -> flow matching (speaker vector of another utterance of the
+                 speaker) -> Flow-VAE decode                                     (the tokens' ceiling)
+  tts@STEP       text -> AR at that step (zero-shot) -> flow matching -> Flow-VAE decode (the system)
+
+  python experiments/ceilings.py --workdirs DEMO/workdirs --data-dir DEMO/data [--judge W] \
+      [--name espeak_tts/small] [--limit 12] [--ar W] [--ar-steps 1000,2000]
+
+`--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` another AR workdir
+trained on the same tokens; `--ar-steps` scores the system at those AR checkpoints (a learning curve in
+the judge's CER), default the latest. Prints one row per rung: judge CER, and pYIN's voiced-frame
+fraction relative to the ground truth's.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+
+import jax
+import numpy as np
+
+from speech_jax.eval import seed_tts, voicing
+from speech_jax.eval.judge import JudgeTranscriber
+from speech_jax.infer.backend import ProgramBackend, jit_programs
+from speech_jax.infer.synthesizer import Synthesizer, load_stages
+
+
+def _padded(wav: np.ndarray, samples: int):
+    audio = np.zeros((1, samples), np.float32)
+    n = min(wav.size, samples)
+    audio[0, :n] = wav[:n]
+    return audio, np.asarray([n], np.int32)
+
+
+def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7, fm_steps=10) -> dict:
+    """{"flow_vae": [wav], "tokens": [wav]} for the ground-truth `targets` (one per meta line)."""
+    templates, weights, spec, text_units, _ = load_stages(workdirs["tokenizer"], workdirs["ar"],
+                                                          workdirs["flow_matching"])
+    # One bucket long enough for every target: the programs read whole utterances, no generation.
+    whole = spec.replace(prompt_tokens=math.ceil(max(t.size for t in targets) / (2 * spec.hop)),
+                         max_new_tokens=0, fm_steps=fm_steps)
+    backend = ProgramBackend(whole, weights, jit_programs(templates))
+    reference = Synthesizer(backend, text_units)
+    out = {"flow_vae": [], "tokens": []}
+    key = jax.random.key(seed)
+    for i, (line, target) in enumerate(zip(lines, targets)):
+        audio, length = _padded(target, whole.ref_samples)
+        n = int(length[0])
+        frame_mask = np.arange(whole.frames)[None] < -(-n // spec.hop)
+        out["flow_vae"].append(backend.vae_decode(backend.vae_encode(audio, length), frame_mask)[0, :n])
+        tokens, token_mask = backend.tokenize(audio, length)
+        frames = 2 * int(token_mask.sum())
+        frame_mask = np.arange(whole.frames)[None] < frames
+        _, fm_spk = backend.speaker(*_padded(reference.load_reference(line.prompt_wav), whole.ref_samples))
+        x0 = np.asarray(jax.random.normal(jax.random.fold_in(key, i), (1, whole.frames, whole.latent_dim)))
+        no_prompt = np.zeros((1, whole.frames, whole.latent_dim), np.float32)
+        z = backend.fm_sample(x0, np.where(token_mask, tokens, 0), frame_mask, fm_spk, no_prompt,
+                              np.zeros((1, whole.frames), bool), np.float32(cfg_weight))
+        out["tokens"].append(backend.vae_decode(z, frame_mask)[0, :frames * spec.hop])
+    return out
+
+
+def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0.7, fm_steps=10) -> list:
+    """Zero-shot synthesis of every line with the AR checkpoint at `ar_step` (None: the latest)."""
+    steps = None if ar_step is None else {"ar": ar_step}
+    templates, weights, spec, text_units, _ = load_stages(workdirs["tokenizer"], workdirs["ar"],
+                                                          workdirs["flow_matching"], steps=steps)
+    synth = Synthesizer(ProgramBackend(spec, weights, jit_programs(templates)), text_units)
+    return [synth.synthesize(line.target_text, line.prompt_wav, language=seed_tts.corpus_language(line.utt),
+                             seed=seed + i, cfg_weight=cfg_weight, fm_steps=fm_steps)
+            for i, line in enumerate(lines)]
+
+
+def score(judge: JudgeTranscriber, lines, wavs, truths, sample_rate: int) -> tuple[float, float]:
+    """(mean judge CER, mean voiced-frame fraction relative to the ground truth's)."""
+    cers, voiced = [], []
+    for line, wav, truth in zip(lines, wavs, truths):
+        language = seed_tts.corpus_language(line.utt)
+        cers.append(judge.cer(judge.transcribe(wav, sample_rate), line.target_text, language))
+        truth_voiced = voicing.voiced_fraction(truth, sample_rate)
+        if truth_voiced > 0.05:  # whispering voices have no voiced frames to compare
+            voiced.append(voicing.voiced_fraction(wav, sample_rate) / truth_voiced)
+    return float(np.mean(cers)), float(np.mean(voiced))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdirs", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--judge", default=None, help="judge workdir (default WORKDIRS/judge)")
+    p.add_argument("--ar", default=None, help="AR workdir (default WORKDIRS/ar)")
+    p.add_argument("--ar-steps", default="", help="comma-separated AR checkpoint steps (default: the latest)")
+    p.add_argument("--name", default="espeak_tts/small")
+    p.add_argument("--split", default="test_unseen")
+    p.add_argument("--limit", type=int, default=12)
+    p.add_argument("--skip-resynthesis", action="store_true", help="only the tts rows")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    workdirs = {s: f"{args.workdirs}/{s}" for s in ("tokenizer", "ar", "flow_matching", "judge")}
+    workdirs["ar"] = args.ar or workdirs["ar"]
+    judge = JudgeTranscriber(args.judge or workdirs["judge"])
+    sr = judge.sample_rate
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = seed_tts.make_meta_from_corpus(args.data_dir, args.name, args.split, out_dir=tmp, n=args.limit)
+        lines = seed_tts.read_meta(meta)
+        truth = seed_tts.espeak_ground_truth(sr)
+        truths = [truth(line.utt, line.target_text)[0] for line in lines]
+        rows = {} if args.skip_resynthesis else {"ground_truth": truths}
+        if not args.skip_resynthesis:
+            rows.update(resynthesis_rungs(workdirs, lines, truths, seed=args.seed))
+        print(f"{'rung':16s} {'judge CER':>9s} {'voiced':>7s}", flush=True)
+        for rung, wavs in rows.items():
+            cer, voiced = score(judge, lines, wavs, truths, sr)
+            print(f"{rung:16s} {cer:9.3f} {voiced:7.2f}", flush=True)
+        for step in [int(s) for s in args.ar_steps.split(",") if s] or [None]:
+            cer, voiced = score(judge, lines, tts_rung(workdirs, lines, step, seed=args.seed), truths, sr)
+            print(f"{'tts@' + ('latest' if step is None else str(step)):16s} {cer:9.3f} {voiced:7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

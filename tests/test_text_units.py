@@ -1,0 +1,57 @@
+"""Text units: espeak phonemes as a model's input (stress and word spaces kept), saved and loaded as a
+bundle keeps them, the synthesiser asking for the language they need; the tokenizer's CTC label rate."""
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from experiments.tokenizer import tiny
+from speech_jax.infer.synthesizer import Synthesizer
+from speech_jax.text import units
+from speech_jax.text.phonemes import PhonemeVocab, phonemize
+from speech_jax.train.tasks import tokenizer as task
+
+
+def test_marks_keep_stress_and_word_spaces():
+    plain, marked = phonemize("Hello there", "en"), phonemize("Hello there", "en", marks=True)
+    assert " " not in plain and "ˈ" not in plain
+    assert " " in marked and "ˈ" in marked
+    assert marked.replace(" ", "").replace("ˈ", "").replace("ˌ", "") == plain
+
+
+def test_vocab_saves_and_loads_with_its_marks(tmp_path):
+    vocab = PhonemeVocab.build([("Hello there", "en"), ("Guten Tag", "de")], marks=True)
+    loaded = units.load(str(tmp_path / vocab.save(str(tmp_path))))
+    assert (loaded.symbols, loaded.marks) == (vocab.symbols, True)
+    assert loaded.encode("Hello there", "en") == vocab.encode("Hello there", "en")
+
+
+def test_from_config_rejects_unknown_units_and_an_unresolved_inventory():
+    data = ml_collections.ConfigDict(dict(text_units="letters", phonemes="", phoneme_marks=False))
+    with pytest.raises(ValueError, match="text_units must be one of"):
+        units.from_config(data)
+    data.text_units = "phonemes"
+    with pytest.raises(ValueError, match="data.phonemes is empty"):
+        units.from_config(data)
+
+
+def test_a_phoneme_model_needs_the_language_to_read_text():
+    synth = Synthesizer(None, PhonemeVocab.build([("Hello there", "en")], marks=True))
+    assert synth.needs_language
+    with pytest.raises(ValueError, match="give the text's language"):
+        synth.encode("Hello there")
+    assert len(synth.encode("Hello there", "en")) == len(phonemize("Hello there", "en", marks=True))
+
+
+def test_ctc_rate_gives_each_token_that_many_ctc_frames():
+    config = tiny.get_config()
+    config.model.update(dict(d_model=32, num_layers=1, mlp_dim=64, codebook_size=16, text_vocab_size=10, ctc_rate=2))
+    model = task.build_model(config, nnx.Rngs(0))
+    audio = jnp.asarray(np.random.RandomState(0).randn(2, 16000).astype(np.float32) * 0.1)
+    mel, frame_mask = model.features(audio, jnp.asarray([16000, 8000]))
+    out = model(mel, frame_mask)
+    tokens = out["token_mask"].shape[1]
+    assert out["ctc_logits"].shape == (2, 2 * tokens, 10)
+    np.testing.assert_array_equal(out["ctc_mask"], jnp.repeat(out["token_mask"], 2, axis=1))
+    assert int(out["ctc_mask"][1].sum()) == 2 * int(out["token_mask"][1].sum())
