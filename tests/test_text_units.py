@@ -49,8 +49,7 @@ def test_ctc_rate_gives_each_token_that_many_ctc_frames():
     config.model.update(dict(d_model=32, num_layers=1, mlp_dim=64, codebook_size=16, text_vocab_size=10, ctc_rate=2))
     model = task.build_model(config, nnx.Rngs(0))
     audio = jnp.asarray(np.random.RandomState(0).randn(2, 16000).astype(np.float32) * 0.1)
-    mel, frame_mask = model.features(audio, jnp.asarray([16000, 8000]))
-    out = model(mel, frame_mask)
+    out = nnx.jit(lambda m, a, n: m(*m.features(a, n)))(model, audio, jnp.asarray([16000, 8000]))
     tokens = out["token_mask"].shape[1]
     assert out["ctc_logits"].shape == (2, 2 * tokens, 10)
     np.testing.assert_array_equal(out["ctc_mask"], jnp.repeat(out["token_mask"], 2, axis=1))
