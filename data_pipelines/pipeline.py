@@ -78,8 +78,8 @@ class LoadExample:
         if self.cfg.get("text_units", "bpe") != "phonemes":
             return self.bpe.encode(text)
         if self._phonemes is None:
-            from speech_jax.text.phonemes import PhonemeVocab
-            self._phonemes = PhonemeVocab(self.cfg.phonemes, bool(self.cfg.get("phoneme_marks", False)))
+            from speech_jax.text import units
+            self._phonemes = units.from_config(self.cfg)
         return self._phonemes.encode(text, _str(record["language"]))
 
     @property
