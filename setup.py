@@ -38,7 +38,7 @@ EXTRAS = {
     # Only for users' own TFDS builders whose features need TensorFlow to encode; ours do not.
     "tf": ["tensorflow-cpu>=2.16"],
     # pytest-xdist: the suite runs on two worker processes (pytest.ini), ~27 % faster on a 2-core machine.
-    "dev": ["pytest>=8", "pytest-xdist>=3.5"],
+    "dev": ["pytest>=8", "pytest-xdist>=3.5", "filelock>=3.12"],  # filelock: fixtures shared by xdist workers
     # ASR (Whisper) and speaker (WavLM) models for `speech-jax evaluate`. A CPU wheel of torch is enough:
     # pip install torch --index-url https://download.pytorch.org/whl/cpu (PyPI's default is a CUDA build).
     "eval": ["transformers>=4.40", "torch>=2.2"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import pickle
 import shutil
 import tempfile
 
@@ -43,3 +44,34 @@ def tiny_stages(tiny_corpus, tmp_path_factory):
     demo = Demo(**kwargs)
     state = demo.run(stop_after="judge")
     return dict(demo.workdirs, extracted=state["steps"]["extract"]["extracted"], demo=kwargs)
+
+
+def shared(tmp_path_factory, name: str, build):
+    """`build()` once per test session across xdist workers: the first worker to ask builds it under a
+    file lock and pickles the result where every worker's temporary directory sits; the others load it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path = root / f"{name}.pickle"
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        value = build()
+        path.write_bytes(pickle.dumps(value))
+        return value
+
+
+@pytest.fixture(scope="session")
+def overfit_tokenizer(tmp_path_factory):
+    """tests/overfit.py's tokenizer, trained on the espeak clips (~1 min)."""
+    import overfit
+    return shared(tmp_path_factory, "overfit_tokenizer", overfit.tokenizer)
+
+
+@pytest.fixture(scope="session")
+def overfit_flow_vae(tmp_path_factory):
+    """tests/overfit.py's Flow-VAE, trained on the espeak clips (~1.5 min)."""
+    import overfit
+    return shared(tmp_path_factory, "overfit_flow_vae", overfit.flow_vae)

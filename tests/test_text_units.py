@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from data_pipelines.espeak_tts.voices import RATES, Voice
 from experiments.tokenizer import tiny
 from speech_jax.infer.synthesizer import Synthesizer
 from speech_jax.text import units
 from speech_jax.text.phonemes import PhonemeVocab, phonemize
 from speech_jax.train.tasks import tokenizer as task
+
+from espeak_clips import SR, TEXTS, clips
 
 
 def test_marks_keep_stress_and_word_spaces():
@@ -54,3 +57,16 @@ def test_ctc_rate_gives_each_token_that_many_ctc_frames():
     assert out["ctc_logits"].shape == (2, 2 * tokens, 10)
     np.testing.assert_array_equal(out["ctc_mask"], jnp.repeat(out["token_mask"], 2, axis=1))
     assert int(out["ctc_mask"][1].sum()) == 2 * int(out["token_mask"][1].sum())
+
+
+@pytest.mark.parametrize("marks", [True, False])
+def test_decoding_length_bounds_admit_real_speech_at_every_corpus_rate(marks):
+    """The decoder forbids EOS before min_ratio tokens a unit: real espeak speech at the corpus's fastest
+    and slowest rates must fall inside the phoneme units' bounds (BPE's 2 tokens a unit did not, and
+    forced every phoneme model's output 1.2-1.9x too long)."""
+    vocab = PhonemeVocab.build([(t, "en") for t in TEXTS], marks=marks)
+    low, high = vocab.token_ratios
+    for rate in (min(RATES), max(RATES)):
+        for wav, text in zip(clips([(t, Voice("en", "m3", 50, rate)) for t in TEXTS]), TEXTS):
+            tokens = (wav.size / SR - 0.2) * 25  # 25 Hz tokens; the render pads 0.1 s of silence a side
+            assert low < tokens / len(vocab.encode(text, "en")) < high, (rate, text)

@@ -25,6 +25,10 @@ def model_defaults() -> ml_collections.ConfigDict:
         # Losses (DAC weights); the KL weight ramps up linearly over kl_warmup_steps.
         mel_scales=DAC_MEL_SCALES, lambda_mel=15.0, lambda_adv=1.0, lambda_fm=2.0,
         kl_weight=1e-3, kl_warmup_steps=1000, disc_start_step=0,
+        # Multi-resolution linear STFT magnitude loss (spectral convergence + log L1) at these windows; 0 is
+        # DAC's recipe. Its fine frequency grid resolves harmonics, which only coherent phase across frames
+        # renders, so the decoder learns voicing from it long before any discriminator starts.
+        lambda_stft=0.0, stft_loss_ffts=(512, 1024, 2048),
         eval_stft_ffts=(512, 1024, 2048)))  # the MS-STFT distance reported at evaluation
 
 

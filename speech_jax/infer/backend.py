@@ -59,13 +59,13 @@ class Spec:
     codebook_size: int     # audio tokens K
     d_model: int           # the AR speaker slot's width
     spk_dim: int           # the flow-matching speaker vector's width
-    text_len: int          # L: BPE ids of the target text, and of the prompt text (AR data.max_text_len)
+    text_len: int          # L: text-unit ids of the target text, and of the prompt text (AR data.max_text_len)
     prompt_tokens: int     # Pa: one-shot prompt tokens (AR data.prompt_max_seconds)
     max_new_tokens: int    # N: generated tokens at most
     top_k: int = 25
     rep_window: int = 10
     rep_threshold: float = 0.1
-    min_ratio: float = 2.0
+    min_ratio: float = 2.0  # audio tokens a text unit at least / at most (the text units' `token_ratios`)
     max_ratio: float = 20.0
     fm_steps: int = 10
     fm_method: str = "euler"

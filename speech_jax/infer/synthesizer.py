@@ -250,9 +250,12 @@ def load_stages(tokenizer: str, ar: str, flow_matching: str, max_new_tokens: int
     if len(set(codebooks.values())) != 1:
         raise ValueError(f"the stages use different audio codebooks: {codebooks}")
     n = max_new_tokens or math.ceil(float(arc.data.max_seconds) * sr / (2 * hop))
+    text_units = units.from_config(arc.data)
+    min_ratio, max_ratio = text_units.token_ratios
     spec = Spec(sample_rate=sr, hop=hop, latent_dim=int(fm.model.latent_dim), codebook_size=codebooks["ar"],
                 d_model=int(arc.model.d_model), spk_dim=int(fm.model.spk_dim),
                 text_len=int(arc.data.max_text_len),
                 prompt_tokens=math.ceil(float(arc.data.prompt_max_seconds) * sr / (2 * hop)),
-                max_new_tokens=int(n), fm_method=str(fm.model.eval_method), fm_grid=str(fm.model.eval_grid))
-    return templates, weights, spec, units.from_config(arc.data), configs
+                max_new_tokens=int(n), fm_method=str(fm.model.eval_method), fm_grid=str(fm.model.eval_grid),
+                min_ratio=float(min_ratio), max_ratio=float(max_ratio))
+    return templates, weights, spec, text_units, configs

@@ -49,6 +49,10 @@ class PhonemeVocab:
 
   blank_id, unk_id = BLANK_ID, UNK_ID
   needs_language = True
+  # (min, max) audio tokens a unit, the decoder's length guard. Measured: English at espeak's slowest and
+  # fastest corpus rates (135, 195 wpm) speaks 1.05-1.67 tokens (25 Hz) a phoneme with marks, ~1.5-2.5
+  # without; BPE's (2, 20) would forbid EOS until speech 1.2-1.9x too long.
+  token_ratios = (0.5, 8.0)
   FILE = "phonemes.json"
 
   def __init__(self, symbols: str, marks: bool = False):

@@ -1,6 +1,7 @@
 """A stage's text units: BPE pieces of the text (the paper's choice) or espeak phonemes (`data.text_units`).
 
-Both give `encode(text, language)`, `decode(ids)`, `vocab_size`, `needs_language` and `save(directory)`
+Both give `encode(text, language)`, `decode(ids)`, `vocab_size`, `needs_language`, `token_ratios` (the
+length bounds of decoding, in audio tokens a unit) and `save(directory)`
 (the serving bundle's copy), so the pipeline, the training loop and the synthesiser read text one way.
 Phonemes are a grapheme-to-phoneme front end: what a small corpus needs, where BPE over characters meets
 unseen words and (in Chinese and Cantonese) unseen characters at test time.
@@ -20,6 +21,7 @@ class BpeUnits:
 
     needs_language = False
     FILE = "bpe.model"
+    token_ratios = (2.0, 20.0)  # (min, max) audio tokens a BPE piece at decoding: CosyVoice's bounds
 
     def __init__(self, bpe: BpeTokenizer):
         self.bpe = bpe

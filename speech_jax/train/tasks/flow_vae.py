@@ -2,8 +2,8 @@
 
 Per step (DAC / BigVGAN recipe, REFERENCE.md): the generator (encoder → z → decoder) runs once,
 keeping its VJP; the discriminators are updated on the stop-gradient output; then the generator's loss
-(multi-scale log-mel L1, LSGAN adversarial and feature matching against the *updated* discriminators,
-KL with warm-up) is differentiated w.r.t. its output and pulled back through the saved VJP, so the
+(multi-scale log-mel L1, optionally a multi-resolution STFT loss, LSGAN adversarial and feature matching
+against the *updated* discriminators, KL with warm-up) is differentiated w.r.t. its output and pulled back through the saved VJP, so the
 generator is run forward once. The discriminators (and the adversarial terms) can start late.
 """
 from __future__ import annotations
@@ -44,7 +44,9 @@ class FlowVAEGAN(nnx.Module):
         self.mel_scales = tuple(tuple(s) for s in cfg.mel_scales)
         self.stft_ffts = tuple(cfg.eval_stft_ffts)
         self.weights = dict(mel=float(cfg.lambda_mel), adv=float(cfg.lambda_adv), fm=float(cfg.lambda_fm),
-                            kl=float(cfg.kl_weight))
+                            kl=float(cfg.kl_weight), stft=float(cfg.get("lambda_stft", 0.0)))
+        # .get: workdirs saved before the STFT loss existed restore with their own configs
+        self.stft_loss_ffts = tuple(cfg.get("stft_loss_ffts", (512, 1024, 2048)))
         self.kl_warmup_steps = int(cfg.kl_warmup_steps)
         self.disc_start_step = int(cfg.disc_start_step)
 
@@ -169,7 +171,11 @@ def make_train_step(task, graphdef, tx: GanOptimizers, schedule):
             mel = gan_losses.multiscale_mel_loss(wav, x, static.sample_rate, mask, static.mel_scales)
             adv, fm = _when(always_on, started, adversarial, lambda _: (jnp.zeros(()), jnp.zeros(())), x)
             loss = w["mel"] * mel + w["adv"] * adv + w["fm"] * fm + kl_weight * kl_value
-            return loss, dict(mel_loss=mel, g_adv=adv, g_fm=fm)
+            parts = dict(mel_loss=mel, g_adv=adv, g_fm=fm)
+            if w["stft"]:  # linear-frequency magnitudes resolve harmonics, which need coherent phase
+                parts["stft_loss"] = gan_losses.multiresolution_stft_distance(wav, x, static.stft_loss_ffts, mask)
+                loss = loss + w["stft"] * parts["stft_loss"]
+            return loss, parts
 
         (g_loss, parts), (ct_wav, ct_kl) = jax.value_and_grad(g_loss_of, argnums=(0, 1), has_aux=True)(wav_hat, kl)
         (g_grads,) = generator_vjp((ct_wav, ct_kl))
