@@ -14,8 +14,9 @@ models themselves make, so the first rung whose CER jumps is the stage that hold
 
 `--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` another AR workdir
 trained on the same tokens; `--ar-steps` scores the system at those AR checkpoints (a learning curve in
-the judge's CER), default the latest. Prints one row per rung: judge CER, and pYIN's voiced-frame
-fraction relative to the ground truth's.
+the judge's CER), default the latest; `--temperatures 1,0.7` samples the AR at each. Prints one row per
+rung: judge CER, pYIN's voiced-frame fraction relative to the ground truth's, and the duration relative to
+the ground truth's.
 """
 from __future__ import annotations
 
@@ -67,27 +68,29 @@ def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7,
     return out
 
 
-def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0.7, fm_steps=10) -> list:
+def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0.7, fm_steps=10,
+             temperature=1.0) -> list:
     """Zero-shot synthesis of every line with the AR checkpoint at `ar_step` (None: the latest)."""
     steps = None if ar_step is None else {"ar": ar_step}
     templates, weights, spec, text_units, _ = load_stages(workdirs["tokenizer"], workdirs["ar"],
                                                           workdirs["flow_matching"], steps=steps)
     synth = Synthesizer(ProgramBackend(spec, weights, jit_programs(templates)), text_units)
     return [synth.synthesize(line.target_text, line.prompt_wav, language=seed_tts.corpus_language(line.utt),
-                             seed=seed + i, cfg_weight=cfg_weight, fm_steps=fm_steps)
+                             seed=seed + i, cfg_weight=cfg_weight, fm_steps=fm_steps, temperature=temperature)
             for i, line in enumerate(lines)]
 
 
-def score(judge: JudgeTranscriber, lines, wavs, truths, sample_rate: int) -> tuple[float, float]:
-    """(mean judge CER, mean voiced-frame fraction relative to the ground truth's)."""
-    cers, voiced = [], []
+def score(judge: JudgeTranscriber, lines, wavs, truths, sample_rate: int) -> tuple[float, float, float]:
+    """(mean judge CER, mean voiced-frame fraction relative to the ground truth's, mean duration ratio)."""
+    cers, voiced, durations = [], [], []
     for line, wav, truth in zip(lines, wavs, truths):
         language = seed_tts.corpus_language(line.utt)
+        durations.append(wav.size / truth.size)
         cers.append(judge.cer(judge.transcribe(wav, sample_rate), line.target_text, language))
         truth_voiced = voicing.voiced_fraction(truth, sample_rate)
         if truth_voiced > 0.05:  # whispering voices have no voiced frames to compare
             voiced.append(voicing.voiced_fraction(wav, sample_rate) / truth_voiced)
-    return float(np.mean(cers)), float(np.mean(voiced))
+    return float(np.mean(cers)), float(np.mean(voiced)), float(np.mean(durations))
 
 
 def main(argv=None):
@@ -102,6 +105,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=12)
     p.add_argument("--skip-resynthesis", action="store_true", help="only the tts rows")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperatures", default="1.0", help="comma-separated AR sampling temperatures")
     args = p.parse_args(argv)
 
     workdirs = {s: f"{args.workdirs}/{s}" for s in ("tokenizer", "ar", "flow_matching", "judge")}
@@ -116,13 +120,14 @@ def main(argv=None):
         rows = {} if args.skip_resynthesis else {"ground_truth": truths}
         if not args.skip_resynthesis:
             rows.update(resynthesis_rungs(workdirs, lines, truths, seed=args.seed))
-        print(f"{'rung':16s} {'judge CER':>9s} {'voiced':>7s}", flush=True)
+        print(f"{'rung':22s} {'judge CER':>9s} {'voiced':>7s} {'duration':>8s}", flush=True)
         for rung, wavs in rows.items():
-            cer, voiced = score(judge, lines, wavs, truths, sr)
-            print(f"{rung:16s} {cer:9.3f} {voiced:7.2f}", flush=True)
+            print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
         for step in [int(s) for s in args.ar_steps.split(",") if s] or [None]:
-            cer, voiced = score(judge, lines, tts_rung(workdirs, lines, step, seed=args.seed), truths, sr)
-            print(f"{'tts@' + ('latest' if step is None else str(step)):16s} {cer:9.3f} {voiced:7.2f}", flush=True)
+            for temperature in [float(t) for t in args.temperatures.split(",")]:
+                wavs = tts_rung(workdirs, lines, step, seed=args.seed, temperature=temperature)
+                rung = f"tts@{'latest' if step is None else step} T={temperature:g}"
+                print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
 
 
 if __name__ == "__main__":
