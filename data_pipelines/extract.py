@@ -6,10 +6,12 @@ missing shard. At the end every record is checked to hold tokens of the expected
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,15 @@ def _load_audio(record, sample_rate: int) -> np.ndarray:
     audio = to_float32(np.asarray(record["audio"]))
     sr = int(record["sample_rate"])
     return resample(audio, sr, sample_rate) if sr != sample_rate else audio
+
+
+def weights_fingerprint(module) -> str:
+    """A hash of a module's weights: a model retrained in the same workdir is another model."""
+    from flax import nnx
+    digest = hashlib.sha1()
+    for leaf in jax.tree.leaves(jax.device_get(nnx.state(module))):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class _Encoders:
@@ -60,6 +71,8 @@ class _Encoders:
             return ids, mean.astype(jnp.float32)
 
         self._run = jax.jit(run)
+        self.fingerprints = {"tokenizer_weights": weights_fingerprint(self.tokenizer),
+                             "flow_vae_weights": weights_fingerprint(self.vae) if self.vae is not None else None}
 
     def __call__(self, audio: np.ndarray, audio_len: np.ndarray):
         put = lambda x: jax.device_put(x, self.batch_sharding)  # noqa: E731
@@ -160,8 +173,12 @@ def _write_meta(directory: str, update: dict) -> dict:
 
 def extract(tokenizer_workdir: str, *, flow_vae_workdir: str | None = None, name: str | None = None,
             data_dir: str | None = None, splits=("train", "validation", "test_unseen"), tag: str = "default",
-            batch_size: int = 16, shard_size: int = 256, latent_dtype: str = "float16") -> dict:
-    """Writes tokens (and latents) for every utterance of `splits`; returns the metadata written."""
+            batch_size: int = 16, shard_size: int = 256, latent_dtype: str = "float16",
+            replace_stale: bool = False) -> dict:
+    """Writes tokens (and latents) for every utterance of `splits`; returns the metadata written.
+
+    Features already extracted by other models (another workdir, or the same one retrained) are an error,
+    or with `replace_stale` are deleted and extracted again."""
     enc = _Encoders(tokenizer_workdir, flow_vae_workdir)
     name = name or enc.tok_config.data.name
     data_dir = data_dir or enc.tok_config.data.data_dir
@@ -171,10 +188,15 @@ def extract(tokenizer_workdir: str, *, flow_vae_workdir: str | None = None, name
                 "flow_vae": os.path.abspath(flow_vae_workdir) if flow_vae_workdir else None,
                 "codebook_size": int(enc.tok_config.model.codebook_size),
                 "latent_dim": int(enc.vae.latent_dim) if enc.vae is not None else 0,
-                "latent_dtype": latent_dtype, "sample_rate": enc.sample_rate, "hop_length": enc.hop}
+                "latent_dtype": latent_dtype, "sample_rate": enc.sample_rate, "hop_length": enc.hop,
+                **enc.fingerprints}
     old = _read_meta(directory)
     stale = {k: (old.get(k), v) for k, v in identity.items() if k in old and old[k] != v}
-    if stale:
+    if stale and replace_stale:
+        logging.warning("extract: %s holds features from different models (%s); extracting again", directory, stale)
+        shutil.rmtree(directory)
+        os.makedirs(directory)
+    elif stale:
         raise ExtractError(f"{directory} holds features from different models ({stale}); "
                            f"use another --tag or remove that directory")
     meta = _write_meta(directory, identity)

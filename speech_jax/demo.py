@@ -233,7 +233,8 @@ class Demo:
         from data_pipelines.extract import extract
         out = extract(self.workdirs["tokenizer"], flow_vae_workdir=self.workdirs["flow_vae"],
                       name=self.state["corpus_name"], data_dir=self.data_dir,
-                      splits=("train", "validation", "test_unseen"))
+                      splits=("train", "validation", "test_unseen"),
+                      replace_stale=True)  # the demo's own features: a rerun with retrained stages redoes them
         return {"extracted": out}
 
     def evaluate(self) -> dict:

@@ -78,8 +78,8 @@ def tokenizer(steps: int = 1000) -> dict:
 
 
 def flow_vae(steps: int = 500) -> dict:
-    """The Flow-VAE trained `steps` with its task's own train step on the clips, as the demo trains it
-    (reconstruction: mel + multi-resolution STFT + flow KL); resynthesis and posterior means of the clips."""
+    """The Flow-VAE trained `steps` with its task's own train step on the clips (reconstruction: mel +
+    multi-resolution STFT + flow KL); resynthesis and posterior means of the clips."""
     from experiments.flow_vae import tiny
     from speech_jax.train.tasks import flow_vae as task
 

@@ -56,3 +56,21 @@ def test_features_from_other_models_are_refused(tiny_stages):
 def test_a_missing_workdir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="train that stage first"):
         extract(str(tmp_path / "nothing"))
+
+
+def test_features_of_a_retrained_model_are_stale_and_can_be_replaced(tiny_stages):
+    """Same workdir, other weights (a stage trained again): refused, or with replace_stale extracted again."""
+    import json
+    args = dict(flow_vae_workdir=tiny_stages["flow_vae"], splits=("test_unseen",), tag="retrained", batch_size=8)
+    meta = extract(tiny_stages["tokenizer"], **args)
+    weights = meta["tokenizer_weights"]
+    with open(os.path.join(meta["directory"], "meta.json")) as f:
+        m = json.load(f)
+    m["tokenizer_weights"] = "0" * 16  # what the previous training of this workdir left
+    with open(os.path.join(meta["directory"], "meta.json"), "w") as f:
+        json.dump(m, f)
+    with pytest.raises(ExtractError, match="tokenizer_weights"):
+        extract(tiny_stages["tokenizer"], **args)
+    meta = extract(tiny_stages["tokenizer"], replace_stale=True, **args)
+    assert meta["tokenizer_weights"] == weights and meta["complete"]["test_unseen"]
+    assert len(ExtractedSource(meta["directory"], "test_unseen")) == meta["counts"]["test_unseen"]["records"]

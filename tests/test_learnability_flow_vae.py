@@ -1,8 +1,9 @@
-"""The Flow-VAE learns: the stage's own train step, as the demo runs it (multi-scale mel, multi-resolution
-STFT and the flow KL; the discriminators not started), overfits four espeak utterances of two voices, and
+"""The Flow-VAE learns: the stage's own train step (multi-scale mel, the multi-resolution STFT loss and the
+flow KL; the discriminators not started) overfits four espeak utterances of two voices, and
 their resynthesis from the posterior mean is close in log-mel and *voiced where the input is voiced*
 (pYIN, frame by frame). Noise with each input's own spectral envelope (what the demo produced when it did
-not speak) is scored the same way and fails, so the bar is one that unvoiced output cannot pass."""
+not speak) is scored the same way and fails, so the bar is one that unvoiced output cannot pass. (Mel alone
+still resynthesises these clips unvoiced at step 600: `model.lambda_stft` is what voices them in budget.)"""
 import jax.numpy as jnp
 import librosa
 import numpy as np
