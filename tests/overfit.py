@@ -41,7 +41,7 @@ def phoneme_labels():
     return vocab, ids, np.asarray([len(y) for y in labels], np.int32)
 
 
-def tokenizer(steps: int = 1000) -> dict:
+def tokenizer(steps: int = 700) -> dict:
     """The tokenizer (CTC over phonemes, two labels a token) trained `steps` on the clips, with the
     training loop's optimizer; its evaluation outputs on them."""
     from experiments.tokenizer import tiny

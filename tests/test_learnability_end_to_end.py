@@ -62,7 +62,7 @@ def _ar(vocab, batch, codebook_size):
     def loss(p, rng):
         return ar_task._forward(nnx.merge(graphdef, p, rest), batch, zero_shot)[0]
 
-    params, value = _train(params, loss, 400, 3e-3)
+    params, value = _train(params, loss, 250, 3e-3)
     return config, nnx.merge(graphdef, params, rest), value
 
 
@@ -83,7 +83,7 @@ def _flow_matching(ar_config, ar_model, vae, batch):
     def loss(p, rng):
         return fm_task.loss_fn(nnx.merge(graphdef, p, rest), batch, rng, jnp.int32(0))[0]
 
-    params, value = _train(params, loss, 800, 2e-3)
+    params, value = _train(params, loss, 500, 2e-3)
     return nnx.merge(graphdef, params, rest), value
 
 
