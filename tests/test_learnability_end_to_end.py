@@ -31,7 +31,7 @@ from speech_jax.text.phonemes import phonemize
 from speech_jax.train.tasks import tokenizer as tok_task
 
 import overfit
-from espeak_clips import SR, TEXTS, UTTERANCES, VOICES, padded
+from espeak_clips import SR, TEXTS, UTTERANCES, VOICES, clips, padded
 
 HOP = 320  # samples a latent frame (50 Hz); a token is two
 PARTNER = np.asarray([1, 0, 3, 2])  # each clip's reference: the other sentence in the same voice
@@ -107,19 +107,22 @@ def _transcribe(tok, vocab, wavs) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def system(overfit_tokenizer, overfit_flow_vae):
+def system(overfit_tokenizer, request):
     tok = overfit.restore(tok_task.build_model, overfit_tokenizer["config"], overfit_tokenizer["state"])
-    vocab, vae = overfit_tokenizer["vocab"], overfit_flow_vae
-    audio, audio_len = vae["audio"], vae["audio_len"]
+    vocab = overfit_tokenizer["vocab"]
+    audio, audio_len = padded(clips())  # the clips both overfit stages trained on
     tokens, token_mask = jax.jit(encode)(tok, jnp.asarray(audio), jnp.asarray(audio_len))
     _, text_ids, text_len = overfit.phoneme_labels()
     empty = np.zeros((len(UTTERANCES), 1), np.int32)
     batch = dict(text_ids=text_ids, text_len=text_len, tokens=tokens, tokens_len=token_mask.sum(1).astype(jnp.int32),
                  prompt_text_ids=empty, prompt_text_len=empty[:, 0], prompt_tokens=empty,
-                 prompt_tokens_len=empty[:, 0], ref_audio=audio[PARTNER], ref_len=audio_len[PARTNER],
-                 latents=vae["latents"])
+                 prompt_tokens_len=empty[:, 0], ref_audio=audio[PARTNER], ref_len=audio_len[PARTNER])
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     ar_config, ar_model, ar_loss = _ar(vocab, batch, int(overfit_tokenizer["config"]["model"]["codebook_size"]))
+    # Asked for only now: another worker may still be training it, and the AR did not need it.
+    vae = request.getfixturevalue("overfit_flow_vae")
+    np.testing.assert_array_equal(vae["audio"], audio)
+    batch["latents"] = jnp.asarray(vae["latents"])
     fm_stage, fm_loss = _flow_matching(ar_config, ar_model, vae, batch)
 
     templates, weights = {}, {}
@@ -132,10 +135,10 @@ def system(overfit_tokenizer, overfit_flow_vae):
                 spk_dim=int(ar_config.model.spk_dim), text_len=int(text_ids.shape[1]), prompt_tokens=longest,
                 max_new_tokens=longest + 8, min_ratio=low, max_ratio=high)
     synth = Synthesizer(ProgramBackend(spec, weights, jit_programs(templates)), vocab)
-    clips = [audio[i, :n] for i, n in enumerate(audio_len)]
-    outputs = [synth.run(text, clips[PARTNER[i]], reference_sample_rate=SR, language=voice.language, seed=i)
+    wavs = [audio[i, :n] for i, n in enumerate(audio_len)]
+    outputs = [synth.run(text, wavs[PARTNER[i]], reference_sample_rate=SR, language=voice.language, seed=i)
                for i, (text, voice) in enumerate(UTTERANCES)]
-    return dict(outputs=outputs, heard=_transcribe(tok, vocab, [o.wav for o in outputs]), clips=clips,
+    return dict(outputs=outputs, heard=_transcribe(tok, vocab, [o.wav for o in outputs]), clips=wavs,
                 tokens=[np.asarray(tokens[i, :n]) for i, n in enumerate(token_mask.sum(1))],
                 ar_loss=ar_loss, fm_loss=fm_loss)
 
