@@ -22,13 +22,17 @@ def _numpy(state: nnx.State) -> dict:
     return jax.device_get(state.to_pure_dict())
 
 
+def load_into(module, state: dict):
+    """Puts the pure-dict `state` into `module` (same structure); returns the module."""
+    target = nnx.state(module)
+    target.replace_by_pure_dict(state)
+    nnx.update(module, target)
+    return module
+
+
 def restore(build, config: dict, state: dict):
     """The module `build(config, rngs)` makes, with the pure-dict `state` in it."""
-    model = build(ml_collections.ConfigDict(config), nnx.Rngs(0))
-    target = nnx.state(model)
-    target.replace_by_pure_dict(state)
-    nnx.update(model, target)
-    return model
+    return load_into(build(ml_collections.ConfigDict(config), nnx.Rngs(0)), state)
 
 
 def phoneme_labels():

@@ -75,9 +75,7 @@ def _flow_matching(ar_config, ar_model, vae, batch):
                              spk_dim=int(ar_config.model.spk_dim)))
     stage = fm_task.build_model(config, nnx.Rngs(0))
     nnx.update(stage.frozen.speaker_encoder, nnx.state(ar_model.speaker_encoder))
-    vae_state = nnx.state(stage.frozen.vae)
-    vae_state.replace_by_pure_dict(vae["generator"])
-    nnx.update(stage.frozen.vae, vae_state)
+    overfit.load_into(stage.frozen.vae, vae["generator"])
     graphdef, params, rest = nnx.split(stage, nnx.All(nnx.Param, nnx.PathContains("dit")), ...)
 
     def loss(p, rng):

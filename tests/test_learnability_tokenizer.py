@@ -1,6 +1,6 @@
-"""The tokenizer learns: through the task's own loss, a tiny tokenizer overfit on four espeak utterances (tests/overfit.py)
-transcribes them from its *quantised* tokens (greedy CTC over phonemes, two labels a token, CER <= 0.1)
-while using many codes (perplexity well above 1). A head that does not read the codes, a CTC mask off by
+"""The tokenizer learns: through the task's own loss, a tiny tokenizer overfit on four espeak utterances
+(tests/overfit.py) transcribes them from its *quantised* tokens (greedy CTC over phonemes, two labels a
+token, CER <= 0.1) while using many codes (perplexity well above 1). A head that does not read the codes, a CTC mask off by
 the label rate, or a collapsed codebook cannot reach this."""
 import numpy as np
 import pytest

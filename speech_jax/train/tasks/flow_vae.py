@@ -3,7 +3,8 @@
 Per step (DAC / BigVGAN recipe, REFERENCE.md): the generator (encoder → z → decoder) runs once,
 keeping its VJP; the discriminators are updated on the stop-gradient output; then the generator's loss
 (multi-scale log-mel L1, optionally a multi-resolution STFT loss, LSGAN adversarial and feature matching
-against the *updated* discriminators, KL with warm-up) is differentiated w.r.t. its output and pulled back through the saved VJP, so the
+against the *updated* discriminators, KL with warm-up) is differentiated w.r.t. its output and pulled back
+through the saved VJP, so the
 generator is run forward once. The discriminators (and the adversarial terms) can start late.
 """
 from __future__ import annotations
