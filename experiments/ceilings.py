@@ -10,13 +10,13 @@ models themselves make, so the first rung whose CER jumps is the stage that hold
   tts@STEP       text -> AR at that step (zero-shot) -> flow matching -> Flow-VAE decode (the system)
 
   python experiments/ceilings.py --workdirs DEMO/workdirs --data-dir DEMO/data [--judge W] \
-      [--name espeak_tts/small] [--limit 12] [--ar W] [--ar-steps 1000,2000]
+      [--name espeak_tts/small] [--limit 12] [--ar W] [--flow-matching W] [--ar-steps 1000,2000]
 
-`--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` another AR workdir
-trained on the same tokens; `--ar-steps` scores the system at those AR checkpoints (a learning curve in
-the judge's CER), default the latest; `--temperatures 1,0.7` samples the AR at each. Prints one row per
-rung: judge CER, pYIN's voiced-frame fraction relative to the ground truth's, and the duration relative to
-the ground truth's.
+`--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` and `--flow-matching`
+other workdirs of those stages trained on the same tokens (each carries its own speaker encoder);
+`--ar-steps` scores the system at those AR checkpoints (a learning curve in the judge's CER), default the
+latest; `--temperatures 1,0.7` samples the AR at each. Prints one row per rung: judge CER, pYIN's
+voiced-frame fraction relative to the ground truth's, and the duration relative to the ground truth's.
 """
 from __future__ import annotations
 
@@ -99,6 +99,7 @@ def main(argv=None):
     p.add_argument("--data-dir", required=True)
     p.add_argument("--judge", default=None, help="judge workdir (default WORKDIRS/judge)")
     p.add_argument("--ar", default=None, help="AR workdir (default WORKDIRS/ar)")
+    p.add_argument("--flow-matching", default=None, help="flow-matching workdir (default WORKDIRS/flow_matching)")
     p.add_argument("--ar-steps", default="", help="comma-separated AR checkpoint steps (default: the latest)")
     p.add_argument("--name", default="espeak_tts/small")
     p.add_argument("--split", default="test_unseen")
@@ -110,6 +111,7 @@ def main(argv=None):
 
     workdirs = {s: f"{args.workdirs}/{s}" for s in ("tokenizer", "ar", "flow_matching", "judge")}
     workdirs["ar"] = args.ar or workdirs["ar"]
+    workdirs["flow_matching"] = args.flow_matching or workdirs["flow_matching"]
     judge = JudgeTranscriber(args.judge or workdirs["judge"])
     sr = judge.sample_rate
     with tempfile.TemporaryDirectory() as tmp:

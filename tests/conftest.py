@@ -1,4 +1,5 @@
-"""Shared fixtures. `tiny_corpus` builds the embedded espeak corpus once per test session."""
+"""Shared fixtures: the tiny corpus, the tiny trained stages and the overfit models, each built once per
+test session (across xdist workers), and the order in which the workers take the test files."""
 
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 
 import pytest  # noqa: E402
 
+# The files whose shared fixtures take minutes go first, one to each xdist worker (with
+# --no-loadscope-reorder, pytest.ini), so that neither worker waits on the other's lock: one builds
+# tiny_stages, the other the overfit Flow-VAE and then the overfit tokenizer; the rest keep their order.
+FIRST = ("test_stage_training.py", "test_learnability_flow_vae.py", "test_train.py",
+         "test_learnability_end_to_end.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
+
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
@@ -29,7 +41,8 @@ def tiny_corpus(tmp_path_factory):
     """
     from data_pipelines.prepare import prepare
 
-    return prepare("espeak_tts", str(tmp_path_factory.mktemp("data")), config="tiny")
+    return shared(tmp_path_factory, "tiny_corpus",
+                  lambda: prepare("espeak_tts", str(tmp_path_factory.mktemp("data")), config="tiny"))
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +53,13 @@ def tiny_stages(tiny_corpus, tmp_path_factory):
     from speech_jax.demo import Demo
     from stages import demo_arguments
 
-    kwargs = demo_arguments(tiny_corpus, str(tmp_path_factory.mktemp("demo")))
-    demo = Demo(**kwargs)
-    state = demo.run(stop_after="judge")
-    return dict(demo.workdirs, extracted=state["steps"]["extract"]["extracted"], demo=kwargs)
+    def build():
+        kwargs = demo_arguments(tiny_corpus, str(tmp_path_factory.mktemp("demo")))
+        demo = Demo(**kwargs)
+        state = demo.run(stop_after="judge")
+        return dict(demo.workdirs, extracted=state["steps"]["extract"]["extracted"], demo=kwargs)
+
+    return shared(tmp_path_factory, "tiny_stages", build)
 
 
 def shared(tmp_path_factory, name: str, build):

@@ -138,6 +138,26 @@ def test_eval_does_not_change_state_and_predicts_ctc(setup):
     assert 0.0 <= cer
 
 
+def test_encoder_ctc_adds_its_term_and_trains_its_own_head():
+    """`model.ctc_encoder_weight`: CTC on the features before quantisation, with a head of its own."""
+    config = small_config()
+    config.model.ctc_encoder_weight = 0.5
+    model = task.build_model(config, nnx.Rngs(0))
+    batch = make_batch([20480, 16000], 20480)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_of(p):
+        return task.loss_fn(nnx.merge(graphdef, p, rest, copy=True), batch, jax.random.key(0), jnp.int32(0))
+
+    (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    m = {k: float(v) for k, v in metrics.items()}
+    others = (m["mel_loss"] + m["mel_l2"] + m["vq_loss"] + config.model.ctc_weight * m["ctc_loss"])
+    assert m["ctc_encoder_loss"] > 0
+    np.testing.assert_allclose(float(loss), others + 0.5 * m["ctc_encoder_loss"], rtol=1e-5)
+    assert np.abs(grads["ctc_encoder_head"]["kernel"].get_value()).max() > 0
+    assert "ctc_encoder_head" not in nnx.state(task.build_model(small_config(), nnx.Rngs(0)), nnx.Param)
+
+
 def test_straight_through_passes_gradients_to_the_encoder():
     vq = VectorQuantizer(16, 32, 8, l2norm=False, update="loss", rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(0), (2, 5, 16))

@@ -27,8 +27,9 @@ def test_every_utterance_has_tokens_and_latents(tiny_stages, tiny_corpus):
 
 
 def test_interrupted_extraction_resumes_to_the_same_features(tiny_stages):
-    meta = tiny_stages["extracted"]
-    directory = meta["directory"]
+    # Its own tag: the default features are read by other tests, perhaps at this moment on another worker.
+    args = dict(flow_vae_workdir=tiny_stages["flow_vae"], splits=("test_unseen",), tag="resumed", batch_size=8)
+    directory = extract(tiny_stages["tokenizer"], **args)["directory"]
     shard = sorted(glob.glob(os.path.join(directory, "test_unseen.array_record-*")))[0]
     before = [ExtractedSource(directory, "test_unseen")[i] for i in range(3)]
     os.remove(shard)  # as if the run died before this shard was committed
@@ -40,8 +41,7 @@ def test_interrupted_extraction_resumes_to_the_same_features(tiny_stages):
         json.dump(m, f)
     with pytest.raises(FileNotFoundError, match="not complete"):
         ExtractedSource(directory, "test_unseen")
-    extract(tiny_stages["tokenizer"], flow_vae_workdir=tiny_stages["flow_vae"], splits=("test_unseen",),
-            batch_size=8)
+    extract(tiny_stages["tokenizer"], **args)
     after = [ExtractedSource(directory, "test_unseen")[i] for i in range(3)]
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a["tokens"], b["tokens"])

@@ -21,6 +21,7 @@ def model_defaults() -> ml_collections.ConfigDict:
         commitment=0.25, codebook_weight=1.0,  # codebook_weight only used with vq_update="loss"
         text_vocab_size=0, ctc_weight=0.5,    # 0: the text units' size (data.text_units)
         ctc_rate=1,                          # CTC labels per token (2: phonemes of fast speech fit)
+        ctc_encoder_weight=0.0,              # CTC on the features before quantisation too (0: off)
         mel_l2_weight=1.0, mel_mean=-5.0, mel_std=3.0))  # fixed log-mel normalisation
 
 

@@ -46,6 +46,12 @@ class AudioTokenizer(nnx.Module):
             raise ValueError(f"model.ctc_rate must be >= 1, got {self.ctc_rate}")
         self.ctc_head = dense(rngs, d, cfg.text_vocab_size * self.ctc_rate, ("embed", "vocab"), dtype=dtype,
                               use_bias=True)
+        # Optional CTC on the encoder's output before quantisation: a smooth gradient that makes the features
+        # phonetic in a fraction of the steps the straight-through codes need, so the codes cluster phones.
+        self.ctc_encoder_weight = float(cfg.get("ctc_encoder_weight", 0.0))
+        if self.ctc_encoder_weight:
+            self.ctc_encoder_head = dense(rngs, d, cfg.text_vocab_size * self.ctc_rate, ("embed", "vocab"),
+                                          dtype=dtype, use_bias=True)
         # Decoder: 25 Hz codes -> 50 Hz mel.
         self.dec_in = Conv1d(d, d, k, dtype=dtype, rngs=rngs)
         self.up = ConvTranspose1d(d, d, 4, stride=2, dtype=dtype, rngs=rngs)
@@ -83,18 +89,22 @@ class AudioTokenizer(nnx.Module):
         x = self.decoder(x, frame_mask)
         return self.mel_out(x).astype(jnp.float32) * self.mel_std + self.mel_mean
 
-    def ctc_logits(self, q: jax.Array, token_mask: jax.Array):
-        """Quantised [B, T', d] -> CTC logits [B, r·T', V] (fp32) and their mask [B, r·T']."""
+    def ctc_logits(self, q: jax.Array, token_mask: jax.Array, head=None):
+        """Quantised codes [B, T', d] (or, with the encoder's head, its features) -> CTC logits [B, r·T', V]
+        (fp32) and their mask [B, r·T']."""
         b, t, _ = q.shape
-        logits = self.ctc_head(q).astype(jnp.float32).reshape(b, t * self.ctc_rate, -1)
+        logits = (head or self.ctc_head)(q).astype(jnp.float32).reshape(b, t * self.ctc_rate, -1)
         return logits, jnp.repeat(token_mask, self.ctc_rate, axis=1)
 
     def __call__(self, mel, frame_mask, *, rng=None, train: bool = False) -> dict:
         h, token_mask = self.encode_frames(mel, frame_mask)
         q, ids, vq_aux = self.vq(h, token_mask, rng=rng, train=train)
         ctc_logits, ctc_mask = self.ctc_logits(q, token_mask)
-        return dict(mel_pred=self.decode_codes(q, token_mask, frame_mask), ctc_logits=ctc_logits,
-                    ctc_mask=ctc_mask, ids=ids, token_mask=token_mask, vq=vq_aux)
+        out = dict(mel_pred=self.decode_codes(q, token_mask, frame_mask), ctc_logits=ctc_logits,
+                   ctc_mask=ctc_mask, ids=ids, token_mask=token_mask, vq=vq_aux)
+        if self.ctc_encoder_weight:
+            out["ctc_encoder_logits"] = self.ctc_logits(h, token_mask, self.ctc_encoder_head)[0]
+        return out
 
 
 def encode(model: AudioTokenizer, audio: jax.Array, audio_len: jax.Array, spec: MelSpec | None = None):

@@ -32,6 +32,11 @@ def _forward(model: AudioTokenizer, batch: dict, rng, train: bool):
     loss = mel_l1 + model.mel_l2_weight * mel_l2 + vq_loss + model.ctc_weight * ctc
     metrics = dict(loss=loss, mel_loss=mel_l1, mel_l2=mel_l2, vq_loss=vq_loss, ctc_loss=ctc,
                    ctc_feasible=ok, **vq)
+    if model.ctc_encoder_weight:  # the same labels on the features before quantisation
+        ctc_encoder, _ = masked_ctc_loss(out["ctc_encoder_logits"], out["ctc_mask"], batch["text_ids"],
+                                         batch["text_len"])
+        loss = loss + model.ctc_encoder_weight * ctc_encoder
+        metrics.update(loss=loss, ctc_encoder_loss=ctc_encoder)
     return loss, metrics, out
 
 
@@ -92,7 +97,8 @@ def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> flo
            + _transformer_flops(cfg, tokens)
            + 2 * tokens * d * cfg.code_dim * 2     # VQ projections
            + 2 * tokens * cfg.code_dim * cfg.codebook_size  # distances
-           + 2 * tokens * d * cfg.text_vocab_size * cfg.get("ctc_rate", 1)  # CTC head
+           + 2 * tokens * d * cfg.text_vocab_size * cfg.get("ctc_rate", 1)
+           * (1 + bool(cfg.get("ctc_encoder_weight", 0.0)))  # CTC heads
            + 2 * tokens * k * d * d                # dec_in
            + 2 * tokens * 4 * d * d                # transposed up conv (non-zero taps)
            + _transformer_flops(cfg, frames)
