@@ -1,5 +1,4 @@
 """Audio tokenizer: rates, padding invariance, learning, straight-through, CTC error rate, jit encode."""
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +8,6 @@ import pytest
 from flax import nnx
 
 from experiments.tokenizer import tiny
-from speech_jax.audio.mel import MelSpec
 from speech_jax.models.audio_tokenizer import encode
 from speech_jax.models.vq import VectorQuantizer
 from speech_jax.train.tasks import tokenizer as task
