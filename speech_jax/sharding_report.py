@@ -79,9 +79,15 @@ def human(n: float) -> str:
     return str(n)
 
 
-def format_report(rows: list[Row], parts: tuple[str, ...] = ("params", "rest", "opt_state")) -> str:
-    """The table (tensors of `parts`, largest per-device first), flagged rows marked with `!`, and totals."""
+def format_report(rows: list[Row], parts: tuple[str, ...] = ("params", "rest", "opt_state"),
+                  limit: int = 0) -> str:
+    """The table (tensors of `parts`, largest per-device first; the first `limit` and every flagged one
+    when `limit` > 0), flagged rows marked with `!`, and totals over every part."""
     shown = sorted((r for r in rows if r.part in parts), key=lambda r: (-r.bytes_per_device, r.path))
+    left = 0
+    if limit > 0:
+        kept = [r for i, r in enumerate(shown) if i < limit or r.flagged]
+        left, shown = len(shown) - len(kept), kept
     width = max([len(r.path) for r in shown] + [4])
     lines = [f"  {'path':<{width}}  {'logical axes':<28} {'spec':<28} {'bytes':>11} {'per device':>11}"]
     for r in shown:
@@ -89,7 +95,11 @@ def format_report(rows: list[Row], parts: tuple[str, ...] = ("params", "rest", "
         spec = "(" + ", ".join(str(s) for s in r.spec) + ")"
         lines.append(f"{'!' if r.flagged else ' '} {r.path:<{width}}  {names:<28} {spec:<28} "
                      f"{human(r.bytes):>11} {human(r.bytes_per_device):>11}")
-    for part, t in totals(rows).items():
+    if left:
+        lines.append(f"  ... {left} smaller tensors")
+    sums = totals(rows)
+    for part in [p for p in parts if p in sums] + ["all"]:
+        t = sums[part]
         lines.append(f"  total {part}: {human(t['bytes'])}, {human(t['bytes_per_device'])} per device, "
                      f"{human(t['replicated_bytes'])} replicated")
     flagged = [r for r in rows if r.flagged]
