@@ -207,15 +207,18 @@ def state_shardings(tree, rules, mesh: Mesh, fsdp_min_bytes: int = FSDP_MIN_BYTE
         names = _variable_names(var) if var is not None else None
         if names is not None and len(names) != len(shape):
             raise ValueError(f"logical names {names} do not match shape {shape}")
-        spec = logical_to_spec(names, rules, mesh, shape)
-        spec, why = fsdp_spec(spec, shape, mesh, nbytes, fsdp_min_bytes)
-        if why is not None and (names, shape) not in logged:
+        wanted = logical_to_spec(names, rules, mesh)
+        ruled = logical_to_spec(names, rules, mesh, shape)
+        spec, why = fsdp_spec(ruled, shape, mesh, nbytes, fsdp_min_bytes)
+        causes = [f"the rules' {wanted[i]} does not divide dimension {i} (size {shape[i]})"
+                  for i in range(len(wanted)) if wanted[i] != ruled[i]]
+        if why is not None and not any("fsdp" in c for c in causes):
+            causes.append("its rules map no dimension to fsdp")
+        if causes and (names, shape) not in logged:
             logged.add((names, shape))
-            wanted = names is not None and "fsdp" in str(logical_to_spec(names, rules, mesh))
-            cause = "its rules' fsdp dimension is not divisible" if wanted else "its rules map no dimension to fsdp"
-            level = logging.WARNING if why.startswith("replicated") else logging.INFO
+            level = logging.WARNING if why is not None and why.startswith("replicated") else logging.INFO
             logging.log(level, "sharding %s %s %s (%d bytes): %s; %s", _path_str(path), shape, names, nbytes,
-                        cause, why)
+                        ", ".join(causes), why or f"sharded {spec}")
         sharding = NamedSharding(mesh, spec)
         # Keep the Variable node so the result has exactly the structure of `tree`.
         return var.replace(value=sharding) if var is not None else sharding

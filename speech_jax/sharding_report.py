@@ -88,12 +88,18 @@ def format_report(rows: list[Row], parts: tuple[str, ...] = ("params", "rest", "
     if limit > 0:
         kept = [r for i, r in enumerate(shown) if i < limit or r.flagged]
         left, shown = len(shown) - len(kept), kept
+    def names_of(r):
+        return "(" + ", ".join(str(n) for n in r.names) + ")" if r.names is not None else "-"
+
+    def spec_of(r):
+        return "(" + ", ".join(str(s) for s in r.spec) + ")"
+
     width = max([len(r.path) for r in shown] + [4])
-    lines = [f"  {'path':<{width}}  {'logical axes':<28} {'spec':<28} {'bytes':>11} {'per device':>11}"]
+    nw = max([len(names_of(r)) for r in shown] + [12])
+    sw = max([len(spec_of(r)) for r in shown] + [4])
+    lines = [f"  {'path':<{width}}  {'logical axes':<{nw}}  {'spec':<{sw}}  {'bytes':>11} {'per device':>11}"]
     for r in shown:
-        names = "(" + ", ".join(str(n) for n in r.names) + ")" if r.names is not None else "-"
-        spec = "(" + ", ".join(str(s) for s in r.spec) + ")"
-        lines.append(f"{'!' if r.flagged else ' '} {r.path:<{width}}  {names:<28} {spec:<28} "
+        lines.append(f"{'!' if r.flagged else ' '} {r.path:<{width}}  {names_of(r):<{nw}}  {spec_of(r):<{sw}}  "
                      f"{human(r.bytes):>11} {human(r.bytes_per_device):>11}")
     if left:
         lines.append(f"  ... {left} smaller tensors")

@@ -58,8 +58,9 @@ def demo_arguments(corpus: dict, out: str, utterances: int = 2) -> dict:
 
 def resolved_config(stage: str, corpus: dict, *extra: str):
     """`stage_config`, resolved without trained stages: AR and flow matching read no extracted features
-    (codebook and latent sizes given; the text vocabulary is the corpus's BPE) and flow matching takes its frozen parts' settings from the tiny
-    AR and Flow-VAE configs instead of their workdirs. For building programs, not for training."""
+    (codebook and latent sizes given; the text vocabulary is the corpus's BPE) and flow matching takes its
+    frozen parts' settings from the tiny AR and Flow-VAE configs instead of their workdirs. For building
+    programs, not for training."""
     from speech_jax.train.program import resolve_config
     features = ("--config.model.codebook_size=32",) if stage in ("ar", "flow_matching") else ()
     if stage == "flow_matching":

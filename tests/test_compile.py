@@ -46,7 +46,7 @@ def test_compile_command_prints_memory_flops_and_sharding(tiny_corpus, capsys):
     assert _cli(tiny_corpus, "--topology", "cpu:8", "--chip", "v5e", "--rows", "0") == 0
     out = capsys.readouterr().out
     for text in ("per chip:", "optimizer state", "activations / temporaries", "of 16.00 GiB HBM",
-                 "FLOPs per step", "roofline:", "params/encoder/blocks/0/mlp/up/kernel", "(fsdp, None)"):
+                 "FLOPs per step per chip", "roofline:", "params/encoder/blocks/0/mlp/up/kernel", "(fsdp, None)"):
         assert text in out, text
 
 

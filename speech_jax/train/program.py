@@ -43,11 +43,11 @@ def resolve_config(config, corpus: bool = True):
     task = get_task(config.stage)
     if hasattr(task, "resolve_config"):  # e.g. sizes of pretrained parts, from their workdirs
         task.resolve_config(config)
-    sizes = [config.model.get(k) for k in ("text_vocab_size", "codebook_size", "latent_dim") if k in config.model]
-    if not corpus and all(sizes):
-        return None
-    text_units = _resolve_text_vocab(config)
-    _resolve_feature_sizes(config)
+    text_units = None
+    if corpus or config.model.get("text_vocab_size", 1) == 0:
+        text_units = _resolve_text_vocab(config)
+    if corpus or any(config.model.get(k, 1) == 0 for k in ("codebook_size", "latent_dim")):
+        _resolve_feature_sizes(config)
     return text_units
 
 
