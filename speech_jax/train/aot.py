@@ -148,8 +148,9 @@ def compile_step(config, topology: str, chip: str | None = None, hbm_fraction: f
 
 
 def _consumers(memory: dict) -> str:
-    parts = sorted(((k, v) for k, v in memory.items() if k not in ("total", "aliased", "outputs")),
-                   key=lambda kv: -kv[1])
+    parts = {k: v for k, v in memory.items() if k not in ("total", "aliased", "outputs")}
+    parts["outputs not donated"] = memory["outputs"] - memory["aliased"]
+    parts = sorted(parts.items(), key=lambda kv: -kv[1])
     return "biggest consumers per chip: " + ", ".join(f"{k} {human(v)}" for k, v in parts)
 
 
@@ -175,7 +176,7 @@ def format_result(r: CompileResult) -> str:
     bound = r.step_time_bound
     if bound is not None:
         compute, memory = bound
-        lines.append(f"  roofline: {1e3 * compute:.2f} ms for the larger FLOP count at {r.chip.peak_flops / 1e12:.0f} "
-                     f"TFLOP/s, {1e3 * memory:.2f} ms for {human(r.bytes_accessed)} accessed at "
-                     f"{r.chip.hbm_bytes_per_s / 1e9:.0f} GB/s -> a step takes at least {1e3 * max(bound):.2f} ms")
+        lines.append(f"  roofline: {1e3 * compute:.3g} ms for the larger FLOP count at {r.chip.peak_flops / 1e12:.0f} "
+                     f"TFLOP/s, {1e3 * memory:.3g} ms for {human(r.bytes_accessed)} accessed at "
+                     f"{r.chip.hbm_bytes_per_s / 1e9:.0f} GB/s -> a step takes at least {1e3 * max(bound):.3g} ms")
     return "\n".join(lines)
