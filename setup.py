@@ -35,6 +35,8 @@ CORE = [
 ]
 
 EXTRAS = {
+    # libtpu, matched to the installed jax: TPU pods, and `speech-jax compile` for TPU topologies from any host.
+    "tpu": ["jax[tpu]>=0.7"],
     # Only for users' own TFDS builders whose features need TensorFlow to encode; ours do not.
     "tf": ["tensorflow-cpu>=2.16"],
     # pytest-xdist: the suite runs on two worker processes (pytest.ini), ~27 % faster on a 2-core machine.

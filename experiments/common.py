@@ -1,7 +1,7 @@
 """Fields every stage's config shares; a stage config starts from `base_config()` and fills `model`."""
 import ml_collections
 
-from speech_jax.sharding import DEFAULT_RULES
+from speech_jax.sharding import DEFAULT_RULES, FSDP_MIN_BYTES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -60,5 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     # num_devices 0 = every device; otherwise the first N (single process).
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))
-    c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_RULES))
+    # fsdp_min_bytes: a state tensor at least this large that the rules leave unsharded over fsdp shards
+    # its largest divisible dimension over fsdp; smaller ones stay replicated (speech_jax/sharding.py).
+    c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_RULES, fsdp_min_bytes=FSDP_MIN_BYTES))
     return c

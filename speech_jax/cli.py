@@ -1,4 +1,4 @@
-"""`speech-jax` command line: demo, prepare, train, validate, extract, synthesize, export, evaluate."""
+"""`speech-jax` command line: demo, prepare, train, compile, validate, extract, synthesize, export, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,25 @@ def _train(args, overrides) -> int:
     from speech_jax.train.metrics import format_metrics
     result = train(config, args.workdir)
     print(format_metrics(result))
+    return 0
+
+
+def _compile(args, overrides) -> int:
+    if args.topology.startswith("cpu:"):  # read when jax starts its CPU backend, which has not happened yet
+        flag = f"--xla_force_host_platform_device_count={args.topology.split(':', 1)[1]}"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    from speech_jax.config import apply_overrides, load_config
+    from speech_jax.sharding_report import format_report
+    from speech_jax.train.aot import DoesNotFit, compile_step, format_result
+    config = apply_overrides(load_config(args.config), overrides)
+    try:
+        result = compile_step(config, args.topology, chip=args.chip, hbm_fraction=args.hbm_fraction)
+    except DoesNotFit as e:
+        print(f"speech-jax compile: does not fit: {e}", file=sys.stderr)
+        return 3
+    print(format_result(result))
+    print("sharding (parameters and non-trained state; optimizer moments shard like their parameters):")
+    print(format_report(result.rows, parts=("params", "rest"), limit=args.rows))
     return 0
 
 
@@ -175,6 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", required=True)
     t.add_argument("--workdir", required=True)
 
+    c = sub.add_parser("compile", help="AOT-compile a stage's train step for a TPU topology (or cpu:N): "
+                       "per-chip memory, FLOPs, roofline and sharding report")
+    c.add_argument("--config", required=True)
+    c.add_argument("--topology", required=True, help="v5e:2x2, v5p:4x4x4, v6e:4x4 ... (needs the 'tpu' extra), "
+                   "or cpu:N for the host's devices")
+    c.add_argument("--chip", default=None, help="hold the step to this chip's HBM and peaks instead of the "
+                   "topology's (v5e, v5p, v6e, h100, h200), e.g. for cpu:N")
+    c.add_argument("--hbm-fraction", type=float, default=1.0, help="fail when the step needs more than this "
+                   "share of a chip's HBM")
+    c.add_argument("--rows", type=int, default=40, help="largest tensors listed (0 = all); flagged ones always")
     e = sub.add_parser("extract", help="write 25 Hz tokens (and 50 Hz Flow-VAE latents) for a corpus")
     e.add_argument("--tokenizer", required=True, help="workdir of a trained tokenizer stage")
     e.add_argument("--flow-vae", default=None, help="workdir of a trained flow_vae stage (adds latents)")
@@ -255,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             return _prepare(args)
         if args.command == "train":
             return _train(args, rest)
+        if args.command == "compile":
+            return _compile(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "extract":

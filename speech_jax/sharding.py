@@ -2,6 +2,8 @@
 
 Parameters are created with logical axis names (`nnx.with_partitioning(init, ("embed", "mlp"))`);
 the config's rules map each logical name to mesh axes (`data`, `fsdp`, `tensor`), as in MaxText.
+Then every state tensor of at least `sharding.fsdp_min_bytes` that the rules leave unsharded over
+`fsdp` shards its largest divisible dimension over it (as big_vision's fsdp strategy does).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# Smaller tensors stay replicated: gathering them costs more in latency than their memory is worth.
+FSDP_MIN_BYTES = 1 << 18
 # Axes the global batch is split over.
 BATCH_AXES = ("data", "fsdp")
 
@@ -155,22 +159,70 @@ def _variable_names(var) -> tuple | None:
     return None
 
 
-def state_shardings(tree, rules, mesh: Mesh):
+def fsdp_spec(spec: P, shape: Sequence[int], mesh: Mesh, nbytes: int,
+              min_bytes: int = FSDP_MIN_BYTES) -> tuple[P, str | None]:
+    """`spec` with `fsdp` added on the largest dimension it divides, when the rules gave none.
+
+    Dimensions the rules leave unsharded come first, so tensor-parallel axes stay as the rules say;
+    then an already sharded dimension may take `fsdp` as well. Returns (spec, why) where `why` says why
+    the tensor could not follow the rules over `fsdp` (None when nothing needed explaining).
+    """
+    n = mesh.shape.get("fsdp", 1)
+    entries = list(spec) + [None] * (len(shape) - len(spec))
+    axes_of = [() if e is None else ((e,) if isinstance(e, str) else tuple(e)) for e in entries]
+    if n == 1 or not shape or nbytes < min_bytes or any("fsdp" in a for a in axes_of):
+        return spec, None
+    order = sorted(range(len(shape)), key=lambda i: (bool(axes_of[i]), -shape[i], i))
+    for i in order:
+        if shape[i] % (math.prod(mesh.shape[a] for a in axes_of[i]) * n) == 0:
+            axes = axes_of[i] + ("fsdp",)
+            entries[i] = axes if len(axes) > 1 else axes[0]
+            return P(*entries), f"fsdp on dimension {i} (size {shape[i]})"
+    return spec, f"replicated over fsdp: no dimension divisible by fsdp={n}"
+
+
+def _path_str(path) -> str:
+    out = []
+    for k in path:
+        key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
+        out.append(str(key))
+    return "/".join(out)
+
+
+def state_shardings(tree, rules, mesh: Mesh, fsdp_min_bytes: int = FSDP_MIN_BYTES):
     """NamedShardings for a pytree holding nnx Variables (params, optimizer moments, train state).
 
-    Variables are sharded by their logical names; every other leaf (step counters…) is replicated.
+    Variables are sharded by their logical names, then `fsdp_spec` adds `fsdp` where the rules gave
+    none; other leaves (step counters, flat optimizer vectors) get `fsdp_spec` alone. Optimizer moments
+    carry their parameter's names and shape, so they shard exactly like it. Each fallback is logged once
+    per (names, shape).
     """
-    def one(var):
-        if not isinstance(var, nnx.Variable):
-            return NamedSharding(mesh, P())
-        value = var.get_value() if hasattr(var, "get_value") else var.value
-        shape = getattr(value, "shape", ())
-        names = _variable_names(var)
+    logged: set = set()
+
+    def one(path, leaf):
+        var = leaf if isinstance(leaf, nnx.Variable) else None
+        value = (var.get_value() if hasattr(var, "get_value") else var.value) if var is not None else leaf
+        shape = tuple(getattr(value, "shape", ()))
+        nbytes = math.prod(shape) * np.dtype(getattr(value, "dtype", np.float32)).itemsize
+        names = _variable_names(var) if var is not None else None
         if names is not None and len(names) != len(shape):
             raise ValueError(f"logical names {names} do not match shape {shape}")
+        wanted = logical_to_spec(names, rules, mesh)
+        ruled = logical_to_spec(names, rules, mesh, shape)
+        spec, why = fsdp_spec(ruled, shape, mesh, nbytes, fsdp_min_bytes)
+        causes = [f"the rules' {wanted[i]} does not divide dimension {i} (size {shape[i]})"
+                  for i in range(len(wanted)) if wanted[i] != ruled[i]]
+        if why is not None and not any("fsdp" in c for c in causes):
+            causes.append("its rules map no dimension to fsdp")
+        if causes and (names, shape) not in logged:
+            logged.add((names, shape))
+            level = logging.WARNING if why is not None and why.startswith("replicated") else logging.INFO
+            logging.log(level, "sharding %s %s %s (%d bytes): %s; %s", _path_str(path), shape, names, nbytes,
+                        ", ".join(causes), why or f"sharded {spec}")
+        sharding = NamedSharding(mesh, spec)
         # Keep the Variable node so the result has exactly the structure of `tree`.
-        return var.replace(value=NamedSharding(mesh, logical_to_spec(names, rules, mesh, shape)))
-    return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+        return var.replace(value=sharding) if var is not None else sharding
+    return jax.tree_util.tree_map_with_path(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

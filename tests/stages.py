@@ -54,3 +54,25 @@ def demo_arguments(corpus: dict, out: str, utterances: int = 2) -> dict:
     return dict(out=out, minutes=0, data_dir=corpus["data_dir"], corpus="tiny", utterances=utterances,
                 config_files={s: os.path.join(ROOT, "experiments", s, "tiny.py") for s in OVERRIDES},
                 overrides={s: COMMON + OVERRIDES[s] + STEPS + MESH_8 for s in OVERRIDES})
+
+
+def resolved_config(stage: str, corpus: dict, *extra: str):
+    """`stage_config`, resolved without trained stages: AR and flow matching read no extracted features
+    (codebook and latent sizes given; the text vocabulary is the corpus's BPE) and flow matching takes its
+    frozen parts' settings from the tiny AR and Flow-VAE configs instead of their workdirs. For building
+    programs, not for training."""
+    from speech_jax.train.program import resolve_config
+    features = ("--config.model.codebook_size=32",) if stage in ("ar", "flow_matching") else ()
+    if stage == "flow_matching":
+        ar, vae = resolved_config("ar", corpus, *extra), resolved_config("flow_vae", corpus, *extra)
+        config = stage_config(stage, corpus, *features, f"--config.model.latent_dim={vae.model.latent_dim}", *extra)
+        with config.unlocked():
+            config.speaker, config.vae = ar.model, vae.model
+        config.pretrained.ar_workdir = config.pretrained.flow_vae_workdir = ""
+    else:
+        config = stage_config(stage, corpus, *features, *extra)
+    from speech_jax.text.units import from_config
+    if "text_vocab_size" in config.model and not config.model.text_vocab_size:
+        config.model.text_vocab_size = from_config(config.data).vocab_size
+    resolve_config(config, corpus=False)
+    return config

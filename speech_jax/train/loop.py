@@ -10,16 +10,11 @@ import time
 
 import jax
 import numpy as np
-from flax import nnx
 
-from data_pipelines.pipeline import device_batch, device_fields, make_dataset
+from data_pipelines.pipeline import device_batch, make_dataset
 from speech_jax import sharding
 from speech_jax.train import checkpoint, metrics as metrics_lib
-from speech_jax.train.optim import make_optimizer
-from speech_jax.train.state import init_train_state
-from speech_jax.train.step import make_eval_step, make_train_step
-from speech_jax.train.tasks import get_task
-
+from speech_jax.train.program import build_program, resolve_config
 
 
 class _Preemption:
@@ -52,37 +47,12 @@ class Trainer:
         sharding.maybe_initialize_distributed()
         self.config = config
         self.workdir = workdir
-        self.task = get_task(config.stage)
-        if hasattr(self.task, "resolve_config"):  # e.g. sizes of pretrained parts, from their workdirs
-            self.task.resolve_config(config)
-        self.text_units = _resolve_text_vocab(config)
-        _resolve_feature_sizes(config)
-        self.mesh = sharding.make_mesh(config.mesh)
-        sharding.check_batch(config.data.batch_size, self.mesh)
-        self.rules = tuple(tuple(r) for r in config.sharding.rules)
-        self.tx, self.schedule = (getattr(self.task, "make_optimizer", None) or make_optimizer)(
-            config.optim, config.train.steps)
-
-        def init(rng):
-            model = self.task.build_model(config, nnx.Rngs(rng))
-            return init_train_state(model, self.tx)
-
-        rng = jax.random.key(config.train.seed)
-        self.graphdef, abstract = _abstract_init(init, rng)
-        self.state_shardings = sharding.state_shardings(abstract, self.rules, self.mesh)
-        self.abstract_state = abstract
-        self._init = jax.jit(lambda r: init(r)[1], out_shardings=self.state_shardings)
-        self._rng = rng
-        step_fn = (getattr(self.task, "make_train_step", None) or make_train_step)(
-            self.task, self.graphdef, self.tx, self.schedule)
-        self.batch_shardings = {k: sharding.batch_sharding(self.mesh, n)
-                                for k, n in device_fields(config.data).items()}
-        repl = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_shardings, repl),
-                                  out_shardings=(self.state_shardings, repl), donate_argnums=0)
-        # Replicated outputs: every process can read the whole evaluation batch's results.
-        self.eval_step = jax.jit(make_eval_step(self.task, self.graphdef),
-                                 in_shardings=(self.state_shardings, self.batch_shardings), out_shardings=repl)
+        self.text_units = resolve_config(config)
+        p = build_program(config)
+        self.task, self.mesh, self.rules, self.tx, self.schedule = p.task, p.mesh, p.rules, p.tx, p.schedule
+        self.graphdef, self.abstract_state, self.state_shardings = p.graphdef, p.abstract_state, p.state_shardings
+        self.batch_shardings, self._init, self._rng = p.batch_shardings, p.init, p.rng
+        self.train_step, self.eval_step = p.train_step, p.eval_step
         self._eval_ds: dict = {}
         self.frame_multiple = 2 * config.mel.hop_length
 
@@ -146,56 +116,6 @@ class Trainer:
         for split in self.config.data.get("extra_eval_splits", ()):
             out.update({f"eval_{split}/{k}": v for k, v in self.evaluate(state, None, split).items()})
         return out
-
-
-def _resolve_text_vocab(config):
-    """The stage's text units (`speech_jax.text.units`): the corpus's BPE model, or espeak phonemes
-    (`data.text_units`, inventory resolved); `model.text_vocab_size = 0` means their size.
-
-    Exactly their size, not rounded up for sharding: ids past the vocabulary would be undecodable.
-    """
-    from speech_jax.text import units
-    if units.kind(config.data) == "phonemes":
-        units.resolve_phonemes(config)
-    text_units = units.from_config(config.data)
-    if "text_vocab_size" in config.model:
-        if config.model.text_vocab_size == 0:
-            config.model.text_vocab_size = text_units.vocab_size
-        elif config.model.text_vocab_size < text_units.vocab_size:
-            raise ValueError(f"model.text_vocab_size={config.model.text_vocab_size} is smaller than the "
-                             f"{units.kind(config.data)} vocabulary ({text_units.vocab_size}); use 0 to follow it")
-    return text_units
-
-
-def _resolve_feature_sizes(config) -> None:
-    """`model.codebook_size = 0` / `model.latent_dim = 0` follow the extracted features' models."""
-    if not config.data.get("extracted"):
-        return
-    from data_pipelines.extracted import extracted_dir, read_meta
-    meta = read_meta(extracted_dir(config.data.name, config.data.data_dir, config.data.extracted))
-    for key in ("codebook_size", "latent_dim"):
-        if key not in config.model:
-            continue
-        if config.model[key] == 0:
-            config.model[key] = int(meta[key])
-        elif config.model[key] != meta[key]:
-            raise ValueError(f"model.{key}={config.model[key]} but the extracted features "
-                             f"({config.data.extracted}) have {meta[key]}; use 0 to follow them")
-    if config.data.get("with_latents") and not meta.get("latent_dim"):
-        raise ValueError("data.with_latents needs features extracted with --flow-vae")
-
-
-def _abstract_init(init, rng):
-    """graphdef and the abstract train state, without allocating parameters."""
-    out = {}
-
-    def shapes(r):
-        graphdef, state = init(r)
-        out["graphdef"] = graphdef
-        return state
-
-    abstract = jax.eval_shape(shapes, rng)
-    return out["graphdef"], abstract
 
 
 def _batch_stats(batch: dict, sample_rate: int, task) -> dict:

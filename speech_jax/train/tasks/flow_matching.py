@@ -102,7 +102,16 @@ def eval_artifacts(outputs: dict, labels: dict, directory: str, config, count: i
 
 
 def resolve_config(config) -> None:
-    """`speaker` and `vae` model settings come from the pretrained stages' own saved configs."""
+    """`speaker` and `vae` model settings come from the pretrained stages' own saved configs.
+
+    With both workdirs "" they are taken as given in the config (compiling the step ahead of training
+    those stages); such a config cannot start training (`load_pretrained`)."""
+    if not config.pretrained.ar_workdir and not config.pretrained.flow_vae_workdir:
+        if not config.speaker or not config.vae:
+            raise ValueError("without pretrained.ar_workdir and pretrained.flow_vae_workdir, config.speaker and "
+                             "config.vae must hold the AR stage's and the Flow-VAE's model settings")
+        config.model.spk_dim = int(config.speaker.spk_dim)
+        return
     from speech_jax.train.restore import read_config
     ar, vae = read_config(config.pretrained.ar_workdir), read_config(config.pretrained.flow_vae_workdir)
     if ar.stage != "ar" or vae.stage != "flow_vae":
@@ -124,6 +133,9 @@ def resolve_config(config) -> None:
 def load_pretrained(state, config):
     """Copies the AR stage's speaker encoder and the Flow-VAE into the frozen parts of a fresh state."""
     from speech_jax.train.restore import load_stage
+    if not config.pretrained.ar_workdir or not config.pretrained.flow_vae_workdir:
+        raise ValueError("flow matching trains on a pretrained speaker encoder and Flow-VAE: set "
+                         "pretrained.ar_workdir and pretrained.flow_vae_workdir")
     _, _, ar_params, _ = load_stage(config.pretrained.ar_workdir, "ar")
     _, _, vae_params, _ = load_stage(config.pretrained.flow_vae_workdir, "flow_vae")
     rest = jax.tree.map(lambda x: x, state.rest)

@@ -1,0 +1,133 @@
+"""A stage's jitted programs and their shardings, built from its config: what the training loop runs
+and what `speech-jax compile` compiles ahead of time for another topology."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh
+
+from data_pipelines.pipeline import device_fields
+from speech_jax import sharding
+from speech_jax.train.optim import make_optimizer
+from speech_jax.train.state import init_train_state
+from speech_jax.train.step import make_eval_step, make_train_step
+from speech_jax.train.tasks import get_task
+
+
+@dataclasses.dataclass
+class Program:
+    task: Any
+    mesh: Mesh
+    rules: tuple
+    tx: Any
+    schedule: Callable
+    graphdef: Any
+    abstract_state: Any        # the train state's shapes and dtypes (nothing allocated)
+    state_shardings: Any       # same structure, NamedShardings
+    batch_shardings: dict      # device field -> NamedSharding
+    init: Callable             # rng -> sharded fresh train state
+    train_step: Callable       # (state, batch, rng) -> (state, metrics); donates the state
+    eval_step: Callable        # (state, batch) -> (outputs, integer batch fields)
+    rng: jax.Array
+
+
+def resolve_config(config, corpus: bool = True):
+    """Fills the config's derived sizes (pretrained parts, text vocabulary, extracted features) in place;
+    returns the stage's text units.
+
+    `corpus=False` (compiling without the data): the corpus is read only for sizes the config leaves 0,
+    and the text units are not returned."""
+    task = get_task(config.stage)
+    if hasattr(task, "resolve_config"):  # e.g. sizes of pretrained parts, from their workdirs
+        task.resolve_config(config)
+    text_units = None
+    if corpus or config.model.get("text_vocab_size", 1) == 0:
+        text_units = _resolve_text_vocab(config)
+    if corpus or any(config.model.get(k, 1) == 0 for k in ("codebook_size", "latent_dim")):
+        _resolve_feature_sizes(config)
+    return text_units
+
+
+def build_program(config, devices=None) -> Program:
+    """The programs of a resolved config on a mesh over `devices` (default: every local device)."""
+    task = get_task(config.stage)
+    mesh = sharding.make_mesh(config.mesh, devices)
+    sharding.check_batch(config.data.batch_size, mesh)
+    rules = tuple(tuple(r) for r in config.sharding.rules)
+    tx, schedule = (getattr(task, "make_optimizer", None) or make_optimizer)(config.optim, config.train.steps)
+
+    def init(rng):
+        model = task.build_model(config, nnx.Rngs(rng))
+        return init_train_state(model, tx)
+
+    rng = jax.random.key(config.train.seed)
+    graphdef, abstract = _abstract_init(init, rng)
+    # .get: configs saved before the threshold existed
+    min_bytes = int(config.sharding.get("fsdp_min_bytes", sharding.FSDP_MIN_BYTES))
+    state_shardings = sharding.state_shardings(abstract, rules, mesh, min_bytes)
+    step_fn = (getattr(task, "make_train_step", None) or make_train_step)(task, graphdef, tx, schedule)
+    batch_shardings = {k: sharding.batch_sharding(mesh, n) for k, n in device_fields(config.data).items()}
+    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return Program(
+        task=task, mesh=mesh, rules=rules, tx=tx, schedule=schedule, graphdef=graphdef,
+        abstract_state=abstract, state_shardings=state_shardings, batch_shardings=batch_shardings,
+        init=jax.jit(lambda r: init(r)[1], out_shardings=state_shardings),
+        train_step=jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, repl),
+                           out_shardings=(state_shardings, repl), donate_argnums=0),
+        # Replicated outputs: every process can read the whole evaluation batch's results.
+        eval_step=jax.jit(make_eval_step(task, graphdef), in_shardings=(state_shardings, batch_shardings),
+                          out_shardings=repl),
+        rng=rng)
+
+
+def _resolve_text_vocab(config):
+    """The stage's text units (`speech_jax.text.units`): the corpus's BPE model, or espeak phonemes
+    (`data.text_units`, inventory resolved); `model.text_vocab_size = 0` means their size.
+
+    Exactly their size, not rounded up for sharding: ids past the vocabulary would be undecodable.
+    """
+    from speech_jax.text import units
+    if units.kind(config.data) == "phonemes":
+        units.resolve_phonemes(config)
+    text_units = units.from_config(config.data)
+    if "text_vocab_size" in config.model:
+        if config.model.text_vocab_size == 0:
+            config.model.text_vocab_size = text_units.vocab_size
+        elif config.model.text_vocab_size < text_units.vocab_size:
+            raise ValueError(f"model.text_vocab_size={config.model.text_vocab_size} is smaller than the "
+                             f"{units.kind(config.data)} vocabulary ({text_units.vocab_size}); use 0 to follow it")
+    return text_units
+
+
+def _resolve_feature_sizes(config) -> None:
+    """`model.codebook_size = 0` / `model.latent_dim = 0` follow the extracted features' models."""
+    if not config.data.get("extracted"):
+        return
+    from data_pipelines.extracted import extracted_dir, read_meta
+    meta = read_meta(extracted_dir(config.data.name, config.data.data_dir, config.data.extracted))
+    for key in ("codebook_size", "latent_dim"):
+        if key not in config.model:
+            continue
+        if config.model[key] == 0:
+            config.model[key] = int(meta[key])
+        elif config.model[key] != meta[key]:
+            raise ValueError(f"model.{key}={config.model[key]} but the extracted features "
+                             f"({config.data.extracted}) have {meta[key]}; use 0 to follow them")
+    if config.data.get("with_latents") and not meta.get("latent_dim"):
+        raise ValueError("data.with_latents needs features extracted with --flow-vae")
+
+
+def _abstract_init(init, rng):
+    """graphdef and the abstract train state, without allocating parameters."""
+    out = {}
+
+    def shapes(r):
+        graphdef, state = init(r)
+        out["graphdef"] = graphdef
+        return state
+
+    abstract = jax.eval_shape(shapes, rng)
+    return out["graphdef"], abstract
