@@ -147,7 +147,7 @@ def test_encoder_ctc_adds_its_term_and_trains_its_own_head():
     def loss_of(p):
         return task.loss_fn(nnx.merge(graphdef, p, rest, copy=True), batch, jax.random.key(0), jnp.int32(0))
 
-    (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_of, has_aux=True))(params)
     m = {k: float(v) for k, v in metrics.items()}
     others = (m["mel_loss"] + m["mel_l2"] + m["vq_loss"] + config.model.ctc_weight * m["ctc_loss"])
     assert m["ctc_encoder_loss"] > 0
