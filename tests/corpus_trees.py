@@ -20,6 +20,12 @@ _VOICES = (Voice("en", "m3", 40, 180), Voice("en", "f2", 70, 180), Voice("en", "
            Voice("en", "f4", 60, 195), Voice("en", "m5", 30, 180))
 
 
+def texts(n: int) -> list[str]:
+    """`n` distinct sentences (distinct audio, so the duplicate filter keeps them all)."""
+    return [TEXTS[i % len(TEXTS)] if i < len(TEXTS) else f"{TEXTS[i % len(TEXTS)][:-1]}, take {i}."
+            for i in range(n)]
+
+
 def speech(voice: int, text: str, rate: int) -> np.ndarray:
     """float32 espeak speech at `rate`."""
     return render(Utterance("x", "train", _VOICES[voice], text), rate).astype(np.float32) / 32768
@@ -29,7 +35,7 @@ def _clipped(rate: int) -> np.ndarray:
     return np.clip(8 * speech(0, TEXTS[0], rate), -1, 1)  # driven far into full scale
 
 
-def libritts(root, rate=24000) -> dict:
+def libritts(root, rate=24000, per_speaker=2) -> dict:
     kept, bad = {}, {}
     plan = [("train-clean-100", "19", 0, "198"), ("train-clean-100", "26", 1, "495"),
             ("train-clean-360", "40", 2, "222"), ("dev-clean", "84", 3, "121"), ("test-clean", "121", 4, "127")]
@@ -37,7 +43,7 @@ def libritts(root, rate=24000) -> dict:
     for subset, speaker, voice, chapter in plan:
         folder = root / subset / speaker / chapter
         folder.mkdir(parents=True)
-        for n, text in enumerate(TEXTS[:2]):
+        for n, text in enumerate(texts(per_speaker)):
             utt_id = f"{speaker}_{chapter}_{n:06d}_000000"
             sf.write(folder / f"{utt_id}.wav", speech(voice, text, rate), rate, subtype="PCM_16")
             written = text.replace("The cat", "\u201cThe  cat\u201d") if speaker == "19" else text
@@ -46,20 +52,20 @@ def libritts(root, rate=24000) -> dict:
             kept[utt_id] = (split_of[subset.split("-")[0]], speaker,
                             written.replace("\u201c", '"').replace("\u201d", '"').replace("  ", " "))
     folder = root / "train-clean-100" / "19" / "198"
-    sf.write(folder / "19_198_000009_000000.wav", speech(0, TEXTS[2], rate), rate, subtype="PCM_16")
-    bad["19_198_000009_000000.wav"] = "text"  # its .normalized.txt is missing
-    sf.write(folder / "19_198_000010_000000.wav", np.zeros(rate, np.float32), rate, subtype="PCM_16")
-    (folder / "19_198_000010_000000.normalized.txt").write_text("Silence.")
-    bad["19_198_000010_000000.wav"] = "silence"
+    sf.write(folder / "19_198_009999_000000.wav", speech(0, TEXTS[2], rate), rate, subtype="PCM_16")
+    bad["19_198_009999_000000.wav"] = "text"  # its .normalized.txt is missing
+    sf.write(folder / "19_198_009998_000000.wav", np.zeros(rate, np.float32), rate, subtype="PCM_16")
+    (folder / "19_198_009998_000000.normalized.txt").write_text("Silence.")
+    bad["19_198_009998_000000.wav"] = "silence"
     return {"kept": kept, "bad": bad}
 
 
-def vctk(root, rate=48000) -> dict:
+def vctk(root, rate=48000, per_speaker=3) -> dict:
     kept, bad = {}, {}
     for voice, speaker in enumerate(("p225", "p226", "p227", "p228")):
         (root / "wav48_silence_trimmed" / speaker).mkdir(parents=True)
         (root / "txt" / speaker).mkdir(parents=True)
-        for n, text in enumerate(TEXTS[:3], start=1):
+        for n, text in enumerate(texts(per_speaker), start=1):
             utt_id = f"{speaker}_{n:03d}"
             audio = speech(voice, text, rate)
             for mic in ("mic1", "mic2"):  # both microphones ship; the builder reads mic1
@@ -70,23 +76,23 @@ def vctk(root, rate=48000) -> dict:
     (root / "wav48_silence_trimmed" / "p315").mkdir()
     sf.write(root / "wav48_silence_trimmed" / "p315" / "p315_001_mic1.flac", speech(4, TEXTS[0], rate), rate)
     bad["p315_001_mic1.flac"] = "text"
-    (root / "txt" / "p225" / "p225_004.txt").write_text("Corrupt flac.")
-    (root / "wav48_silence_trimmed" / "p225" / "p225_004_mic1.flac").write_bytes(b"fLaC" + b"\0" * 64)
-    bad["p225_004_mic1.flac"] = "unreadable"
+    (root / "txt" / "p225" / "p225_999.txt").write_text("Corrupt flac.")
+    (root / "wav48_silence_trimmed" / "p225" / "p225_999_mic1.flac").write_bytes(b"fLaC" + b"\0" * 64)
+    bad["p225_999_mic1.flac"] = "unreadable"
     return {"kept": kept, "bad": bad}
 
 
-def ljspeech(root, rate=22050) -> dict:
+def ljspeech(root, rate=22050, per_speaker=4) -> dict:
     kept, bad, lines = {}, {}, []
     (root / "wavs").mkdir(parents=True)
-    for n, text in enumerate(TEXTS, start=1):
+    for n, text in enumerate(texts(per_speaker), start=1):
         utt_id = f"LJ001-{n:04d}"
         sf.write(root / "wavs" / f"{utt_id}.wav", speech(1, text, rate), rate, subtype="PCM_16")
         # Column 2 as read, column 3 normalised; a '"' must not start a CSV quoted field.
         lines.append(f"{utt_id}|{text.replace('Seven', '7')}|{text}")
         kept[utt_id] = (None, "LJ", text)
-    lines.append('LJ001-0009|"No audio" for this one.|"No audio" for this one.')
-    bad["LJ001-0009.wav"] = "unreadable"
+    lines.append('LJ050-0001|"No audio" for this one.|"No audio" for this one.')
+    bad["LJ050-0001.wav"] = "unreadable"
     sf.write(root / "wavs" / "LJ002-0001.wav", _clipped(rate), rate, subtype="PCM_16")
     lines.append("LJ002-0001|Clipped.|Clipped.")
     bad["LJ002-0001.wav"] = "clipping"
@@ -94,7 +100,7 @@ def ljspeech(root, rate=22050) -> dict:
     return {"kept": kept, "bad": bad}
 
 
-def kaldi(root, rate=16000) -> dict:
+def kaldi(root, rate=16000, per_speaker=3) -> dict:
     """One data directory: recordings of two utterances each, cut by `segments`; one read through a pipe."""
     kept, bad = {}, {}
     root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +109,7 @@ def kaldi(root, rate=16000) -> dict:
     for voice, speaker in enumerate(("spkA", "spkB", "spkC", "spkD")):
         rec = f"{speaker}-rec1"
         parts, t = [], 0.0
-        for n, sentence in enumerate(TEXTS[:3]):
+        for n, sentence in enumerate(texts(per_speaker)):
             clip = speech(voice, sentence, rate)
             utt_id = f"{speaker}-utt{n}"
             segments.append(f"{utt_id} {rec} {t:.4f} {t + clip.size / rate:.4f}")
@@ -131,14 +137,14 @@ def _mp3(audio: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
-def emilia(root, rate=24000) -> dict:
+def emilia(root, rate=24000, per_speaker=3) -> dict:
     """Two shards; speakers span shards as in Emilia; one low-DNSMOS clip, one repeated clip, zh text with
     a tokeniser's spaces."""
     kept, bad = {}, {}
     shards = {0: [], 1: []}
     for voice in range(4):
         speaker = f"EN_B00000_S{voice:05d}"
-        for n, text in enumerate(TEXTS[:3]):
+        for n, text in enumerate(texts(per_speaker)):
             key = f"{speaker}_W{n:06d}"
             audio = speech(voice, text, rate)
             meta = {"id": key, "wav": f"EN_B00000/{speaker}/mp3/{key}.mp3", "text": text, "duration":

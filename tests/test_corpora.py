@@ -189,3 +189,4 @@ def test_held_out_speakers_are_stable_and_disjoint():
     assert len({u.speaker for u in a["test_unseen"]}) == 3
     assert not {u.speaker for u in a["train"]} & {u.speaker for u in a["test_unseen"]}
     assert all(sum(u.speaker == s for u in a["train"]) >= 2 for s in {u.speaker for u in a["validation"]})
+
