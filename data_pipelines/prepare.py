@@ -25,7 +25,17 @@ _MERGE_ROOM = 64
 BPE_NAME = "bpe"  # -> bpe.model, plus bpe.json recording how it was trained
 
 
-def _corpus_builder(dataset, data_dir, config, manual_dir, options):
+def _beam_options(text: str):
+    """`--beam "--runner=DataflowRunner --project=P ..."` as Beam PipelineOptions (the 'beam' extra)."""
+    import shlex
+
+    # Through TFDS's lazy import, which says how to install Beam when it is missing.
+    from tensorflow_datasets.core.utils.lazy_imports_utils import apache_beam as beam
+
+    return beam.options.pipeline_options.PipelineOptions(shlex.split(text))
+
+
+def _corpus_builder(dataset, data_dir, config, manual_dir, options, beam):
     import tensorflow_datasets as tfds
 
     from data_pipelines import corpora
@@ -33,10 +43,12 @@ def _corpus_builder(dataset, data_dir, config, manual_dir, options):
     if manual_dir is None:
         raise ValueError(f"--dataset {dataset} reads the corpus from --manual-dir DIR (nothing is downloaded); "
                          f"it should hold:\n{corpora.CORPORA[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    if not os.path.isdir(manual_dir):
+    if "://" not in manual_dir and not os.path.isdir(manual_dir):
         raise FileNotFoundError(f"--manual-dir {manual_dir} is not a directory")
     cfg = corpora.make_config(config, **options)
-    download = tfds.download.DownloadConfig(manual_dir=os.path.abspath(manual_dir))
+    manual_dir = manual_dir if "://" in manual_dir else os.path.abspath(manual_dir)
+    download = tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                            beam_options=None if beam is None else _beam_options(beam))
     return corpora.CORPORA[dataset](config=cfg, data_dir=data_dir), download
 
 
@@ -106,7 +118,7 @@ def _bpe_is_current(corpus_dir: str, vocab_size: int) -> bool:
 def prepare(dataset: str, data_dir: str, *, config: str | None = None,
             manifest: str | None = None, on_error: str = "skip", vocab_size: int | None = None,
             sample_rate: int = 16000, min_seconds: float | None = None, manual_dir: str | None = None,
-            **corpus_options) -> dict:
+            beam: str | None = None, **corpus_options) -> dict:
     """Builds `dataset` (one of DATASETS) under `data_dir` and its tokenizer.
 
     espeak_tts: `config` is 'tiny' or 'small' (default). manifest: `manifest` is the CSV/JSONL
@@ -114,7 +126,8 @@ def prepare(dataset: str, data_dir: str, *, config: str | None = None,
     the shortest clip kept (default `DEFAULT_MIN_SECONDS`). The public corpora (CORPORA) read
     `manual_dir`; `config` optionally names the build; `min_seconds` and `corpus_options`
     (max_seconds, max_clipped, min_quality, dedup, language, split_spec: see corpora.CorpusConfig)
-    set the preparation filters.
+    set the preparation filters; `beam`, Beam pipeline options as one string (e.g.
+    "--runner=DirectRunner --direct_num_workers=4"), builds with Apache Beam instead of in this process.
     Returns {"name", "data_dir", "corpus_dir", "bpe_model", "splits", "report", "skipped", "filters"};
     `name` is what `tfds.data_source(name, data_dir=data_dir)` reads; `skipped` counts the rows or
     files left out, by split; `filters` (public corpora) the counts of each filter, by split.
@@ -125,10 +138,11 @@ def prepare(dataset: str, data_dir: str, *, config: str | None = None,
         if manifest is not None:
             raise ValueError("--manifest is only used with --dataset manifest")
         builder, download = _corpus_builder(dataset, data_dir, config, manual_dir,
-                                            dict(corpus_options, sample_rate=sample_rate, min_seconds=min_seconds))
+                                            dict(corpus_options, sample_rate=sample_rate, min_seconds=min_seconds),
+                                            beam)
     else:
-        if manual_dir is not None or corpus_options:
-            raise ValueError(f"--manual-dir and the corpus filters are only used with --dataset {'|'.join(CORPORA)}")
+        if manual_dir is not None or beam is not None or corpus_options:
+            raise ValueError(f"--manual-dir, --beam and the corpus filters are only used with --dataset {'|'.join(CORPORA)}")
         if dataset != "manifest" and min_seconds is not None:
             raise ValueError("--min-seconds is only used with --dataset manifest or a public corpus")
         if min_seconds is None:
@@ -148,6 +162,10 @@ def prepare(dataset: str, data_dir: str, *, config: str | None = None,
         bpe_model = _train_bpe(texts, corpus_dir, size, requested)
 
     report, skipped, counts = None, {}, None
+    if dataset in CORPORA:
+        from data_pipelines.corpora import merge_reports
+
+        counts = merge_reports(corpus_dir)[1]  # the per-split reports, joined into one
     if dataset != "espeak_tts":
         from data_pipelines.manifest import REPORT_NAME
 
@@ -158,11 +176,6 @@ def prepare(dataset: str, data_dir: str, *, config: str | None = None,
                 for line in f:
                     split = json.loads(line)["split"]
                     skipped[split] = skipped.get(split, 0) + 1
-    if dataset in CORPORA:
-        from data_pipelines.corpora import COUNTS_NAME
-
-        with open(os.path.join(corpus_dir, COUNTS_NAME)) as f:
-            counts = {r.pop("split"): r for r in map(json.loads, f)}
     return {
         "name": name,
         "data_dir": data_dir,

@@ -15,7 +15,7 @@ def _prepare(args) -> int:
         corpus["dedup"] = False
     out = prepare(args.dataset, args.data_dir, config=args.config, manifest=args.manifest,
                   on_error=args.on_error, vocab_size=args.vocab_size, sample_rate=args.sample_rate,
-                  min_seconds=args.min_seconds, manual_dir=args.manual_dir, **corpus)
+                  min_seconds=args.min_seconds, manual_dir=args.manual_dir, beam=args.beam, **corpus)
     print(summary(out))
     return 0
 
@@ -203,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="public corpora with a quality score (Emilia's DNSMOS): lowest kept (default: all)")
     p.add_argument("--language", default=None, help="kaldi: the corpus's language code (default 'und')")
     p.add_argument("--no-dedup", action="store_true", help="public corpora: keep utterances whose audio repeats")
+    p.add_argument("--beam", default=None, metavar="OPTIONS",
+                   help="public corpora: build with Apache Beam [extra 'beam'], e.g. '--runner=DirectRunner "
+                        "--direct_num_workers=4 --direct_running_mode=multi_processing', or a Dataflow / Flink / "
+                        "Spark runner's options")
 
     t = sub.add_parser("train", help="train one stage; resumes from --workdir")
     t.add_argument("--config", required=True)

@@ -3,52 +3,35 @@ walks the published layout under `manual_dir`; this class splits, decodes, filte
 
 Each utterance is decoded, checked (unreadable, silence, clipping, duration, text, quality, duplicate
 audio), resampled and stored as int16 in the schema `espeak_tts` uses, plus `duration` and the corpus's
-own extras. Every file left out is listed in `skipped.jsonl` beside the data with its path, split, filter
-and reason; `filters.jsonl` holds the counts of each split (what `speech-jax prepare` prints).
+own extras (process.py). Every file left out is listed beside the data with its path, split, filter and
+reason, with the counts of each split (what `speech-jax prepare` prints). With Beam options in the
+DownloadConfig the same work runs as a Beam pipeline (beam.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
-import os
-import subprocess
 
 import numpy as np
-import soundfile as sf
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_pipelines.corpora import filters, splits as splits_lib
+from data_pipelines.corpora import process as process_lib, splits as splits_lib
+from data_pipelines.corpora.process import Utterance
 from data_pipelines.espeak_tts import schema
 from data_pipelines.espeak_tts.tfds_compat import LocalCodePath
 from speech_jax.audio import io as audio_io
 
+# Beside the data: the files left out (path, split, filter, reason) and the counts of each split. Written
+# per split (Beam writes them from its workers); `merge_reports` joins them into REPORT_NAME and COUNTS_NAME.
 REPORT_NAME = "skipped.jsonl"  # the manifest builder's name, so `prepare` reads both alike
 COUNTS_NAME = "filters.jsonl"
 DEFAULT_SAMPLE_RATE = 16000
 
 _log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class Utterance:
-    """One utterance as a layout reader finds it; nothing is decoded yet."""
-
-    utt_id: str
-    speaker: str
-    text: str | None  # None: the layout has no transcript for this audio (reported, not stored)
-    path: str  # the audio file, or for archives '<shard>:<member>'; what reports name
-    language: str = "und"
-    split: str | None = None  # the corpus's own split; None: splits.assign decides
-    start: float = 0.0  # seconds: Kaldi segments cut one recording into utterances
-    end: float | None = None
-    duration: float | None = None  # from the corpus's metadata: checked before decoding
-    extras: tuple = ()  # (feature name, value) pairs of the corpus's EXTRA_FEATURES
-    byte_range: tuple = ()  # (offset, size) of the audio inside an archive (Emilia's tar shards)
 
 
 @dataclasses.dataclass(eq=False)
@@ -113,31 +96,12 @@ class CorpusBuilder(LocalCodePath, tfds.core.GeneratorBasedBuilder, skip_registr
     def list_utterances(self, root: epath.Path) -> list[Utterance]:
         raise NotImplementedError
 
-    def read_audio(self, utt: Utterance) -> tuple[np.ndarray, int]:
-        """([frames, channels] float32, sample rate) of `utt`: a file, a pipe (Kaldi) or a segment."""
-        if utt.byte_range:  # '<archive>:<member>': read the member's bytes straight from the archive
-            offset, size = utt.byte_range
-            with open(utt.path.rsplit(":", 1)[0], "rb") as f:
-                f.seek(offset)
-                source = io.BytesIO(f.read(size))
-        elif utt.path.endswith("|"):  # Kaldi's extended filename: a command whose stdout is the audio
-            out = subprocess.run(utt.path[:-1], shell=True, capture_output=True, check=False)
-            if out.returncode:
-                raise audio_io.AudioError(f"command failed ({out.stderr.decode(errors='replace')[-200:]})")
-            source = io.BytesIO(out.stdout)
-        else:
-            source = utt.path
-            if not os.path.isfile(source):
-                raise audio_io.AudioError("no such file")
-        with sf.SoundFile(source) as f:
-            sr = f.samplerate
-            start = int(round(utt.start * sr))
-            frames = -1 if utt.end is None else int(round(utt.end * sr)) - start
-            if start:
-                f.seek(start)
-            return f.read(frames, dtype="float32", always_2d=True), sr
-
     # --- shared machinery ---------------------------------------------------------------------
+
+    def download_and_prepare(self, *, download_config=None, **kwargs):
+        # TFDS decides Beam or not from the DownloadConfig; the split generators must know which to return.
+        self._use_beam = bool(download_config and (download_config.beam_runner or download_config.beam_options))
+        return super().download_and_prepare(download_config=download_config, **kwargs)
 
     def _split_generators(self, dl_manager):
         root = epath.Path(dl_manager.manual_dir)
@@ -149,72 +113,57 @@ class CorpusBuilder(LocalCodePath, tfds.core.GeneratorBasedBuilder, skip_registr
             raise FileNotFoundError(f"no utterances found under {root}; expected:\n"
                                     f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
         by_split = splits_lib.assign(utts, self.builder_config.split_spec)
-        report_dir = epath.Path(self.data_dir)  # the build folder, renamed when complete
-        for name in (REPORT_NAME, COUNTS_NAME):
-            (report_dir / name).write_text("")
-        self._seen_audio: dict[str, str] = {}  # digest -> first utt_id, across splits (in split order)
         order = ("train", "validation")  # duplicates are dropped from the held-out splits, not from train
         names = sorted(by_split, key=lambda s: (order.index(s) if s in order else len(order), s))
-        return {s: self._generate_examples(s, by_split[s], report_dir) for s in names}
+        # rank: the order in which duplicates are resolved, the same in both paths.
+        items = [((i, j), s, u) for i, s in enumerate(names) for j, u in enumerate(by_split[s])]
+        report_dir = epath.Path(self.data_dir)  # the build folder, renamed when complete
+        if getattr(self, "_use_beam", False):
+            from data_pipelines.corpora import beam as beam_lib
 
-    def _example(self, utt: Utterance) -> tuple[dict, bool]:
-        """(the stored example, whether normalisation changed the text); raises filters.Rejected."""
-        config = self.builder_config
-        language = config.language or utt.language
-        text = filters.normalise_text(utt.text, language)
-        extras = dict(utt.extras)
-        filters.check_quality(extras.get("dnsmos"), config.min_quality)
-        if utt.duration is not None:  # cheap: before decoding
-            filters.check_duration(utt.duration, config.min_seconds, config.max_seconds)
-        try:
-            data, sr = self.read_audio(utt)
-            audio = audio_io.check_audio(data, sr, utt.path, min_peak=config.min_peak)
-        except audio_io.AudioError as e:
-            kind = "silence" if e.reason.startswith("silent") else "unreadable"
-            raise filters.Rejected(kind, e.reason) from None
-        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-            raise filters.Rejected("unreadable", f"unreadable or corrupt audio ({e})") from None
-        filters.check_clipping(data, config.max_clipped)
-        filters.check_duration(audio.size / sr, config.min_seconds, config.max_seconds)
-        if sr != config.sample_rate:
-            audio = audio_io.resample(audio, sr, config.sample_rate)
-        audio = schema.to_int16(audio)
-        if config.dedup:
-            digest = filters.audio_digest(audio)
-            first = self._seen_audio.setdefault(digest, utt.utt_id)
-            if first != utt.utt_id:
-                raise filters.Rejected("duplicate", f"same audio as {first}")
-        example = {"audio": audio, "sample_rate": config.sample_rate, "text": text, "speaker": utt.speaker,
-                   "language": language, "utt_id": utt.utt_id,
-                   "duration": np.float32(audio.size / config.sample_rate)}
-        example.update(extras)
-        return example, text != (utt.text or "").strip()
+            transforms = beam_lib.split_transforms(items, self.builder_config, report_dir)
+            return {s: transforms[s] for s in names}
+        self._seen_audio: dict[str, dict] = {}  # digest -> first outcome, across splits
+        return {s: self._generate_examples([it for it in items if it[1] == s], report_dir) for s in names}
 
-    def _generate_examples(self, split, utts, report_dir):
-        rejected, normalised, kept = [], 0, 0
-        for utt in utts:
-            try:
-                example, changed = self._example(utt)
-            except filters.Rejected as e:
-                rejected.append((utt, e))
-                continue
-            kept += 1
-            normalised += changed
-            yield utt.utt_id, example
-        counts = {f: 0 for f in filters.FILTERS}
-        for _, e in rejected:
-            counts[e.filter] += 1
-        with (report_dir / REPORT_NAME).open("a") as f:
-            for utt, e in rejected:
-                f.write(json.dumps({"split": split, "wav_path": utt.path, "utt_id": utt.utt_id,
-                                    "filter": e.filter, "reason": e.reason}) + "\n")
-        with (report_dir / COUNTS_NAME).open("a") as f:
-            f.write(json.dumps({"split": split, "listed": len(utts), "kept": kept,
-                                "text_normalised": normalised, "rejected": counts}) + "\n")
+    def _generate_examples(self, items, report_dir):
+        config, outcomes = self.builder_config, []
+        for item in items:
+            o = process_lib.outcome(item, config)
+            if o["rejected"] is None and config.dedup:
+                first = self._seen_audio.setdefault(o["digest"], o)
+                if first is not o:
+                    process_lib.drop_duplicates([first, o])
+            outcomes.append(o)
+            if o["rejected"] is None:
+                yield o["utt"].utt_id, o.pop("example")
+        split = items[0][1]
+        rejected = [process_lib.report_line(o) for o in outcomes if o["rejected"]]
+        (report_dir / f"skipped-{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejected))
+        labels: dict[str, int] = {}
+        for o in outcomes:
+            labels[process_lib.count_label(o)] = labels.get(process_lib.count_label(o), 0) + 1
+        counts = process_lib.counts_of(split, labels)
+        (report_dir / f"filters-{split}.json").write_text(json.dumps(counts) + "\n")
         if rejected:
             _log.warning("%s split %r: left out %d of %d utterances (%s); listed in %s", self.name, split,
-                         len(rejected), len(utts), ", ".join(f"{k} {v}" for k, v in counts.items() if v),
-                         REPORT_NAME)
-        if not kept:  # TFDS cannot write an empty split; say why instead of its writer's error
-            raise ValueError(f"every utterance of split {split!r} was left out, e.g. {rejected[0][0].path}: "
-                             f"{rejected[0][1]}; see {report_dir / REPORT_NAME}")
+                         len(rejected), len(items),
+                         ", ".join(f"{k} {v}" for k, v in counts["rejected"].items() if v), REPORT_NAME)
+        if not counts["kept"]:  # TFDS cannot write an empty split; say why instead of its writer's error
+            raise ValueError(f"every utterance of split {split!r} was left out, e.g. {rejected[0]}")
+
+
+def merge_reports(corpus_dir) -> tuple[str | None, dict]:
+    """Joins the per-split reports of a built corpus into REPORT_NAME (sorted by split and path) and
+    COUNTS_NAME; returns (the report's path, or None when nothing was left out, {split: counts})."""
+    corpus_dir = epath.Path(corpus_dir)
+    rejected, counts = [], {}
+    for path in sorted(corpus_dir.glob("skipped-*.jsonl")):
+        rejected += [json.loads(line) for line in path.read_text().splitlines() if line]
+    for path in sorted(corpus_dir.glob("filters-*.json")):
+        record = json.loads(path.read_text())
+        counts[record.pop("split")] = record
+    report = corpus_dir / REPORT_NAME
+    report.write_text("".join(json.dumps(r) + "\n" for r in rejected))
+    (corpus_dir / COUNTS_NAME).write_text("".join(json.dumps(dict(split=k, **v)) + "\n" for k, v in counts.items()))
+    return (str(report) if rejected else None), counts

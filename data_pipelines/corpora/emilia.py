@@ -11,15 +11,17 @@ import tarfile
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
-from data_pipelines.corpora.base import CorpusBuilder, Utterance
+from data_pipelines.corpora.base import CorpusBuilder
+from data_pipelines.corpora.process import Utterance
 
 
 def read_shard(shard: str) -> list[Utterance]:
     """Every key of the shard; one without its json (no text) or its mp3 (no such file) is still listed,
     so the report names it."""
     audio, meta = {}, {}
-    with tarfile.open(shard) as tar:
+    with epath.Path(shard).open("rb") as f, tarfile.open(fileobj=f) as tar:
         for member in tar:
             if not member.isfile():
                 continue

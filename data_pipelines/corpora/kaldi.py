@@ -13,7 +13,8 @@ import re
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_pipelines.corpora.base import CorpusBuilder, Utterance
+from data_pipelines.corpora.base import CorpusBuilder
+from data_pipelines.corpora.process import Utterance
 
 _SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from etils import epath
 
-from data_pipelines.corpora.base import CorpusBuilder, Utterance
+from data_pipelines.corpora.base import CorpusBuilder
+from data_pipelines.corpora.process import Utterance
 
 _SPLIT_OF_SUBSET = {"train": "train", "dev": "validation", "test": "test_unseen"}
 _SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 
-from data_pipelines.corpora.base import CorpusBuilder, Utterance
+from data_pipelines.corpora.base import CorpusBuilder
+from data_pipelines.corpora.process import Utterance
 
 SPEAKER = "LJ"
 

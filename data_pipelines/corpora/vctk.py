@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from data_pipelines.corpora.base import CorpusBuilder, Utterance
+from data_pipelines.corpora.base import CorpusBuilder
+from data_pipelines.corpora.process import Utterance
 
 MIC = "mic1"  # the omni microphone; mic2 is the same speech from a second, small-diaphragm one
 

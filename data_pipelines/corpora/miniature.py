@@ -1,7 +1,11 @@
 """Miniature copies of the public corpora in their exact published layouts (file names, formats, text
-files, tar shards), with espeak speech, plus one bad file of each kind a real tree holds. Each writer
-returns what the tests expect back: {"kept": {utt_id: (split or None, speaker, text)}, "bad": {file name:
-filter}}."""
+files, tar shards), with espeak speech, plus one bad file of each kind a real tree holds: the fixtures of
+tests/test_corpora.py and experiments/bench_prepare.py, and a worked example of what each builder reads.
+Each writer returns what a build should give back: {"kept": {utt_id: (split or None, speaker, text)},
+"bad": {file name: filter}}.
+
+    python -m data_pipelines.corpora.miniature vctk /tmp/vctk_tree [--per-speaker 3]
+"""
 from __future__ import annotations
 
 import io
@@ -176,3 +180,16 @@ def emilia(root, rate=24000, per_speaker=3) -> dict:
 
 
 WRITERS = {"libritts_r": libritts, "vctk": vctk, "ljspeech": ljspeech, "kaldi": kaldi, "emilia": emilia}
+
+
+if __name__ == "__main__":
+    import argparse
+    import pathlib
+
+    parser = argparse.ArgumentParser(description="write a miniature corpus tree")
+    parser.add_argument("corpus", choices=sorted(WRITERS))
+    parser.add_argument("out")
+    parser.add_argument("--per-speaker", type=int, default=None)
+    args = parser.parse_args()
+    extra = {} if args.per_speaker is None else {"per_speaker": args.per_speaker}
+    print(json.dumps(WRITERS[args.corpus](pathlib.Path(args.out), **extra)["bad"]))
