@@ -208,3 +208,27 @@ def test_beam_builds_the_same_records_reports_and_counts(built, tmp_path):
             assert x.keys() == y.keys()
             for k in x:
                 np.testing.assert_array_equal(x[k], y[k], err_msg=f"{split} {x['utt_id']} {k}")
+
+
+def test_kaldi_folders_of_data_directories_are_splits(tmp_path):
+    """data/train, data/dev, data/test_x: each a split named after its folder (dev -> validation)."""
+    from etils import epath
+
+    from data_pipelines.corpora import Kaldi
+
+    for folder in ("train", "dev", "Test-Other"):
+        d = tmp_path / folder
+        d.mkdir()
+        (d / "wav.scp").write_text(f"{folder}-r1 /audio/{folder}.flac\n")
+        (d / "text").write_text(f"{folder}-r1 HELLO\n")
+        (d / "utt2spk").write_text(f"{folder}-r1 s1\n")
+    utts = Kaldi.list_utterances(None, epath.Path(tmp_path))
+    assert {u.utt_id: u.split for u in utts} == {"train-r1": "train", "dev-r1": "validation",
+                                                  "Test-Other-r1": "test_other"}
+
+
+def test_a_missing_manual_dir_names_the_layout(tmp_path):
+    with pytest.raises(ValueError, match="wav48_silence_trimmed"):
+        prepare("vctk", str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        prepare("vctk", str(tmp_path / "data"), manual_dir=str(tmp_path / "nowhere"))

@@ -123,26 +123,25 @@ class CorpusBuilder(LocalCodePath, tfds.core.GeneratorBasedBuilder, skip_registr
 
             transforms = beam_lib.split_transforms(items, self.builder_config, report_dir)
             return {s: transforms[s] for s in names}
-        self._seen_audio: dict[str, dict] = {}  # digest -> first outcome, across splits
+        self._seen_audio: dict[str, str] = {}  # digest -> utt_id of its first utterance, across splits
         return {s: self._generate_examples([it for it in items if it[1] == s], report_dir) for s in names}
 
     def _generate_examples(self, items, report_dir):
-        config, outcomes = self.builder_config, []
-        for item in items:
+        config, rejected, labels = self.builder_config, [], {}
+        for item in items:  # in rank order, so the first of a duplicate pair is the one Beam keeps too
             o = process_lib.outcome(item, config)
             if o["rejected"] is None and config.dedup:
-                first = self._seen_audio.setdefault(o["digest"], o)
-                if first is not o:
-                    process_lib.drop_duplicates([first, o])
-            outcomes.append(o)
+                first = self._seen_audio.setdefault(o["digest"], o["utt"].utt_id)
+                if first != o["utt"].utt_id:
+                    o["rejected"] = ("duplicate", f"same audio as {first}")
+            label = process_lib.count_label(o)
+            labels[label] = labels.get(label, 0) + 1
             if o["rejected"] is None:
-                yield o["utt"].utt_id, o.pop("example")
+                yield o["utt"].utt_id, o["example"]
+            else:
+                rejected.append(process_lib.report_line(o))
         split = items[0][1]
-        rejected = [process_lib.report_line(o) for o in outcomes if o["rejected"]]
         (report_dir / f"skipped-{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejected))
-        labels: dict[str, int] = {}
-        for o in outcomes:
-            labels[process_lib.count_label(o)] = labels.get(process_lib.count_label(o), 0) + 1
         counts = process_lib.counts_of(split, labels)
         (report_dir / f"filters-{split}.json").write_text(json.dumps(counts) + "\n")
         if rejected:
