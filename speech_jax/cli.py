@@ -204,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--language", default=None, help="kaldi: the corpus's language code (default 'und')")
     p.add_argument("--no-dedup", action="store_true", help="public corpora: keep utterances whose audio repeats")
     p.add_argument("--beam", default=None, metavar="OPTIONS",
-                   help="public corpora: build with Apache Beam [extra 'beam'], e.g. '--runner=DirectRunner "
-                        "--direct_num_workers=4 --direct_running_mode=multi_processing', or a Dataflow / Flink / "
-                        "Spark runner's options")
+                   help="public corpora: build with Apache Beam [extra 'beam'], given its pipeline options after "
+                        "an '=': --beam='--runner=DirectRunner --direct_num_workers=4 "
+                        "--direct_running_mode=multi_processing', or a Dataflow / Flink / Spark runner's options")
 
     t = sub.add_parser("train", help="train one stage; resumes from --workdir")
     t.add_argument("--config", required=True)

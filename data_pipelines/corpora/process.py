@@ -17,7 +17,7 @@ from data_pipelines.espeak_tts import schema
 from speech_jax.audio import io as audio_io
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: the whole listing sits in the driver's memory
 class Utterance:
     """One utterance as a layout reader finds it; nothing is decoded yet."""
 
