@@ -50,9 +50,10 @@ class LibrittsR(CorpusBuilder):
         return read_libritts(root)
 
 
-class Libritts(CorpusBuilder):
-    """LibriTTS (Zen et al. 2019), 24 kHz. Registered under TFDS's own name `libritts`; a prepared copy
-    is read from its files (its config names are not TFDS's)."""
+# Not registered: the name is TFDS's own (its downloading builder), which a process may already have
+# loaded; `speech-jax prepare` reaches this class through CORPORA, and reading goes by the built files.
+class Libritts(CorpusBuilder, skip_registration=True):
+    """LibriTTS (Zen et al. 2019), 24 kHz."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = _LAYOUT.format(r="")
     HOMEPAGE = "https://www.openslr.org/60/"

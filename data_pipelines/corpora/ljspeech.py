@@ -11,9 +11,10 @@ from data_pipelines.corpora.process import Utterance
 SPEAKER = "LJ"
 
 
-class Ljspeech(CorpusBuilder):
-    """LJSpeech (Ito and Johnson 2017): one female English speaker, 22.05 kHz. Registered under TFDS's own
-    name `ljspeech`; a prepared copy is read from its files (its config names are not TFDS's)."""
+# Not registered: the name is TFDS's own (its downloading builder), which a process may already have
+# loaded; `speech-jax prepare` reaches this class through CORPORA, and reading goes by the built files.
+class Ljspeech(CorpusBuilder, skip_registration=True):
+    """LJSpeech (Ito and Johnson 2017): one female English speaker, 22.05 kHz."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = """Unpacked LJSpeech-1.1:
   <manual_dir>/metadata.csv   LJ001-0001|Printing, in the only sense ...|Printing, in the only sense ...

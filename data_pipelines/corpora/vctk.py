@@ -8,9 +8,10 @@ from data_pipelines.corpora.process import Utterance
 MIC = "mic1"  # the omni microphone; mic2 is the same speech from a second, small-diaphragm one
 
 
-class Vctk(CorpusBuilder):
-    """CSTR VCTK 0.92: 110 English speakers with various accents, 48 kHz. Registered under TFDS's own name
-    `vctk`; a prepared copy is read from its files (its config names are not TFDS's)."""
+# Not registered: the name is TFDS's own (its downloading builder), which a process may already have
+# loaded; `speech-jax prepare` reaches this class through CORPORA, and reading goes by the built files.
+class Vctk(CorpusBuilder, skip_registration=True):
+    """CSTR VCTK 0.92: 110 English speakers with various accents, 48 kHz."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""Unpacked VCTK-Corpus-0.92:
   <manual_dir>/wav48_silence_trimmed/p225/p225_001_{MIC}.flac
