@@ -29,10 +29,14 @@ def _beam_options(text: str):
     """`--beam "--runner=DataflowRunner --project=P ..."` as Beam PipelineOptions (the 'beam' extra)."""
     import shlex
 
-    # Through TFDS's lazy import, which says how to install Beam when it is missing.
     from tensorflow_datasets.core.utils.lazy_imports_utils import apache_beam as beam
 
-    return beam.options.pipeline_options.PipelineOptions(shlex.split(text))
+    try:
+        options = beam.options.pipeline_options  # the lazy import happens here
+    except ImportError as e:
+        raise ValueError(f"--beam needs Apache Beam ({e}): pip install 'speech_jax[beam]', best in an "
+                         "environment of its own (Beam pins protobuf and pillow)") from None
+    return options.PipelineOptions(shlex.split(text))
 
 
 def _corpus_builder(dataset, data_dir, config, manual_dir, options, beam):

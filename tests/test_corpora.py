@@ -232,3 +232,17 @@ def test_a_missing_manual_dir_names_the_layout(tmp_path):
         prepare("vctk", str(tmp_path / "data"))
     with pytest.raises(FileNotFoundError, match="not a directory"):
         prepare("vctk", str(tmp_path / "data"), manual_dir=str(tmp_path / "nowhere"))
+
+
+def test_beam_without_apache_beam_is_a_clear_error(built, tmp_path, capsys):
+    import importlib.util
+
+    from speech_jax.cli import main
+
+    if importlib.util.find_spec("apache_beam"):
+        pytest.skip("Apache Beam is installed")
+
+    src = built["ljspeech"][2]
+    assert main(["prepare", "--dataset", "ljspeech", "--manual-dir", str(src), "--data-dir", str(tmp_path),
+                 "--beam=--runner=DirectRunner"]) == 2
+    assert "pip install 'speech_jax[beam]'" in capsys.readouterr().err
