@@ -41,6 +41,10 @@ EXTRAS = {
     "tf": ["tensorflow-cpu>=2.16"],
     # pytest-xdist: the suite runs on two worker processes (pytest.ini), ~27 % faster on a 2-core machine.
     "dev": ["pytest>=8", "pytest-xdist>=3.5", "filelock>=3.12"],  # filelock: fixtures shared by xdist workers
+    # Distributed preparation of the public corpora (speech-jax prepare --beam ...): TFDS's Beam path, run
+    # locally with the DirectRunner or on Dataflow / Flink / Spark. It pins protobuf, pillow and others below
+    # what the rest may bring; a separate environment avoids the clash.
+    "beam": ["apache-beam>=2.60"],
     # ASR (Whisper) and speaker (WavLM) models for `speech-jax evaluate`. A CPU wheel of torch is enough:
     # pip install torch --index-url https://download.pytorch.org/whl/cpu (PyPI's default is a CUDA build).
     "eval": ["transformers>=4.40", "torch>=2.2"],

@@ -13,7 +13,9 @@ import os
 
 _log = logging.getLogger(__name__)
 
-DATASETS = ("espeak_tts", "manifest")
+# The public corpora (data_pipelines/corpora) read their published layout from --manual-dir.
+CORPORA = ("libritts_r", "libritts", "vctk", "ljspeech", "kaldi", "emilia")
+DATASETS = ("espeak_tts", "manifest") + CORPORA
 ESPEAK_SIZES = ("tiny", "small")
 # Requested sizes; with byte fallback sentencepiece may return fewer pieces on a small corpus.
 DEFAULT_VOCAB = {"tiny": 384, "small": 1024}
@@ -21,6 +23,37 @@ FALLBACK_VOCAB = 1024
 # Room for merges above one piece per character, when the characters alone exceed the default.
 _MERGE_ROOM = 64
 BPE_NAME = "bpe"  # -> bpe.model, plus bpe.json recording how it was trained
+
+
+def _beam_options(text: str):
+    """`--beam "--runner=DataflowRunner --project=P ..."` as Beam PipelineOptions (the 'beam' extra)."""
+    import shlex
+
+    from tensorflow_datasets.core.utils.lazy_imports_utils import apache_beam as beam
+
+    try:
+        options = beam.options.pipeline_options  # the lazy import happens here
+    except ImportError as e:
+        raise ValueError(f"--beam needs Apache Beam ({e}): pip install 'speech_jax[beam]', best in an "
+                         "environment of its own (Beam pins protobuf and pillow)") from None
+    return options.PipelineOptions(shlex.split(text))
+
+
+def _corpus_builder(dataset, data_dir, config, manual_dir, options, beam):
+    import tensorflow_datasets as tfds
+
+    from data_pipelines import corpora
+
+    if manual_dir is None:
+        raise ValueError(f"--dataset {dataset} reads the corpus from --manual-dir DIR (nothing is downloaded); "
+                         f"it should hold:\n{corpora.CORPORA[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    if "://" not in manual_dir and not os.path.isdir(manual_dir):
+        raise FileNotFoundError(f"--manual-dir {manual_dir} is not a directory")
+    cfg = corpora.make_config(config, **options)
+    manual_dir = manual_dir if "://" in manual_dir else os.path.abspath(manual_dir)
+    download = tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                            beam_options=None if beam is None else _beam_options(beam))
+    return corpora.CORPORA[dataset](config=cfg, data_dir=data_dir), download
 
 
 def _builder(dataset, data_dir, config, manifest, on_error, sample_rate, min_seconds):
@@ -88,24 +121,39 @@ def _bpe_is_current(corpus_dir: str, vocab_size: int) -> bool:
 
 def prepare(dataset: str, data_dir: str, *, config: str | None = None,
             manifest: str | None = None, on_error: str = "skip", vocab_size: int | None = None,
-            sample_rate: int = 16000, min_seconds: float | None = None) -> dict:
-    """Builds `dataset` ('espeak_tts' or 'manifest') under `data_dir` and its tokenizer.
+            sample_rate: int = 16000, min_seconds: float | None = None, manual_dir: str | None = None,
+            beam: str | None = None, **corpus_options) -> dict:
+    """Builds `dataset` (one of DATASETS) under `data_dir` and its tokenizer.
 
     espeak_tts: `config` is 'tiny' or 'small' (default). manifest: `manifest` is the CSV/JSONL
     path, `config` an optional name for the corpus, `on_error` 'skip' or 'stop', `min_seconds`
-    the shortest clip kept (default `DEFAULT_MIN_SECONDS`).
-    Returns {"name", "data_dir", "corpus_dir", "bpe_model", "splits", "report", "skipped"}; `name`
-    is what `tfds.data_source(name, data_dir=data_dir)` reads; `skipped` counts the manifest rows
-    left out, by split.
+    the shortest clip kept (default `DEFAULT_MIN_SECONDS`). The public corpora (CORPORA) read
+    `manual_dir`; `config` optionally names the build; `min_seconds` and `corpus_options`
+    (max_seconds, max_clipped, min_quality, dedup, language, split_spec: see corpora.CorpusConfig)
+    set the preparation filters; `beam`, Beam pipeline options as one string (e.g.
+    "--runner=DirectRunner --direct_num_workers=4"), builds with Apache Beam instead of in this process.
+    Returns {"name", "data_dir", "corpus_dir", "bpe_model", "splits", "report", "skipped", "filters"};
+    `name` is what `tfds.data_source(name, data_dir=data_dir)` reads; `skipped` counts the rows or
+    files left out, by split; `filters` (public corpora) the counts of each filter, by split.
     """
     data_dir = os.path.abspath(os.fspath(data_dir))
-    if dataset != "manifest" and min_seconds is not None:
-        raise ValueError("--min-seconds is only used with --dataset manifest")
-    if min_seconds is None:
-        from data_pipelines.manifest.builder import DEFAULT_MIN_SECONDS
-        min_seconds = DEFAULT_MIN_SECONDS
-    builder = _builder(dataset, data_dir, config, manifest, on_error, sample_rate, min_seconds)
-    builder.download_and_prepare()  # returns at once when the corpus exists
+    download = None
+    if dataset in CORPORA:
+        if manifest is not None:
+            raise ValueError("--manifest is only used with --dataset manifest")
+        builder, download = _corpus_builder(dataset, data_dir, config, manual_dir,
+                                            dict(corpus_options, sample_rate=sample_rate, min_seconds=min_seconds),
+                                            beam)
+    else:
+        if manual_dir is not None or beam is not None or corpus_options:
+            raise ValueError(f"--manual-dir, --beam and the corpus filters are only used with --dataset {'|'.join(CORPORA)}")
+        if dataset != "manifest" and min_seconds is not None:
+            raise ValueError("--min-seconds is only used with --dataset manifest or a public corpus")
+        if min_seconds is None:
+            from data_pipelines.manifest.builder import DEFAULT_MIN_SECONDS
+            min_seconds = DEFAULT_MIN_SECONDS
+        builder = _builder(dataset, data_dir, config, manifest, on_error, sample_rate, min_seconds)
+    builder.download_and_prepare(download_config=download)  # returns at once when the corpus exists
     name = f"{builder.name}/{builder.builder_config.name}"
     corpus_dir = os.fspath(builder.data_dir)
 
@@ -117,8 +165,12 @@ def prepare(dataset: str, data_dir: str, *, config: str | None = None,
         _log.info("training BPE (vocab %d) on %d %s train texts", size, len(texts), name)
         bpe_model = _train_bpe(texts, corpus_dir, size, requested)
 
-    report, skipped = None, {}
-    if dataset == "manifest":
+    report, skipped, counts = None, {}, None
+    if dataset in CORPORA:
+        from data_pipelines.corpora import merge_reports
+
+        counts = merge_reports(corpus_dir)[1]  # the per-split reports, joined into one
+    if dataset != "espeak_tts":
         from data_pipelines.manifest import REPORT_NAME
 
         path = os.path.join(corpus_dir, REPORT_NAME)
@@ -136,6 +188,7 @@ def prepare(dataset: str, data_dir: str, *, config: str | None = None,
         "splits": {k: v.num_examples for k, v in builder.info.splits.items()},
         "report": report,
         "skipped": skipped,
+        "filters": counts,
     }
 
 
@@ -150,5 +203,9 @@ def summary(out: dict) -> str:
         total = left + sum(out["splits"].get(s, 0) for s in out["skipped"])
         by_split = ", ".join(f"{s} {n}" for s, n in sorted(out["skipped"].items()))
         lines.append(f"skipped {left} of {total} rows ({by_split}); each with its reason in {out['report']}")
+    for split, c in sorted((out.get("filters") or {}).items()):
+        left = ", ".join(f"{k} {v}" for k, v in c["rejected"].items() if v) or "none"
+        lines.append(f"  {split}: kept {c['kept']} of {c['listed']}; left out: {left}; "
+                     f"texts normalised: {c['text_normalised']}")
     lines.append(f"BPE model: {out['bpe_model']}")
     return "\n".join(lines)

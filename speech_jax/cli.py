@@ -9,9 +9,13 @@ import sys
 
 def _prepare(args) -> int:
     from data_pipelines.prepare import prepare, summary
+    corpus = {k: v for k, v in (("max_seconds", args.max_seconds), ("max_clipped", args.max_clipped),
+                                 ("min_quality", args.min_quality), ("language", args.language)) if v is not None}
+    if args.no_dedup:
+        corpus["dedup"] = False
     out = prepare(args.dataset, args.data_dir, config=args.config, manifest=args.manifest,
                   on_error=args.on_error, vocab_size=args.vocab_size, sample_rate=args.sample_rate,
-                  min_seconds=args.min_seconds)
+                  min_seconds=args.min_seconds, manual_dir=args.manual_dir, beam=args.beam, **corpus)
     print(summary(out))
     return 0
 
@@ -180,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="time for training the CTC judge, on top of --minutes (default: its config's); 0: no judge")
 
     p = sub.add_parser("prepare", help="build a TFDS corpus and its BPE tokenizer")
-    p.add_argument("--dataset", required=True, choices=["espeak_tts", "manifest"])
+    from data_pipelines.prepare import DATASETS
+    p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--data-dir", default="data")
     p.add_argument("--config", default=None, help="builder config (espeak_tts: tiny | small)")
     p.add_argument("--manifest", default=None, help="CSV or JSONL with wav_path,text,speaker[,language]")
@@ -188,7 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab-size", type=int, default=None)
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--min-seconds", type=float, default=None,
-                   help="manifest: shortest clip kept; shorter ones are bad rows (default 0.25)")
+                   help="manifest: shortest clip kept; shorter ones are bad rows (default 0.25); "
+                        "public corpora: the duration filter's lower bound (default 0.5)")
+    p.add_argument("--manual-dir", default=None, help="public corpora: the unpacked corpus in its published layout")
+    p.add_argument("--max-seconds", type=float, default=None, help="public corpora: longest clip kept (default 30)")
+    p.add_argument("--max-clipped", type=float, default=None,
+                   help="public corpora: largest fraction of samples at full scale (default 0.001)")
+    p.add_argument("--min-quality", type=float, default=None,
+                   help="public corpora with a quality score (Emilia's DNSMOS): lowest kept (default: all)")
+    p.add_argument("--language", default=None, help="kaldi: the corpus's language code (default 'und')")
+    p.add_argument("--no-dedup", action="store_true", help="public corpora: keep utterances whose audio repeats")
+    p.add_argument("--beam", default=None, metavar="OPTIONS",
+                   help="public corpora: build with Apache Beam [extra 'beam'], given its pipeline options after "
+                        "an '=': --beam='--runner=DirectRunner --direct_num_workers=4 "
+                        "--direct_running_mode=multi_processing', or a Dataflow / Flink / Spark runner's options")
 
     t = sub.add_parser("train", help="train one stage; resumes from --workdir")
     t.add_argument("--config", required=True)

@@ -1,0 +1,72 @@
+"""The same preparation as a Beam graph (TFDS runs it when DownloadConfig has beam_options or a runner):
+decoding and filtering fan out over workers; duplicates are found by grouping on the audio digest across
+all splits, so the records, reports and counts equal the single-process build's."""
+
+from __future__ import annotations
+
+import json
+
+from data_pipelines.corpora import process as process_lib
+
+
+def _split_transform(beam, shared, split: str, report_dir):
+    """PTransform of one split: its (key, example) pairs; writes its report and counts beside the data."""
+
+    @beam.ptransform_fn
+    def transform(pbegin):
+        outcomes = shared(pbegin.pipeline) | f"Only_{split}" >> beam.Filter(lambda o: o["split"] == split)
+        (outcomes
+         | f"Rejected_{split}" >> beam.Filter(lambda o: o["rejected"] is not None)
+         | f"Sorted_{split}" >> beam.combiners.ToList()
+         | f"Report_{split}" >> beam.Map(_write_report, path=str(report_dir / f"skipped-{split}.jsonl")))
+        (outcomes
+         | f"Label_{split}" >> beam.Map(process_lib.count_label)
+         | f"Count_{split}" >> beam.combiners.Count.PerElement()
+         | f"Counts_{split}" >> beam.combiners.ToDict()
+         | f"WriteCounts_{split}" >> beam.Map(_write_counts, split=split,
+                                              path=str(report_dir / f"filters-{split}.json")))
+        return (outcomes
+                | f"Kept_{split}" >> beam.Filter(lambda o: o["rejected"] is None)
+                | f"Example_{split}" >> beam.Map(lambda o: (o["utt"].utt_id, o["example"])))
+
+    return transform()
+
+
+def _write_report(outcomes, path):
+    from etils import epath
+
+    lines = [process_lib.report_line(o) for o in sorted(outcomes, key=lambda o: o["rank"])]
+    epath.Path(path).write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def _write_counts(labels, split, path):
+    from etils import epath
+
+    epath.Path(path).write_text(json.dumps(process_lib.counts_of(split, labels)) + "\n")
+
+
+def split_transforms(items: list[tuple], config, report_dir) -> dict:
+    """{split: PTransform} for (rank, split, utterance) items. The decoding and the duplicate search are
+    one branch of the pipeline that every split's transform reads."""
+    from tensorflow_datasets.core.utils.lazy_imports_utils import apache_beam as beam
+
+    cache = {}
+
+    def shared(pipeline):
+        if id(pipeline) not in cache:
+            outcomes = (pipeline
+                        | "ListedUtterances" >> beam.Create(items)
+                        | "Process" >> beam.Map(process_lib.outcome, config=config))
+            if config.dedup:
+                kept = (outcomes
+                        | "Kept" >> beam.Filter(lambda o: o["rejected"] is None)
+                        | "ByDigest" >> beam.Map(lambda o: (o["digest"], o))
+                        | "SameAudio" >> beam.GroupByKey()
+                        | "DropDuplicates" >> beam.FlatMap(lambda kv: process_lib.drop_duplicates(list(kv[1]))))
+                rejected = outcomes | "Rejected" >> beam.Filter(lambda o: o["rejected"] is not None)
+                outcomes = (kept, rejected) | "AllOutcomes" >> beam.Flatten()
+            cache[id(pipeline)] = outcomes
+        return cache[id(pipeline)]
+
+    splits = sorted({split for _, split, _ in items})
+    return {s: _split_transform(beam, shared, s, report_dir) for s in splits}
