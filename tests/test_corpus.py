@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from data_pipelines.espeak_tts import plan, render, synth, voices
+from data_pipelines.espeak_tts import plan, render, sentences, synth, voices
 from data_pipelines.espeak_tts.voices import Voice
 
 
@@ -150,3 +151,28 @@ def test_speaker_split_holds_out_some_of_every_language():
 def test_unknown_voice_is_a_clear_error():
     with pytest.raises(synth.EspeakError, match="xx"):
         synth.synthesize("hello", Voice("xx"))
+
+
+def test_mixed_sentences_are_new_texts_of_training_words_only():
+    spec = plan.CorpusSpec(languages=("en", "cmn"), speakers_per_language=2, mixed_per_speaker=5)
+    utts = plan.make_plan(spec)
+    assert utts == plan.make_plan(spec)  # a pure function of the spec
+    base = plan.make_plan(dataclasses.replace(spec, mixed_per_speaker=0))
+    for split in ("validation", "test_unseen"):  # mixing adds training utterances only
+        assert utts[split] == base[split]
+    mixed = [u for u in utts["train"] if u not in base["train"]]
+    assert len(mixed) == 5 * len({u.voice for u in base["train"]})
+    for lang in spec.languages:
+        texts = [u.text for u in mixed if u.voice.language == lang]
+        every = sentences.load_sentences(lang)
+        heldout = sentences.heldout_indices(lang, spec.seed, spec.heldout_fraction,
+                                            max(spec.validation_per_speaker, spec.test_per_speaker))
+
+        def words(indices):
+            return {w for i in indices for w in sentences._words(lang, every[i])}
+        pool_words = words(i for i in range(len(every)) if i not in heldout)
+        mixed_words = {w for t in texts for w in sentences._words(lang, t)}
+        assert mixed_words <= pool_words
+        assert not mixed_words & (words(heldout) - pool_words)  # held-out sentences keep their new words
+        assert not set(texts) & set(every)  # new sentences, not copies
+        assert len(set(texts)) == len(texts)

@@ -1,6 +1,6 @@
 """Which speaker says which sentence in which split: a pure function of the config.
 
-train       seen speakers x training sentences
+train       seen speakers x training sentences (+ sentences re-mixed from their words)
 validation  seen speakers x held-out sentences
 test_unseen held-out speakers x held-out sentences (zero-shot: new voice and new text)
 """
@@ -23,6 +23,7 @@ class CorpusSpec:
     speakers_per_language: int = 4
     unseen_per_language: int = 1
     train_per_speaker: int | None = 3  # None: every training sentence
+    mixed_per_speaker: int = 0  # training utterances of re-mixed training words (sentences.mixed_sentence)
     validation_per_speaker: int = 1
     test_per_speaker: int = 2
     heldout_fraction: float = 0.15
@@ -58,4 +59,10 @@ def make_plan(spec: CorpusSpec) -> dict[str, list[Utterance]]:
             for split, indices in jobs:
                 plan[split].extend(Utterance(f"{voice.id}_{i:03d}", split, voice, texts[i])
                                    for i in indices)
+            if voice.id not in unseen_ids and spec.mixed_per_speaker:
+                mix_rng = random.Random(f"{spec.seed}/mixed/{voice.id}")
+                plan["train"].extend(
+                    Utterance(f"{voice.id}_m{k:03d}", "train", voice,
+                              sentences_lib.mixed_sentence(lang, train_pool, mix_rng))
+                    for k in range(spec.mixed_per_speaker))
     return plan
