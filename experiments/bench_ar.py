@@ -151,8 +151,7 @@ def decode_inputs(config, batch: dict, rows: int, model):
     pick = {k: v[np.arange(rows) % len(v)] for k, v in batch.items()}  # rows beyond the batch repeat it
     prefix = build_prefix(pick["text_ids"], pick["text_len"], pick["prompt_text_ids"], pick["prompt_text_len"],
                           pick["prompt_tokens"], pick["prompt_tokens_len"],
-                          codebook_size=config.model.codebook_size, use_speaker=model.speaker != "none",
-                          text_position_rate=model.text_position_rate)
+                          codebook_size=config.model.codebook_size, use_speaker=model.speaker != "none")
     spk = jax.jit(lambda a, n: model.speaker_embedding(a, n))(pick["ref_audio"], pick["ref_len"])
     return prefix, spk
 

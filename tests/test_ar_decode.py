@@ -40,36 +40,33 @@ def tiny_cfg(**kw):
 jit_generate = jax.jit(generate, static_argnums=0, static_argnames=STATIC_ARGNAMES)
 
 
-def _prefix(rate=0.0):
+def _prefix():
     a = {k: np.asarray(v, np.int32) for k, v in INPUTS.items()}
     return build_prefix(a["text"], a["text_len"], a["ptext"], a["ptext_len"], a["ptok"], a["ptok_len"],
-                        codebook_size=K, text_position_rate=rate)
+                        codebook_size=K)
 
 
-def _layout(rate=0.0):
+def _layout():
     a = {k: np.asarray(v, np.int32) for k, v in INPUTS.items()}
     return build_layout(a["text"], a["text_len"], TARGETS, np.full((B,), LA, np.int32), a["ptext"],
-                        a["ptext_len"], a["ptok"], a["ptok_len"], codebook_size=K, text_position_rate=rate)
+                        a["ptext_len"], a["ptok"], a["ptok_len"], codebook_size=K)
 
 
 @functools.lru_cache(maxsize=None)
-def _setup(scan_layers: bool, rate: float = 0.0):
-    """(model, spk, prefix), built once per variant for the whole module."""
-    model = ARTransformer(tiny_cfg(scan_layers=scan_layers, text_position_rate=rate), SPEC,
-                          rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
+def _setup(scan_layers: bool):
+    """(model, spk, prefix), built once per layer layout for the whole module."""
+    model = ARTransformer(tiny_cfg(scan_layers=scan_layers), SPEC, rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
     spk = jnp.asarray(np.random.RandomState(0).randn(B, 32).astype(np.float32))
-    return model, spk, _prefix(rate)
+    return model, spk, _prefix()
 
 
-# Slot-count positions with and without scanned layers, and the audio-clock positions (ar_layout).
-both_layouts = pytest.mark.parametrize("scan_layers,rate", [(False, 0.0), (True, 0.0), (False, 1.4)],
-                                       ids=["layers", "scan_layers", "aligned_positions"])
+both_layouts = pytest.mark.parametrize("scan_layers", [False, True], ids=["layers", "scan_layers"])
 
 
 @both_layouts
-def test_cached_logits_match_full_recomputation(scan_layers, rate):
-    model, spk, prefix = _setup(scan_layers, rate)
-    layout = _layout(rate)
+def test_cached_logits_match_full_recomputation(scan_layers):
+    model, spk, prefix = _setup(scan_layers)
+    layout = _layout()
     targets = layout["audio_ids"][:, S0:]  # target tokens then EOS
     graphdef, state = nnx.split(model)
 
@@ -77,7 +74,7 @@ def test_cached_logits_match_full_recomputation(scan_layers, rate):
     def teacher_forced(state, prefix, spk, targets):
         m = nnx.merge(graphdef, state)
         logits, cache = m.prefill(prefix, spk, m.init_cache(B, S0 + LA + 1))
-        first = prefix["next_position"]
+        first = jnp.sum(prefix["valid"], axis=1)
 
         def step(cache, i):
             lg, cache = m.decode_step(targets[:, i], first + i, S0 + i, cache)
@@ -92,8 +89,8 @@ def test_cached_logits_match_full_recomputation(scan_layers, rate):
 
 
 @both_layouts
-def test_cached_greedy_decode_equals_uncached(scan_layers, rate):
-    model, spk, prefix = _setup(scan_layers, rate)
+def test_cached_greedy_decode_equals_uncached(scan_layers):
+    model, spk, prefix = _setup(scan_layers)
     n = 6
     want, _ = greedy_decode_uncached(model, prefix, spk, n - 1)
     graphdef, state = nnx.split(model)

@@ -35,7 +35,7 @@ def forward_fn(model):
 
 # --- layout --------------------------------------------------------------------------------------
 
-_build_layout = jax.jit(build_layout, static_argnames=("codebook_size", "use_speaker", "text_position_rate"))
+_build_layout = jax.jit(build_layout, static_argnames=("codebook_size", "use_speaker"))
 
 
 def _layout(text, text_len, tokens, tokens_len, ptext, ptext_len, ptok, ptok_len, **kw):
@@ -86,29 +86,14 @@ def test_one_shot_layout_by_hand_without_speaker():
     assert not np.any(np.asarray(lay["loss_mask"]) & (np.asarray(lay["kind"]) == 2))
 
 
-def test_aligned_positions_put_each_text_unit_where_it_is_spoken():
-    lay = _layout(*ONE_SHOT.values(), text_position_rate=1.5)
-    pos, kind = np.asarray(lay["positions"]), np.asarray(lay["kind"])
-    # Row 1: prompt text 1 unit, 3 prompt tokens; text 4 units, 1 target token + EOS.
-    #                 spk  ptext 2     text 4                     SOS + prompt 3         target + EOS
-    np.testing.assert_allclose(pos[1], [0, 2, 0, 5, 6.5, 8, 9.5, 1, 2, 3, 4, 5, 6, 0, 0])
-    # Row 0: the prompt text's second unit 1.5 tokens after its first; the target text starts with the
-    # target's first token (clock 1 + P, P = 2 prompt tokens).
-    np.testing.assert_allclose(pos[0][1:3], [2, 3.5])
-    np.testing.assert_allclose(pos[0][kind[0] == 4], [4, 5, 6, 7])
-    np.testing.assert_allclose(pos[0][3], 4)
-
-
-@pytest.mark.parametrize("rate", [0.0, 1.5], ids=["slot_positions", "aligned_positions"])
-def test_prefix_is_the_layout_without_its_target(rate):
-    lay = _layout(*ONE_SHOT.values(), text_position_rate=rate)
+def test_prefix_is_the_layout_without_its_target():
+    lay = _layout(*ONE_SHOT.values())
     a = {k: jnp.asarray(v, jnp.int32) for k, v in ONE_SHOT.items()}
     pre = build_prefix(a["text"], a["text_len"], a["ptext"], a["ptext_len"], a["ptok"], a["ptok_len"],
-                       codebook_size=K, text_position_rate=rate)
+                       codebook_size=K)
     s0 = 1 + 2 + 4 + 1 + 3
     for k in ("text_ids", "audio_ids", "kind", "valid", "positions"):
         np.testing.assert_array_equal(pre[k], lay[k][:, :s0])
-    np.testing.assert_array_equal(pre["next_position"], lay["positions"][:, s0])  # the first target token's
     np.testing.assert_array_equal(pre["text_len"], [1, 4])
     assert np.all(np.asarray(pre["valid"])[:, -1])  # generation continues right after a valid slot
 

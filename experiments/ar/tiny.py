@@ -15,10 +15,7 @@ def model_defaults() -> ml_collections.ConfigDict:
         codebook_size=0,          # 0: the tokenizer that extracted the tokens
         speaker="learnable",      # "learnable" | "fixed" (frozen mel statistics) | "none" (prompt only)
         spk_d_model=128, spk_layers=2, spk_heads=4, spk_mlp_dim=256, spk_dim=256,
-        one_shot_prob=0.5,        # share of training examples with the reference as in-context prompt
-        # > 0: RoPE positions on the audio clock, each text unit where it is expected to be spoken
-        # (audio tokens per text unit; models/ar_layout.py). 0: positions count slots.
-        text_position_rate=0.0))
+        one_shot_prob=0.5))       # share of training examples with the reference as in-context prompt
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -35,7 +35,7 @@ def generate(graphdef, state, prefix: dict, spk: jax.Array, rng: jax.Array, *, m
     b, s0 = prefix["valid"].shape
     n = max_new_tokens
     logits, cache = model.prefill(prefix, spk, model.init_cache(b, s0 + n))
-    first_position = prefix["next_position"]
+    first_position = jnp.sum(prefix["valid"], axis=1).astype(jnp.int32)
     min_len, max_len = length_bounds(prefix["text_len"], min_ratio, max_ratio, n)
     eos, sos = model.eos_id, model.sos_id
 
@@ -71,9 +71,9 @@ def greedy_decode_uncached(model, prefix: dict, spk: jax.Array, n: int) -> tuple
     b, s0 = prefix["valid"].shape
     grow = dict(text_ids=jnp.zeros((b, n), jnp.int32), audio_ids=jnp.zeros((b, n), jnp.int32),
                 kind=jnp.zeros((b, n), jnp.int32), valid=jnp.zeros((b, n), bool),
-                positions=jnp.zeros((b, n), prefix["positions"].dtype))
+                positions=jnp.zeros((b, n), jnp.int32))
     layout = {k: jnp.concatenate([prefix[k], grow[k]], axis=1) for k in grow}
-    first_position = prefix["next_position"]
+    first_position = jnp.sum(prefix["valid"], axis=1).astype(jnp.int32)
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda st, lay: nnx.merge(graphdef, st)(lay, spk))
     tokens, logits = [], []

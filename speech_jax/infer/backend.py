@@ -183,8 +183,7 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
         model = ar.module(ar_w)
         prefix = build_prefix(text_ids, text_len, prompt_text_ids, prompt_text_len, prompt_tokens,
                               prompt_tokens_len, codebook_size=model.codebook_size,
-                              use_speaker=model.speaker != "none",
-                              text_position_rate=model.text_position_rate)
+                              use_speaker=model.speaker != "none")
         return generate(ar.graphdef, ar.state(ar_w), prefix, spk, jax.random.wrap_key_data(key_data),
                         max_new_tokens=spec.max_new_tokens, temperature=temperature, top_k=spec.top_k,
                         top_p=top_p, rep_window=spec.rep_window, rep_threshold=spec.rep_threshold,

@@ -15,13 +15,6 @@ sequence `[spk] [prompt text] [text] [SOS] [prompt tokens] [target tokens] [EOS]
 the last prompt token (or SOS without a prompt) right before the first target slot, so generation
 continues right after a `build_prefix` layout.
 
-Aligned positions (`text_position_rate` r > 0, an alignment prior): instead of counting slots, RoPE
-positions follow the audio clock (SOS 0, the prompt's tokens 1..P, the target's P+1..), and the i-th unit
-of a text sits where it is expected to be spoken: the prompt text at clock 1 + r·i, the target text at
-1 + P + r·i. A head that attends to keys near its own position then reads the unit being spoken, which a
-small model otherwise has to learn to find by counting (r ≈ the corpus's audio tokens per text unit).
-Positions are then fractional; r = 0 keeps the slot count.
-
 Zero-shot: no prompt text, no prompt tokens (those segments are all padding). One-shot: the prompt
 utterance's transcript and audio tokens. `use_speaker=False` (speaker "none") leaves the spk slot invalid.
 
@@ -70,10 +63,6 @@ def _prefix_segments(text_ids, text_len, prompt_text_ids, prompt_text_len, promp
     return [spk, prompt_text, text, _segment(AUDIO, valid, audio=audio)]
 
 
-def _prompt_len(prompt_tokens, prompt_tokens_len) -> jax.Array:
-    return jnp.clip(prompt_tokens_len, 0, prompt_tokens.shape[1])
-
-
 def _target_segment(tokens, tokens_len, codebook_size) -> dict:
     b, la = tokens.shape
     m = jnp.clip(tokens_len, 0, la)
@@ -83,33 +72,14 @@ def _target_segment(tokens, tokens_len, codebook_size) -> dict:
     return _segment(TARGET, j <= m[:, None], audio=ids)
 
 
-def _aligned_positions(segments: list[dict], prompt_len: jax.Array, rate: float) -> jax.Array:
-    """Audio-clock positions (see the module docstring), one offset up so the speaker slot is at 0."""
-    spk, prompt_text, text, audio = segments[:4]
-    p = prompt_len[:, None].astype(jnp.float32)
-    index = lambda seg: jnp.cumsum(jnp.ones(seg["valid"].shape, jnp.float32), axis=1) - 1.0  # noqa: E731  [B, n]
-    parts = [jnp.zeros(spk["valid"].shape, jnp.float32),
-             2.0 + rate * index(prompt_text),
-             2.0 + p + rate * index(text),
-             jnp.cumsum(audio["valid"].astype(jnp.float32), axis=1)]          # SOS at 1, prompt tokens 2..
-    if len(segments) == 5:
-        parts.append(2.0 + p + index(segments[4]))                         # target token t at clock 1 + P + t
-    valid = jnp.concatenate([s["valid"] for s in segments], axis=1)
-    return jnp.where(valid, jnp.concatenate(parts, axis=1), 0.0)
-
-
-def _assemble(segments: list[dict], prompt_len: jax.Array, rate: float) -> dict:
+def _assemble(segments: list[dict]) -> dict:
     out = {k: jnp.concatenate([s[k] for s in segments], axis=1) for k in segments[0]}
-    if rate > 0:
-        out["positions"] = _aligned_positions(segments, prompt_len, rate)
-    else:
-        out["positions"] = jnp.maximum(jnp.cumsum(out["valid"].astype(jnp.int32), axis=1) - 1, 0)
+    out["positions"] = jnp.maximum(jnp.cumsum(out["valid"].astype(jnp.int32), axis=1) - 1, 0)
     return out
 
 
 def build_layout(text_ids, text_len, tokens, tokens_len, prompt_text_ids, prompt_text_len,
-                 prompt_tokens, prompt_tokens_len, *, codebook_size: int, use_speaker: bool = True,
-                 text_position_rate: float = 0.0) -> dict:
+                 prompt_tokens, prompt_tokens_len, *, codebook_size: int, use_speaker: bool = True) -> dict:
     """The training layout, S = 1 + Lp + Lt + 1 + Pa + La + 1 slots.
 
     Inputs are right-padded: text_ids [B,Lt], tokens [B,La], prompt_text_ids [B,Lp],
@@ -119,8 +89,7 @@ def build_layout(text_ids, text_len, tokens, tokens_len, prompt_text_ids, prompt
     """
     segs = _prefix_segments(text_ids, text_len, prompt_text_ids, prompt_text_len, prompt_tokens,
                             prompt_tokens_len, codebook_size, use_speaker)
-    out = _assemble(segs + [_target_segment(tokens, tokens_len, codebook_size)],
-                    _prompt_len(prompt_tokens, prompt_tokens_len), text_position_rate)
+    out = _assemble(segs + [_target_segment(tokens, tokens_len, codebook_size)])
     b = text_ids.shape[0]
     loss_mask = jnp.concatenate([out["kind"][:, 1:] == TARGET, jnp.zeros((b, 1), bool)], 1)
     next_ids = jnp.concatenate([out["audio_ids"][:, 1:], jnp.zeros((b, 1), jnp.int32)], 1)
@@ -130,15 +99,13 @@ def build_layout(text_ids, text_len, tokens, tokens_len, prompt_text_ids, prompt
 
 
 def build_prefix(text_ids, text_len, prompt_text_ids, prompt_text_len, prompt_tokens, prompt_tokens_len,
-                 *, codebook_size: int, use_speaker: bool = True, text_position_rate: float = 0.0) -> dict:
+                 *, codebook_size: int, use_speaker: bool = True) -> dict:
     """The inference prefix: `build_layout` without the target segment (S = 1 + Lp + Lt + 1 + Pa).
 
     Its last slot is always valid (SOS or the last prompt token); generated tokens take slots S, S+1, …
-    at positions `next_position`, +1, … (the last slot's position + 1). Also returns `text_len` [B] (the
-    target text's length, for the decoder's length rules)."""
+    at positions valid.sum(1), +1, …. Also returns `text_len` [B] (the target text's length, for the
+    decoder's length rules)."""
     out = _assemble(_prefix_segments(text_ids, text_len, prompt_text_ids, prompt_text_len, prompt_tokens,
-                                     prompt_tokens_len, codebook_size, use_speaker),
-                    _prompt_len(prompt_tokens, prompt_tokens_len), text_position_rate)
-    out["next_position"] = out["positions"][:, -1] + 1
+                                     prompt_tokens_len, codebook_size, use_speaker))
     out["text_len"] = jnp.clip(text_len, 0, text_ids.shape[1]).astype(jnp.int32)
     return out

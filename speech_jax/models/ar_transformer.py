@@ -43,7 +43,6 @@ class ARTransformer(nnx.Module):
         self.codebook_size = cfg.codebook_size
         self.sos_id, self.eos_id, self.audio_vocab = cfg.codebook_size, cfg.codebook_size + 1, cfg.codebook_size + 2
         self.speaker, self.d_model, self.dtype = cfg.speaker, d, dtype
-        self.text_position_rate = float(cfg.get("text_position_rate", 0.0))  # ar_layout's alignment prior
 
         self.speaker_encoder = SpeakerEncoder(cfg, spec, rngs=rngs) if cfg.speaker == "learnable" else None
         spk_in = {"learnable": cfg.spk_dim, "fixed": 2 * spec.n_mels}.get(cfg.speaker)

@@ -30,8 +30,7 @@ def _layout(model: ARTransformer, batch: dict, one_shot: jax.Array) -> dict:
     return build_layout(batch["text_ids"], batch["text_len"], batch["tokens"], batch["tokens_len"],
                         batch["prompt_text_ids"], off(batch["prompt_text_len"]),
                         batch["prompt_tokens"], off(batch["prompt_tokens_len"]),
-                        codebook_size=model.codebook_size, use_speaker=model.speaker != "none",
-                        text_position_rate=model.text_position_rate)
+                        codebook_size=model.codebook_size, use_speaker=model.speaker != "none")
 
 
 def _cross_entropy(logits, layout):
