@@ -156,6 +156,38 @@ def test_encoder_ctc_adds_its_term_and_trains_its_own_head():
     assert "ctc_encoder_head" not in nnx.state(task.build_model(small_config(), nnx.Rngs(0)), nnx.Param)
 
 
+def test_decoder_voice_conditions_the_decoder_only():
+    """`model.decoder_voice`: the decoder sees the utterance's mel statistics (another utterance's give another
+    mel), padding does not change them, and their projection trains."""
+    config = small_config()
+    config.model.decoder_voice = True
+    model = task.build_model(config, nnx.Rngs(0))
+    batch = make_batch([20480, 16000], 20480)
+    mel, frames = model.features(jnp.asarray(batch["audio"]), jnp.asarray(batch["audio_len"]))
+    voice = jax.jit(model.voice)(mel, frames)
+    padded = make_batch([20480, 16000], 24000)  # the same audio with more padding
+    np.testing.assert_allclose(jax.jit(model.voice)(*model.features(jnp.asarray(padded["audio"]),
+                                                                    jnp.asarray(padded["audio_len"]))),
+                               voice, atol=1e-4)
+
+    @jax.jit
+    def own_and_swapped(mel, frames):  # the decoder with each utterance's own voice, then with the other's
+        out = model(mel, frames)
+        q = model.vq(*model.encode_frames(mel, frames))[0]
+        return out["mel_pred"], model.decode_codes(q, out["token_mask"], frames, model.voice(mel, frames)[::-1])
+
+    own, swapped = own_and_swapped(mel, frames)
+    assert float(jnp.abs(swapped - own).max()) > 1e-3
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_of(p):
+        return task.loss_fn(nnx.merge(graphdef, p, rest, copy=True), batch, jax.random.key(0), jnp.int32(0))[0]
+
+    grads = jax.jit(jax.grad(loss_of))(params)
+    assert np.abs(grads["voice_proj"]["kernel"].get_value()).max() > 0
+    assert "voice_proj" not in nnx.state(task.build_model(small_config(), nnx.Rngs(0)), nnx.Param)
+
+
 def test_straight_through_passes_gradients_to_the_encoder():
     vq = VectorQuantizer(16, 32, 8, l2norm=False, update="loss", rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(0), (2, 5, 16))

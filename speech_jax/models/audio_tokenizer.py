@@ -57,6 +57,12 @@ class AudioTokenizer(nnx.Module):
         self.up = ConvTranspose1d(d, d, 4, stride=2, dtype=dtype, rngs=rngs)
         self.decoder = Transformer(**stack)
         self.mel_out = dense(rngs, d, spec.n_mels, ("embed", None), dtype=dtype, use_bias=True)
+        # Optional utterance-level voice for the decoder: the mean and spread of the utterance's own log-mel.
+        # What that explains (timbre, mean pitch, loudness) the codes need not carry, so the same words in two
+        # voices can share tokens, which an AR model can then predict for a voice it has not heard.
+        self.decoder_voice = bool(cfg.get("decoder_voice", False))
+        if self.decoder_voice:
+            self.voice_proj = dense(rngs, 2 * spec.n_mels, d, (None, "embed"), dtype=dtype, use_bias=True)
         # Static settings the task's loss reads (loss_fn only receives the model).
         self.spec = spec
         self.mel_mean, self.mel_std = float(cfg.mel_mean), float(cfg.mel_std)
@@ -81,10 +87,22 @@ class AudioTokenizer(nnx.Module):
         x = constrain(x, ACT)
         return self.encoder(x, token_mask), token_mask
 
-    def decode_codes(self, q: jax.Array, token_mask: jax.Array, frame_mask: jax.Array) -> jax.Array:
-        """Quantised [B, T', d] -> predicted log-mel [B, 2T', M] (fp32)."""
+    def voice(self, mel: jax.Array, frame_mask: jax.Array) -> jax.Array:
+        """The decoder's utterance-level condition [B, d]: masked mean and std of the normalised log-mel."""
+        x = (mel - self.mel_mean) / self.mel_std
+        w = frame_mask[..., None].astype(jnp.float32)
+        n = jnp.maximum(w.sum(1), 1.0)
+        mean = (x * w).sum(1) / n
+        std = jnp.sqrt(jnp.maximum((jnp.square(x - mean[:, None]) * w).sum(1) / n, 1e-6))
+        return self.voice_proj(jnp.concatenate([mean, std], -1).astype(self.dtype))
+
+    def decode_codes(self, q: jax.Array, token_mask: jax.Array, frame_mask: jax.Array,
+                     voice: jax.Array | None = None) -> jax.Array:
+        """Quantised [B, T', d] (+ `voice` [B, d] with `decoder_voice`) -> predicted log-mel [B, 2T', M] (fp32)."""
         x = jax.nn.silu(self.dec_in(_masked(q, token_mask)))
         x = self.up(_masked(x, token_mask))
+        if voice is not None:
+            x = x + voice[:, None].astype(x.dtype)
         x = constrain(x, ACT)
         x = self.decoder(x, frame_mask)
         return self.mel_out(x).astype(jnp.float32) * self.mel_std + self.mel_mean
@@ -100,7 +118,8 @@ class AudioTokenizer(nnx.Module):
         h, token_mask = self.encode_frames(mel, frame_mask)
         q, ids, vq_aux = self.vq(h, token_mask, rng=rng, train=train)
         ctc_logits, ctc_mask = self.ctc_logits(q, token_mask)
-        out = dict(mel_pred=self.decode_codes(q, token_mask, frame_mask), ctc_logits=ctc_logits,
+        voice = self.voice(mel, frame_mask) if self.decoder_voice else None
+        out = dict(mel_pred=self.decode_codes(q, token_mask, frame_mask, voice), ctc_logits=ctc_logits,
                    ctc_mask=ctc_mask, ids=ids, token_mask=token_mask, vq=vq_aux)
         if self.ctc_encoder_weight:
             out["ctc_encoder_logits"] = self.ctc_logits(h, token_mask, self.ctc_encoder_head)[0]
