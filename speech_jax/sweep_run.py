@@ -85,15 +85,22 @@ def run_sweep(sweep: sweep_lib.Sweep, out: str, *, only: list[int] | None = None
     results = []
     for k, run in enumerate(chosen, 1):
         head = f"[sweep {k}/{len(chosen)}] run {run.index} ({sweep_lib.label(run.trial)}, seed {run.seed})"
-        log(f"{head}: starting in {os.path.join(out, run.name)}")
+        logging.info("%s: in %s", head, os.path.join(out, run.name))
         t = time.perf_counter()
         r = run_one(sweep, run, out, list(extra), params or {})
         results.append(r)
         if r["status"] == "incomplete":
             log(f"{head}: stopped at step {r['step']}; run the same command again to resume")
             break
-        log(f"{head}: {r['status']} ({time.perf_counter() - t:.1f} s)")
+        log(f"{head}: {r['status']} ({time.perf_counter() - t:.1f} s) {_headline(sweep, out, run)}")
     return results
+
+
+def _headline(sweep: sweep_lib.Sweep, out: str, run: sweep_lib.Run) -> str:
+    """The run's first few tabulated metrics, for the progress line."""
+    from speech_jax.sweep_table import run_metrics
+    metrics = run_metrics(os.path.join(out, run.name))
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in sweep.metrics[:4] if k in metrics)
 
 
 def _pick(all_runs, i: int):

@@ -51,14 +51,20 @@ def finished(sweep: sweep_lib.Sweep, out: str) -> list[Done]:
     for run in sweep_lib.runs(sweep):
         workdir = os.path.join(out, run.name)
         marker = read_marker(workdir)
-        if marker is None:
-            continue
-        curves = history(workdir)
-        metrics = {k: v[-1][1] for k, v in curves.items() if v}
-        for name, values in marker.get("evaluations", {}).items():
-            metrics.update({f"{name}/{k}": v for k, v in values.items()})
-        found.append(Done(run, metrics, curves, marker))
+        if marker is not None:
+            curves = history(workdir)
+            found.append(Done(run, run_metrics(workdir, curves, marker), curves, marker))
     return found
+
+
+def run_metrics(workdir: str, curves: dict | None = None, marker: dict | None = None) -> dict[str, float]:
+    """A finished run's final value of every metric, its evaluations' as `<evaluation>/<metric>`."""
+    curves = history(workdir) if curves is None else curves
+    marker = read_marker(workdir) or {} if marker is None else marker
+    metrics = {k: v[-1][1] for k, v in curves.items() if v}
+    for name, values in marker.get("evaluations", {}).items():
+        metrics.update({f"{name}/{k}": v for k, v in values.items()})
+    return metrics
 
 
 def table(sweep: sweep_lib.Sweep, done: list[Done]) -> list[dict]:

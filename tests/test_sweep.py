@@ -14,7 +14,7 @@ import pytest
 from speech_jax import sweep as sweep_lib
 from speech_jax.cli import main
 from speech_jax.sweep_table import Done, markdown, table
-from stages import COMMON, OVERRIDES, STEPS
+from stages import COMMON, MESH_8, OVERRIDES, STEPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = {"speaker_conditioning.py": 3, "flow_vae_vs_vae.py": 6, "tokenizer_lr_size.py": 12}
@@ -78,7 +78,7 @@ def tiny_sweep(tiny_corpus, tmp_path_factory):
     path.write_text(TINY_SWEEP)
     out = str(root / "out")
     extra = [f"--config.data.data_dir={tiny_corpus['data_dir']}", f"--config.data.bpe_model={tiny_corpus['bpe_model']}",
-             *COMMON, *OVERRIDES["tokenizer"], *STEPS]
+             *COMMON, *OVERRIDES["tokenizer"], *STEPS, *MESH_8]  # tiny_stages' tokenizer: its compiled programs
     steps = {"trial": _sweep([str(path), "--out", out, "--trial", "1", *extra])}
     steps["cut"] = _sweep([str(path), "--out", out, *extra, "--config.train.max_minutes=1e-9"])
     steps["resume"] = _sweep([str(path), "--out", out, *extra])
