@@ -16,6 +16,10 @@ import time
 from speech_jax import sweep as sweep_lib
 
 MARKER = "sweep_run.json"
+# Overrides that say how a run is executed, not what it computes: a finished run stays finished when
+# they change (another data mount on the cluster, a job's time budget).
+NOT_COMPARED = ("train.max_minutes", "data.data_dir", "data.bpe_model", "data.num_workers", "data.prefetch",
+                "train.async_checkpointing", "train.profile")
 
 
 def read_marker(workdir: str) -> dict | None:
@@ -36,7 +40,7 @@ def run_one(sweep: sweep_lib.Sweep, run: sweep_lib.Run, out: str, extra: list[st
     overrides = run.overrides(sweep, extra)
     done = read_marker(workdir)
     if done is not None:
-        if done["overrides"] != overrides:
+        if _compared(done["overrides"]) != _compared(overrides):
             raise sweep_lib.SweepError(f"{workdir} holds a run with other overrides ({done['overrides']}); "
                                        "delete it or give another --out")
         return {**done, "status": "skipped"}
@@ -56,6 +60,12 @@ def run_one(sweep: sweep_lib.Sweep, run: sweep_lib.Run, out: str, extra: list[st
     if jax.process_index() == 0:
         _write_json(os.path.join(workdir, MARKER), marker)
     return {**marker, "status": "finished"}
+
+
+def _compared(overrides: list[str]) -> dict[str, str]:
+    """Overrides as {key: value}, the later winning, without NOT_COMPARED keys."""
+    pairs = (o[len("--config."):].split("=", 1) for o in overrides)
+    return {k: v for k, v in pairs if k not in NOT_COMPARED}
 
 
 def _evaluate(ev: sweep_lib.Evaluation, values: dict, out: str) -> dict:

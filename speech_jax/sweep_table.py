@@ -85,8 +85,8 @@ def table(sweep: sweep_lib.Sweep, done: list[Done]) -> list[dict]:
     return rows
 
 
-def _num(v: float) -> str:
-    return "–" if not math.isfinite(v) else f"{v:.4g}"
+def _num(v: float, digits: int = 4) -> str:
+    return "–" if not math.isfinite(v) else f"{v:.{digits}g}"
 
 
 def markdown(sweep: sweep_lib.Sweep, rows: list[dict], total_runs: int) -> str:
@@ -97,7 +97,7 @@ def markdown(sweep: sweep_lib.Sweep, rows: list[dict], total_runs: int) -> str:
         cells = [sweep_lib._literal(row["axes"][k]) for k in ax] + [str(len(row["seeds"]))]
         for key in sweep.metrics:
             mean, std, n = row["metrics"][key]
-            cells.append(_num(mean) + (f" ± {_num(std)}" if n > 1 else ""))
+            cells.append(_num(mean) + (f" ± {_num(std, 2)}" if n > 1 else ""))  # spread: 2 digits are plenty
         lines.append("| " + " | ".join(cells) + " |")
     done = sum(len(r["seeds"]) for r in rows)
     lines += ["", f"{done} of {total_runs} runs finished; mean ± standard deviation over seeds "

@@ -58,7 +58,7 @@ def test_table_groups_seeds_and_keeps_trials_apart():
     assert rows[0]["metrics"]["loss"][:2] == (2.0, pytest.approx(2 ** 0.5))
     assert rows[0]["metrics"]["eval/acc"][2] == 1
     text = markdown(sweep, rows, len(runs))
-    assert "| 1 | 2 | 2 ± 1.414 | 0.5 |" in text and "| 2 | 1 | 5 | 0.25 |" in text
+    assert "| 1 | 2 | 2 ± 1.4 | 0.5 |" in text and "| 2 | 1 | 5 | 0.25 |" in text
     assert "3 of 4 runs finished" in text
 
 
@@ -128,6 +128,13 @@ def test_a_second_invocation_skips_finished_runs_and_collect_runs_nothing(tiny_s
     assert rc == 0 and "[sweep" not in collected and "2 of 2 runs finished" in collected
     assert lengths == [os.path.getsize(os.path.join(tiny_sweep["out"], r.name, "metrics.jsonl"))
                        for r in tiny_sweep["runs"]]
+
+
+def test_a_finished_run_made_by_other_overrides_is_an_error(tiny_sweep, capsys):
+    args = [tiny_sweep["path"], "--out", tiny_sweep["out"], "--trial", "0", *tiny_sweep["extra"]]
+    assert _sweep([*args, "--config.train.max_minutes=30"])[0] == 0  # how it runs, not what: still finished
+    assert _sweep([*args, "--config.model.commitment=0.5"])[0] == 2
+    assert "holds a run with other overrides" in capsys.readouterr().err
 
 
 def _events(path):
