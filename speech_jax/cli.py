@@ -301,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--judge", default=None, help="workdir of a trained judge stage: judge CER, an in-domain "
                     "intelligibility proxy (CTC recognizer trained on espeak_tts)")
 
-    sw = sub.add_parser("sweep", help="run an ablation sweep's trials (resumable) and tabulate them")
+    sw = sub.add_parser("sweep", help="run an ablation sweep's trials (resumable) and tabulate them",
+                        description="Runs every trial x seed of a sweep file in OUT/<run> (finished runs are "
+                        "skipped, interrupted ones resume; exit 3 when one stopped early), then writes "
+                        "OUT/sweep.md, OUT/sweep.csv, OUT/plots and HParams summaries. Further --config.k=v "
+                        "apply to every run, after the sweep's own overrides.")
     sw.add_argument("sweep", help="sweep file, e.g. experiments/sweeps/flow_vae_vs_vae.py")
     sw.add_argument("--out", required=True, help="directory of the runs' workdirs, the table and plots")
     sw.add_argument("--trial", type=int, action="append", default=None, metavar="I",

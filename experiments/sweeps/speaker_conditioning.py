@@ -35,6 +35,6 @@ def get_sweep() -> Sweep:
                  "zero_shot/sim", "zero_shot/judge_cer", "one_shot/sim", "one_shot/judge_cer"),
         curves=("loss", "eval/token_accuracy"),
         evaluations=(_evaluate("zero_shot"), _evaluate("one_shot")),
-        params=dict(corpus="espeak_tts/small", data_dir="data", utterances="24", judge="",
+        params=dict(corpus="espeak_tts/small", data_dir="data", utterances="24", judge="workdirs/judge_small",
                     speaker_model="resemblyzer", tokenizer="workdirs/tokenizer_small",
                     flow_matching="workdirs/flow_matching_small"))
