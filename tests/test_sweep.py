@@ -33,7 +33,7 @@ def get_sweep():
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_sweeps_expand_to_their_runs(name):
+def test_shipped_sweeps_expand_to_their_runs(name, tmp_path, capsys):
     path = os.path.join(ROOT, "experiments", "sweeps", name)
     sweep = sweep_lib.load_sweep(path)
     runs = sweep_lib.runs(sweep)
@@ -44,6 +44,9 @@ def test_shipped_sweeps_expand_to_their_runs(name):
         config = apply_overrides(load_config(sweep_lib.base_path(sweep)), run.overrides(sweep))
         assert config.train.seed == run.seed
     assert sweep.description
+    assert main(["sweep", path, "--out", str(tmp_path), "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[3] for line in listed] == [r.name for r in runs]
 
 
 def test_table_groups_seeds_and_keeps_trials_apart():
