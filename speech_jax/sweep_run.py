@@ -53,7 +53,7 @@ def run_one(sweep: sweep_lib.Sweep, run: sweep_lib.Run, out: str, extra: list[st
     values = {**sweep.params, **params, "seed": run.seed, "workdir": workdir}
     for ev in sweep.evaluations:
         evaluations[ev.name] = _evaluate(ev, values, os.path.join(workdir, "sweep_eval", ev.name))
-    marker = {"index": run.index, "trial": run.trial, "seed": run.seed, "overrides": overrides,
+    marker = {"index": run.index, "trial": run.trial, "seed": run.seed, "overrides": overrides, "extra": list(extra),
               "base": sweep.base, "step": int(config.train.steps), "evaluations": evaluations,
               "wall_s": round(time.perf_counter() - t, 2)}
     import jax

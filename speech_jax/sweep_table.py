@@ -133,7 +133,16 @@ def collect(sweep: sweep_lib.Sweep, out: str, sweep_path: str = "") -> dict:
     if sweep.description:
         text += [sweep.description, ""]
     text += [f"Base config `{sweep.base}`" + (f", common overrides `{sweep.common}`" if sweep.common else "")
-             + f"; seeds {list(sweep.seeds)}.", "", markdown(sweep, rows, total)]
+             + f"; seeds {list(sweep.seeds)}.", ""]
+    # The budget as run: command-line overrides (they win over the sweep's) and time per run.
+    for extra in dict.fromkeys(" ".join(d.marker["extra"]) for d in done if "extra" in d.marker):
+        text += [f"Command-line overrides: `{extra or '(none)'}`."]
+    if done:
+        walls = [d.marker.get("wall_s", math.nan) for d in done]
+        text += [f"Wall time of the invocation that finished each run (training from its last checkpoint, "
+                 f"evaluations): {np.mean(walls):.0f} s mean, {np.sum(walls):.0f} s in all.",
+                 ""]
+    text += [markdown(sweep, rows, total)]
     text += [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots]
     paths = {"markdown": os.path.join(out, "sweep.md"), "csv": os.path.join(out, "sweep.csv")}
     for key, body in (("markdown", "\n".join(text) + "\n"), ("csv", csv_text(sweep, rows))):

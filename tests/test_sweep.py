@@ -120,6 +120,7 @@ def test_the_table_has_mean_and_spread_over_seeds(tiny_sweep):
     md = open(os.path.join(tiny_sweep["out"], "sweep.md")).read()
     cells = md.split("| 0.001 | 2 | ")[1].split("\n")[0].split(" | ")
     assert len(cells) == 4 and all(" ± " in c for c in cells), md
+    assert "Command-line overrides: `--config.data.data_dir=" in md and "--config.train.steps=2" in md
     assert os.path.getsize(os.path.join(tiny_sweep["out"], "plots", "loss.png")) > 1000
 
 
