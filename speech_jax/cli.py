@@ -1,4 +1,5 @@
-"""`speech-jax` command line: demo, prepare, train, compile, validate, extract, synthesize, export, evaluate."""
+"""`speech-jax` command line: demo, prepare, train, compile, validate, extract, synthesize, export, evaluate,
+sweep."""
 from __future__ import annotations
 
 import argparse
@@ -128,6 +129,34 @@ def _evaluate(args) -> int:
         language_of=seed_tts.corpus_language if espeak else args.language, limit=args.limit, judge=judge)
     print({"out": args.out, "means": result["means"], "counts": result["counts"]})
     return 0
+
+
+def _sweep(args, overrides) -> int:
+    from speech_jax import sweep as sweep_lib
+    from speech_jax.sweep_run import run_sweep
+    from speech_jax.sweep_table import collect
+    sweep = sweep_lib.load_sweep(args.sweep)
+    if args.list:
+        for run in sweep_lib.runs(sweep):
+            print(f"{run.index}\t{sweep_lib.label(run.trial)}\tseed {run.seed}\t{run.name}")
+        return 0
+    if any(not o.startswith("--config.") for o in overrides):
+        raise ValueError(f"unrecognized arguments: {' '.join(overrides)} (runs take --config.k=v overrides)")
+    params = dict(p.split("=", 1) for p in args.param if "=" in p)
+    if len(params) != len(args.param):
+        raise ValueError("--param takes NAME=VALUE")
+    rc = 0
+    if not args.collect:
+        results = run_sweep(sweep, args.out, only=args.trial, extra=overrides, params=params)
+        rc = 3 if results and results[-1]["status"] == "incomplete" else 0
+        if args.trial:  # one job of many: `--collect` tabulates once they are done
+            return rc
+    out = collect(sweep, args.out, args.sweep)
+    print(f"{out['finished']} of {out['runs']} runs finished: {out['markdown']}, {out['csv']}, "
+          f"{len(out['plots'])} plots; tensorboard --logdir {args.out}")
+    with open(out["markdown"]) as f:
+        print(f.read())
+    return rc
 
 
 def _demo(args) -> int:
@@ -290,6 +319,20 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--judge", default=None, help="workdir of a trained judge stage: judge CER, an in-domain "
                     "intelligibility proxy (CTC recognizer trained on espeak_tts)")
 
+    sw = sub.add_parser("sweep", help="run an ablation sweep's trials (resumable) and tabulate them",
+                        description="Runs every trial x seed of a sweep file in OUT/<run> (finished runs are "
+                        "skipped, interrupted ones resume; exit 3 when one stopped early), then writes "
+                        "OUT/sweep.md, OUT/sweep.csv, OUT/plots and HParams summaries. Further --config.k=v "
+                        "apply to every run, after the sweep's own overrides.")
+    sw.add_argument("sweep", help="sweep file, e.g. experiments/sweeps/flow_vae_vs_vae.py")
+    sw.add_argument("--out", required=True, help="directory of the runs' workdirs, the table and plots")
+    sw.add_argument("--trial", type=int, action="append", default=None, metavar="I",
+                    help="run only run I (repeatable; see --list), e.g. one cluster job each; no table")
+    sw.add_argument("--collect", action="store_true", help="run nothing: tabulate the finished runs")
+    sw.add_argument("--list", action="store_true", help="print the runs (index, trial, seed) and exit")
+    sw.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a value the sweep's evaluation commands use (e.g. tokenizer=workdirs/tok)")
+
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "demo":
@@ -304,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, rest)
         if args.command == "compile":
             return _compile(args, rest)
+        if args.command == "sweep":
+            return _sweep(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "extract":
