@@ -88,9 +88,8 @@ def build_program(config, devices=None) -> Program:
         init=jax.jit(lambda r: init(r)[1], out_shardings=state_shardings),
         train_step=jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, repl),
                            out_shardings=(state_shardings, repl), donate_argnums=0),
-        # Replicated outputs: every process can read the whole evaluation batch's results.
-        eval_step=jax.jit(make_eval_step(task, graphdef), in_shardings=(state_shardings, batch_shardings),
-                          out_shardings=repl),
+        # Outputs stay where they are computed (no all-gather onto every device); eval_fetch.py reads them.
+        eval_step=jax.jit(make_eval_step(task, graphdef), in_shardings=(state_shardings, batch_shardings)),
         rng=rng)
 
 
