@@ -88,7 +88,8 @@ def test_flat_optimizer_state_masks_elementwise(decay_mask):
     gan = GanOptimizers(tx, tx, flat=True)
     p = {GEN: params(), DISC: params()}
     view, unravel = gan.ravel(p[GEN])
-    new, _, _, _ = jax.jit(gan.apply, static_argnums=0)(GEN, jax.tree.map(jnp.zeros_like, p[GEN]), gan.init(p)[GEN], view)
+    apply = jax.jit(gan.apply, static_argnums=0)
+    new, _, _, _ = apply(GEN, jax.tree.map(jnp.zeros_like, p[GEN]), gan.init(p)[GEN], view)
     before, after = by_name(p[GEN]), by_name(unravel(new))
     for name in before:
         decayed = decay_mask == "all" or name in DECAYED
