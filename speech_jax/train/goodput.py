@@ -1,8 +1,9 @@
 """Goodput: the shares of a run's wall time spent stepping, compiling, waiting for data, evaluating,
-checkpointing and starting up (`goodput/<category>` in each logged training row of metrics.jsonl).
+checkpointing, writing metrics and starting up (`goodput/<category>` in each logged training row of
+metrics.jsonl).
 
-Wall time counts from the start of `train()`; time in none of the categories (writing metrics, the
-progress bar) is the rest, so the shares sum to a little under 1. With asynchronous dispatch a step's
+Wall time counts from the start of `train()`; time in none of the categories (the loop's own
+bookkeeping, the progress bar) is the rest, so the shares sum to a little under 1. With asynchronous dispatch a step's
 device time is spent where the host waits for its results (fetching metrics), which counts as `step`;
 the first step of an invocation, compiled then, counts as `compile`; the evaluation's compilation counts as
 `eval`; `checkpoint` is the time a save blocks the loop (an async save writes in the background).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-CATEGORIES = ("step", "compile", "data", "eval", "checkpoint", "init")
+CATEGORIES = ("step", "compile", "data", "eval", "checkpoint", "log", "init")
 
 
 class Goodput:

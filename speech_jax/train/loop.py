@@ -197,6 +197,7 @@ def train(config, workdir: str) -> dict:
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         else:
             logging.info("step %d: %s", step, metrics_lib.format_metrics(row))
+        goodput.add("log", time.perf_counter() - now)
 
     with _Preemption() as preempt:
         step = start
