@@ -62,7 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
         profile=False,
         grad_accum_steps=1,       # micro-batches a step's batch is split into (gradients averaged; accumulate.py)
         metrics_one_behind=True,  # fetch a logged step's metrics after dispatching the next (no stall)
-        profile_steps="",         # "start:stop": jax.profiler trace of those steps under workdir/tensorboard
+        profile_steps="",         # "start:stop": jax.profiler trace of steps start..stop-1 (0-based) into
+                                  # workdir/tensorboard (TensorBoard's profile tab); "" = none
     ))
 
     # num_devices 0 = every device; otherwise the first N (single process).
