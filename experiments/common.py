@@ -49,14 +49,22 @@ def base_config() -> ml_collections.ConfigDict:
         schedule="cosine",  # cosine | exponential | constant
         warmup_steps=100, decay_steps=0,  # 0 = train.steps
         end_learning_rate_factor=0.1, decay_rate=0.999,  # exponential: lr * decay_rate**step
-        clip_norm=1.0))
+        clip_norm=1.0,
+        # "all": AdamW decays every parameter (checkpoints of earlier runs restore only with this);
+        # "matrices": not norms, biases, embeddings, Snake alpha or codebooks (decay_mask.py)
+        decay_mask="all"))
 
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, seed=0, log_every=10, eval_every=500, eval_batches=4,
         ckpt_every=500, keep_checkpoints=3, async_checkpointing=True,
         peak_flops=0.0,   # per-device peak for MFU; 0 = look up (accelerators) or measure a matmul (CPU)
         max_minutes=0.0,  # wall-clock budget of one invocation (0 = none): checkpoint and stop when spent
-        profile=False))
+        profile=False,
+        grad_accum_steps=1,       # micro-batches a step's batch is split into (gradients averaged; accumulate.py)
+        metrics_one_behind=True,  # fetch a logged step's metrics after dispatching the next (no stall)
+        profile_steps="",         # "start:stop": jax.profiler trace of steps start..stop-1 (0-based) into
+                                  # workdir/tensorboard (TensorBoard's profile tab); "" = none
+    ))
 
     # num_devices 0 = every device; otherwise the first N (single process).
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))

@@ -1,4 +1,5 @@
 """The training loop on the tokenizer stage: metrics, checkpoints, exact resume, 1 vs 8 devices, skips."""
+import glob
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from speech_jax import sharding
 from speech_jax.config import apply_overrides, load_config
 from speech_jax.train import checkpoint
 from speech_jax.train.loop import Trainer, train
@@ -174,3 +176,55 @@ def test_log_lines_print_plain_numbers():
     line = format_metrics({"loss": np.float64(12.78123), "step": 3, "mfu": np.float32(0.5),
                            "audio_seconds_per_s": np.mean([1.0, 2.0]), "done": True})
     assert line == "loss=12.78 step=3 mfu=0.5 audio_seconds_per_s=1.5 done=True"
+
+
+# --- large-run controls: metrics one step behind, profiler window, goodput, evaluation outputs ---------
+
+@pytest.fixture(scope="module")
+def plain_run(full_run, tiny_corpus, tmp_path_factory):
+    """The full run's steps (its programs come from the compilation cache) with each metrics row fetched
+    at its own step, and a profiler window over steps 3 and 4; no evaluation, one checkpoint."""
+    workdir = str(tmp_path_factory.mktemp("plain"))
+    train(make_config(tiny_corpus, "--config.train.metrics_one_behind=False", "--config.train.profile_steps=2:4",
+                      "--config.train.eval_every=0", "--config.train.ckpt_every=0"), workdir)
+    return workdir
+
+
+def test_metrics_one_step_behind_are_the_same_metrics(full_run, plain_run):
+    want = {r["step"]: r for r in read_metrics(plain_run) if "loss" in r}
+    got = {r["step"]: r for r in read_metrics(full_run[0]) if "loss" in r}  # one behind: the default
+    assert sorted(got) == sorted(want) == [1, 2, 3, 4, 5, 6]
+    for step, row in want.items():
+        for key in ("loss", "mel_loss", "ctc_loss", "grad_norm", "learning_rate", "skipped_steps"):
+            np.testing.assert_allclose(got[step][key], row[key], rtol=1e-6, err_msg=f"{key}@{step}")
+        assert ("step_time" in got[step]) == ("step_time" in row)
+
+
+def test_profile_window_writes_a_trace_for_tensorboard(plain_run):
+    # TensorBoard's profile plugin reads <logdir>/plugins/profile/<run>/*.xplane.pb
+    traces = glob.glob(os.path.join(plain_run, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
+    assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+
+
+def test_goodput_shares_sum_to_about_one(full_run):
+    rows = [r for r in read_metrics(full_run[0]) if "loss" in r]
+    for row in rows:
+        shares = {k: v for k, v in row.items() if k.startswith("goodput/")}
+        assert set(shares) == {f"goodput/{k}" for k in ("step", "compile", "data", "eval", "checkpoint", "log", "init")}
+        assert all(v >= 0 for v in shares.values())
+        assert sum(shares.values()) <= 1.0
+    last = {k: v for k, v in rows[-1].items() if k.startswith("goodput/")}
+    # The rest (the loop's bookkeeping) is small; a tiny run is mostly start-up and compilation.
+    assert sum(last.values()) > 0.9, last
+    assert last["goodput/compile"] > 0 and last["goodput/step"] > 0 and last["goodput/checkpoint"] > 0
+
+
+def test_evaluation_outputs_are_not_gathered_onto_every_device(trainers):
+    _, eight, batches = trainers
+    with sharding.activation_rules(eight.mesh, eight.rules):
+        out, labels = eight.eval_step(eight.initial_state(), eight.to_device(batches[0]))
+    assert out["loss"].sharding.is_fully_replicated
+    for name in ("ctc_pred", "ctc_pred_len"):
+        assert not out[name].sharding.is_fully_replicated, name
+        assert len(out[name].addressable_shards[0].data) < len(out[name]), name
+    assert not labels["text_ids"].sharding.is_fully_replicated

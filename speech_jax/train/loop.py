@@ -1,6 +1,7 @@
 """The one training loop: mesh → abstract state → shardings → jitted pure step → checkpoints/metrics."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -14,6 +15,10 @@ import numpy as np
 from data_pipelines.pipeline import device_batch, make_dataset
 from speech_jax import sharding
 from speech_jax.train import checkpoint, metrics as metrics_lib
+from speech_jax.train.eval_fetch import fetch
+from speech_jax.train.goodput import Goodput
+from speech_jax.train.one_behind import OneBehind
+from speech_jax.train.profile_window import ProfileWindow
 from speech_jax.train.program import build_program, resolve_config
 
 
@@ -94,11 +99,12 @@ class Trainer:
             batch = next(it)
             with sharding.activation_rules(self.mesh, self.rules):
                 out, labels = self.eval_step(state, self.to_device(batch))
-            out, labels = jax.device_get((out, labels))
+            artifacts = n == 0 and artifacts_dir and hasattr(self.task, "eval_artifacts")
+            out, labels = fetch(out, labels, arrays=bool(artifacts or summarize or hasattr(self.task, "host_eval")))
             row = {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
             if hasattr(self.task, "host_eval"):
                 row.update(self.task.host_eval(out, labels, self.text_units, self.config))
-            if n == 0 and artifacts_dir and hasattr(self.task, "eval_artifacts") and jax.process_index() == 0:
+            if artifacts and jax.process_index() == 0:
                 self.task.eval_artifacts(out, labels, artifacts_dir, self.config)
             if summarize is not None:
                 kept.append((out, labels))
@@ -152,6 +158,11 @@ def train(config, workdir: str) -> dict:
         ckpt.close()
         return {"step": start}
 
+    goodput = Goodput(t_call)
+    goodput.add("init", time.perf_counter() - t_call)
+    # .get: configs saved before these fields existed
+    behind = OneBehind(tc.get("metrics_one_behind", True))
+    profile = ProfileWindow(tc.get("profile_steps", ""), os.path.join(workdir, "tensorboard"))
     writer = metrics_lib.MetricsWriter(workdir)
     peak, peak_src = metrics_lib.device_peak_flops(tc.peak_flops)
     logging.info("peak %.3g FLOP/s per device (%s); %d devices", peak, peak_src, jax.device_count())
@@ -163,57 +174,77 @@ def train(config, workdir: str) -> dict:
     bar = _progress(start, tc.steps)
     deadline = t_call + 60 * tc.max_minutes if tc.max_minutes > 0 else math.inf
     out_of_time = False
+
+    def log(step, pending, host_stats, shapes, n_timed):
+        nonlocal t_last, last_row
+        with goodput.timing("step"):  # waits for the step to finish
+            vals = jax.device_get(pending)
+        now = time.perf_counter()
+        dt, t_last = (now - t_last) / max(n_timed, 1), now
+        row = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+        row["skipped_steps"] = float(vals[-1]["skipped_steps"])
+        secs = np.mean([h["audio_seconds"] for h in host_stats])
+        flops = trainer.task.flops_per_step(config, shapes)
+        if n_timed:
+            row.update(step_time=dt, audio_seconds_per_s=secs / dt,
+                       frames_per_s=secs * config.data.sample_rate / config.mel.hop_length / dt,
+                       mfu=flops / dt / (peak * jax.device_count()))
+            if "tokens" in host_stats[0]:
+                row["tokens_per_s"] = float(np.mean([h["tokens"] for h in host_stats])) / dt
+        row.update(goodput.shares())
+        last_row = writer.write(step, row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        else:
+            logging.info("step %d: %s", step, metrics_lib.format_metrics(row))
+        goodput.add("log", time.perf_counter() - now)
+
     with _Preemption() as preempt:
         step = start
         while step < tc.steps:
-            batch = next(data_iter)
-            state, m = trainer.step(state, batch, step)
+            with goodput.timing("data"):
+                batch = next(data_iter)
+            profile.before_step(step)
+            with goodput.timing("compile" if step == start else "step"):
+                state, m = trainer.step(state, batch, step)
+                if step == start:  # keep compilation out of step_time
+                    jax.block_until_ready(m)
             step += 1
             timed += 1
-            if step == start + 1:  # keep compilation out of step_time
-                jax.block_until_ready(m)
+            if step == start + 1:
                 t_last, timed = time.perf_counter(), 0
+            profile.after_step(step, m)
+            behind.flush()  # the previous logged step's metrics, now that this step is queued
             pending.append(m)
             host_stats.append(_batch_stats(batch, config.data.sample_rate, trainer.task))
             if bar is not None:
                 bar.update(1)
             out_of_time = time.perf_counter() > deadline and step < tc.steps
+            evaluating = tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps)
+            saving = (preempt.requested or out_of_time or step == tc.steps
+                      or (tc.ckpt_every and step % tc.ckpt_every == 0))
             if step % tc.log_every == 0 or step == tc.steps or out_of_time:
-                jax.block_until_ready(state)
-                now = time.perf_counter()
-                n_timed, dt = timed, (now - t_last) / max(timed, 1)
-                t_last, timed = now, 0
-                vals = jax.device_get(pending)
-                row = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
-                row["skipped_steps"] = float(vals[-1]["skipped_steps"])
-                secs = np.mean([h["audio_seconds"] for h in host_stats])
-                flops = trainer.task.flops_per_step(config, {k: v.shape for k, v in batch.items()
-                                                             if hasattr(v, "shape")})
-                if n_timed:
-                    row.update(step_time=dt, audio_seconds_per_s=secs / dt,
-                               frames_per_s=secs * config.data.sample_rate / config.mel.hop_length / dt,
-                               mfu=flops / dt / (peak * jax.device_count()))
-                    if "tokens" in host_stats[0]:
-                        row["tokens_per_s"] = float(np.mean([h["tokens"] for h in host_stats])) / dt
-                last_row = writer.write(step, row)
-                pending, host_stats = [], []
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                else:
-                    logging.info("step %d: %s", step, metrics_lib.format_metrics(row))
-            if tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
-                ev = trainer.evaluate_all(state, os.path.join(workdir, "samples", f"step_{step}"))
+                shapes = {k: v.shape for k, v in batch.items() if hasattr(v, "shape")}
+                # Deferred to the next step's dispatch unless this step evaluates, saves or ends the run.
+                behind.submit(functools.partial(log, step, pending, host_stats, shapes, timed),
+                              defer=not (evaluating or saving))
+                pending, host_stats, timed = [], [], 0
+            if evaluating:
+                with goodput.timing("eval"):
+                    ev = trainer.evaluate_all(state, os.path.join(workdir, "samples", f"step_{step}"))
                 writer.write(step, ev)
                 logging.info("eval at step %d: %s", step, metrics_lib.format_metrics(ev))
                 t_last, timed = time.perf_counter(), 0
-            if (preempt.requested or out_of_time or step == tc.steps
-                    or (tc.ckpt_every and step % tc.ckpt_every == 0)):
-                ckpt.save(step, state, data_iter, config_json, force=True)
+            if saving or preempt.requested:
+                with goodput.timing("checkpoint"):
+                    ckpt.save(step, state, data_iter, config_json, force=True)
             if preempt.requested:
                 break
             if out_of_time:
                 logging.info("train.max_minutes=%g spent at step %d of %d", tc.max_minutes, step, tc.steps)
                 break
+    behind.flush()
+    profile.close(state)
     ckpt.close()
     writer.close()
     if bar is not None:

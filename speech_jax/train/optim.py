@@ -1,6 +1,8 @@
 """Optimizer and learning-rate schedule from the `optim` config block."""
 import optax
 
+from speech_jax.train.decay_mask import masked_weight_decay
+
 
 def learning_rate_schedule(cfg, total_steps: int) -> optax.Schedule:
     peak = cfg.learning_rate
@@ -23,8 +25,14 @@ def learning_rate_schedule(cfg, total_steps: int) -> optax.Schedule:
 def make_optimizer(cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Global-norm clipping, then the optimizer; returns the schedule too for logging."""
     schedule = learning_rate_schedule(cfg, total_steps)
-    if cfg.name == "adamw":
+    decay = cfg.get("decay_mask", "all")  # .get: configs saved before the field existed
+    if cfg.name == "adamw" and decay == "matrices":  # optax.adamw's chain with the decay masked
+        opt = optax.chain(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+                          masked_weight_decay(cfg.weight_decay), optax.scale_by_learning_rate(schedule))
+    elif cfg.name == "adamw" and decay == "all":
         opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    elif cfg.name == "adamw":
+        raise ValueError(f"optim.decay_mask must be all or matrices, got {decay!r}")
     elif cfg.name == "adam":
         opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     else:

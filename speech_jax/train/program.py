@@ -68,7 +68,18 @@ def build_program(config, devices=None) -> Program:
     # .get: configs saved before the threshold existed
     min_bytes = int(config.sharding.get("fsdp_min_bytes", sharding.FSDP_MIN_BYTES))
     state_shardings = sharding.state_shardings(abstract, rules, mesh, min_bytes)
-    step_fn = (getattr(task, "make_train_step", None) or make_train_step)(task, graphdef, tx, schedule)
+    accum = int(config.train.get("grad_accum_steps", 1))  # .get: configs saved before the field existed
+    if hasattr(task, "make_train_step"):
+        if accum != 1:
+            raise ValueError(f"train.grad_accum_steps={accum}: the {config.stage} stage's own train step "
+                             "does not accumulate gradients")
+        step_fn = task.make_train_step(task, graphdef, tx, schedule)
+    else:
+        if accum < 1 or config.data.batch_size % accum:
+            raise ValueError(f"train.grad_accum_steps={accum} must be >= 1 and divide data.batch_size="
+                             f"{config.data.batch_size}")
+        sharding.check_batch(config.data.batch_size // accum, mesh)  # each micro-batch spans the mesh
+        step_fn = make_train_step(task, graphdef, tx, schedule, accum)
     batch_shardings = {k: sharding.batch_sharding(mesh, n) for k, n in device_fields(config.data).items()}
     repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     return Program(
@@ -77,9 +88,8 @@ def build_program(config, devices=None) -> Program:
         init=jax.jit(lambda r: init(r)[1], out_shardings=state_shardings),
         train_step=jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, repl),
                            out_shardings=(state_shardings, repl), donate_argnums=0),
-        # Replicated outputs: every process can read the whole evaluation batch's results.
-        eval_step=jax.jit(make_eval_step(task, graphdef), in_shardings=(state_shardings, batch_shardings),
-                          out_shardings=repl),
+        # Outputs stay where they are computed (no all-gather onto every device); eval_fetch.py reads them.
+        eval_step=jax.jit(make_eval_step(task, graphdef), in_shardings=(state_shardings, batch_shardings)),
         rng=rng)
 
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from speech_jax.train.accumulate import accumulate_gradients
 from speech_jax.train.state import NOT_TRAINABLE, TrainState
 
 
@@ -19,15 +20,18 @@ def select_tree(pred, on_true, on_false):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def make_train_step(task, graphdef, tx, schedule):
+def make_train_step(task, graphdef, tx, schedule, accum_steps: int = 1):
+    """`accum_steps` > 1 averages the gradients of that many micro-batches of the batch (accumulate.py)."""
     def train_step(state: TrainState, batch, rng):
-        def loss_of(params):
+        def loss_of(params, rest, batch, rng):
             # copy: the merged variables belong to this trace, so the task may update non-Param state.
-            model = nnx.merge(graphdef, params, state.rest, copy=True)
+            model = nnx.merge(graphdef, params, rest, copy=True)
             loss, metrics = task.loss_fn(model, batch, rng, state.step)
             return loss, (metrics, nnx.state(model, NOT_TRAINABLE))
 
-        (loss, (metrics, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+        (loss, (metrics, rest)), grads = accumulate_gradients(grad_fn, state.params, state.rest, batch, rng,
+                                                              accum_steps)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # A non-finite loss or gradient skips the whole update (params, optimizer and model state).

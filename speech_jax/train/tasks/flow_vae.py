@@ -23,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from speech_jax.models import gan_losses
 from speech_jax.models.discriminators import Discriminators
 from speech_jax.models.flow_vae import FlowVAE
+from speech_jax.train.decay_mask import flat_mask, mask_of
 from speech_jax.train.optim import make_optimizer as make_single_optimizer
 from speech_jax.train.state import TrainState
 from speech_jax.train.step import all_finite, select_tree
@@ -80,7 +81,9 @@ class GanOptimizers:
         """grads (a tree) and `params` in the optimizer's view -> (updated params in that view, new
         optimizer state, gradient global norm, whether every gradient entry is finite)."""
         g = self.ravel(grads)[0]
-        updates, opt_state = (self.g if part == GEN else self.d).update(g, opt_state, params)
+        # Which entries weight decay may touch (optim.decay_mask), in the optimizer's view; from the tree.
+        mask = flat_mask(grads) if self.flat else mask_of(grads)
+        updates, opt_state = (self.g if part == GEN else self.d).update(g, opt_state, params, decay_mask=mask)
         return optax.apply_updates(params, updates), opt_state, optax.global_norm(g), all_finite(g)
 
 
