@@ -56,6 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
         ckpt_every=500, keep_checkpoints=3, async_checkpointing=True,
         peak_flops=0.0,   # per-device peak for MFU; 0 = look up (accelerators) or measure a matmul (CPU)
         max_minutes=0.0,  # wall-clock budget of one invocation (0 = none): checkpoint and stop when spent
+        # Multi-process runs agree every this many steps whether to stop (a SIGTERM on any process, or
+        # process 0's max_minutes): one tiny all-gather across processes.
+        stop_check_every=1,
         profile=False))
 
     # num_devices 0 = every device; otherwise the first N (single process).

@@ -13,7 +13,7 @@ import numpy as np
 
 from data_pipelines.pipeline import device_batch, make_dataset
 from speech_jax import sharding
-from speech_jax.train import checkpoint, metrics as metrics_lib
+from speech_jax.train import checkpoint, metrics as metrics_lib, stop
 from speech_jax.train.program import build_program, resolve_config
 
 
@@ -64,13 +64,21 @@ class Trainer:
             state = self.task.load_pretrained(state, self.config)
         return state
 
+    def dataset(self, split: str, training: bool):
+        """This process's rows of every global batch (the rows its devices hold)."""
+        rows = sharding.host_rows(self.batch_shardings["audio_len"], self.config.data.batch_size)
+        return make_dataset(self.config.data, split=split, training=training, frame_multiple=self.frame_multiple,
+                            rows=rows)
+
     def data_iterator(self, split: str, training: bool):
-        ds = make_dataset(self.config.data, split=split, training=training, frame_multiple=self.frame_multiple)
-        return iter(ds)
+        return iter(self.dataset(split, training))
 
     def to_device(self, batch: dict) -> dict:
+        """Global arrays of the global batch's shape, from this process's rows."""
         batch = device_batch(batch, self.batch_shardings)
-        return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v) for k, v in batch.items()}
+        n = self.config.data.batch_size
+        return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v, (n,) + v.shape[1:])
+                for k, v in batch.items()}
 
     def step(self, state, batch, step: int):
         rng = jax.random.fold_in(self._rng, step)
@@ -83,8 +91,7 @@ class Trainer:
         With `artifacts_dir`, the task writes samples (wavs, plots) of the first batch there."""
         split = split or self.config.data.eval_split
         if split not in self._eval_ds:
-            self._eval_ds[split] = make_dataset(self.config.data, split=split, training=False,
-                                                frame_multiple=self.frame_multiple)
+            self._eval_ds[split] = self.dataset(split, training=False)
         it = iter(self._eval_ds[split])
         sums: dict[str, float] = {}
         kept = []  # every batch's outputs, for tasks that summarise the whole evaluation
@@ -118,12 +125,14 @@ class Trainer:
         return out
 
 
-def _batch_stats(batch: dict, sample_rate: int, task) -> dict:
+def _batch_stats(batch: dict, sample_rate: int, task, global_batch: int) -> dict:
     stats = {"audio_seconds": float(np.sum(batch["audio_len"])) / sample_rate,
              "padded_seconds": float(np.size(batch["audio"])) / sample_rate}
     if hasattr(task, "tokens_in_batch"):  # the stage's own unit of work (non-padding tokens)
         stats["tokens"] = float(task.tokens_in_batch(batch))
-    return stats
+    # This process holds a share of the global batch: throughput is reported for all of it.
+    scale = global_batch / len(batch["audio_len"])
+    return {k: v * scale for k, v in stats.items()}
 
 
 def train(config, workdir: str) -> dict:
@@ -162,7 +171,8 @@ def train(config, workdir: str) -> dict:
     timed = 0  # steps in the current interval whose time is measured (the compiling step is not)
     bar = _progress(start, tc.steps)
     deadline = t_call + 60 * tc.max_minutes if tc.max_minutes > 0 else math.inf
-    out_of_time = False
+    out_of_time = preempted = False
+    check_every = 1 if jax.process_count() == 1 else max(int(tc.get("stop_check_every", 1)), 1)
     with _Preemption() as preempt:
         step = start
         while step < tc.steps:
@@ -174,10 +184,12 @@ def train(config, workdir: str) -> dict:
                 jax.block_until_ready(m)
                 t_last, timed = time.perf_counter(), 0
             pending.append(m)
-            host_stats.append(_batch_stats(batch, config.data.sample_rate, trainer.task))
+            host_stats.append(_batch_stats(batch, config.data.sample_rate, trainer.task, config.data.batch_size))
             if bar is not None:
                 bar.update(1)
-            out_of_time = time.perf_counter() > deadline and step < tc.steps
+            if step % check_every == 0:
+                preempted, out_of_time = stop.agree(preempt.requested, time.perf_counter() > deadline)
+                out_of_time = out_of_time and step < tc.steps
             if step % tc.log_every == 0 or step == tc.steps or out_of_time:
                 jax.block_until_ready(state)
                 now = time.perf_counter()
@@ -187,8 +199,8 @@ def train(config, workdir: str) -> dict:
                 row = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
                 row["skipped_steps"] = float(vals[-1]["skipped_steps"])
                 secs = np.mean([h["audio_seconds"] for h in host_stats])
-                flops = trainer.task.flops_per_step(config, {k: v.shape for k, v in batch.items()
-                                                             if hasattr(v, "shape")})
+                flops = trainer.task.flops_per_step(config, {k: (config.data.batch_size,) + v.shape[1:]
+                                                             for k, v in batch.items() if hasattr(v, "shape")})
                 if n_timed:
                     row.update(step_time=dt, audio_seconds_per_s=secs / dt,
                                frames_per_s=secs * config.data.sample_rate / config.mel.hop_length / dt,
@@ -206,10 +218,10 @@ def train(config, workdir: str) -> dict:
                 writer.write(step, ev)
                 logging.info("eval at step %d: %s", step, metrics_lib.format_metrics(ev))
                 t_last, timed = time.perf_counter(), 0
-            if (preempt.requested or out_of_time or step == tc.steps
+            if (preempted or out_of_time or step == tc.steps
                     or (tc.ckpt_every and step % tc.ckpt_every == 0)):
                 ckpt.save(step, state, data_iter, config_json, force=True)
-            if preempt.requested:
+            if preempted:
                 break
             if out_of_time:
                 logging.info("train.max_minutes=%g spent at step %d of %d", tc.max_minutes, step, tc.steps)
@@ -218,7 +230,7 @@ def train(config, workdir: str) -> dict:
     writer.close()
     if bar is not None:
         bar.close()
-    return {"step": step, **last_row, "time_budget_reached": out_of_time, "preempted": preempt.requested}
+    return {"step": step, **last_row, "time_budget_reached": out_of_time, "preempted": preempted}
 
 
 def _progress(start: int, total: int):
