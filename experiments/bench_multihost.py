@@ -79,9 +79,9 @@ def main():
         sharding.maybe_initialize_distributed()
         print(json.dumps(worker(json.loads(args.worker), args.steps, args.agree)), flush=True)
         return
-    # The second N-process job reuses the first one's compiled programs.
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="bench_multihost_xla_"))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    # No persistent compilation cache: its keys differ between the processes of a job, so one process
+    # would load its programs while another compiles, and Gloo gives up on a peer after 30 s.
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
     from data_pipelines.prepare import prepare
     corpus = prepare("espeak_tts", args.data_dir, config="tiny")
     corpus = {k: corpus[k] for k in ("data_dir", "bpe_model")}
