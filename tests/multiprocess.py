@@ -38,10 +38,7 @@ class Job:
         self.procs = []
         for i, log in enumerate(self.logs):
             with open(log, "wb") as out:
-                # No terminal: a background process that touches one is stopped (SIGTTIN/SIGTTOU) and
-                # its peers time out in their first collective.
-                self.procs.append(subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                                   stderr=subprocess.STDOUT, start_new_session=True,
+                self.procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                                    env=job_env(i, num_processes, port, devices)))
 
     def tail(self, chars: int = 3000) -> str:
