@@ -79,8 +79,8 @@ def main():
         sharding.maybe_initialize_distributed()
         print(json.dumps(worker(json.loads(args.worker), args.steps, args.agree)), flush=True)
         return
-    # No persistent compilation cache: its keys differ between the processes of a job, so one process
-    # would load its programs while another compiles, and Gloo gives up on a peer after 30 s.
+    # No persistent compilation cache: a process that loads its programs while a peer still compiles
+    # reaches the first collective alone, and Gloo gives up on a peer after 30 s.
     os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
     from data_pipelines.prepare import prepare
     corpus = prepare("espeak_tts", args.data_dir, config="tiny")
