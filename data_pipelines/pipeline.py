@@ -1,11 +1,17 @@
 """The Grain input pipeline shared by every stage.
 
-record index ─▶ per-process slice ─shuffle/repeat─▶ load (decode, resample, length rule, crop,
-BPE ids and, for stages that need one, a same-speaker *different-utterance* reference) ─▶ drop unusable ─▶ batch (length-grouped
-within a window) with padding to a static length bucket ─▶ optional multiprocess prefetch.
+record index ─shuffle/repeat─▶ load (decode, resample, length rule, crop,
+BPE ids and, for stages that need one, a same-speaker *different-utterance* reference) ─▶ drop unusable ─▶ global batch
+(length-grouped within a window) ─▶ this host's rows, padded to the global batch's static length bucket ─▶ optional
+multiprocess prefetch.
 
 Every random choice comes from Grain's per-element generator (seed + position), so the stream is a
 pure function of (seed, position) and the iterator state in a checkpoint replays it exactly.
+
+One global batch: every host runs the same global stream (the same shuffle, filter and length grouping) and
+keeps only its rows, so all hosts agree on each step's bucket and on who holds which example, whatever the
+number of processes; the iterator state is the same on every host, so a run may resume on another process
+count. The price is that each host loads the whole global batch (see `make_dataset`).
 """
 from __future__ import annotations
 
@@ -179,8 +185,9 @@ class PadBatch:
     """
 
     def __init__(self, buckets: tuple[int, ...], ref_len: int | None, max_text_len: int, *,
-                 frame_multiple: int = 1, prompt_tokens: int = 0):
+                 frame_multiple: int = 1, prompt_tokens: int = 0, rows: slice = slice(None)):
         self.buckets = buckets
+        self.rows = rows  # this host's share of the global batch; the bucket fits all of it
         self.ref_len = ref_len
         self.max_text_len = max_text_len
         self.frame_multiple = frame_multiple  # samples per token: tokens pad to bucket / frame_multiple
@@ -196,6 +203,7 @@ class PadBatch:
     def __call__(self, examples):
         longest = max(len(e["audio"]) for e in examples)
         bucket = next((b for b in self.buckets if b >= longest), self.buckets[-1])
+        examples = examples[self.rows]
         col = lambda k: [e[k] for e in examples]  # noqa: E731
         batch = {
             "audio": self._pad(col("audio"), bucket, np.float32),
@@ -229,12 +237,21 @@ class PadBatch:
 
 
 def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
-                 process_index: int | None = None, process_count: int | None = None) -> grain.IterDataset:
-    """Per-process stream of padded batches (each process gets batch_size / process_count)."""
+                 process_index: int | None = None, process_count: int | None = None,
+                 rows: slice | None = None) -> grain.IterDataset:
+    """This process's rows of each global batch of `data.batch_size`: `rows`, by default the
+    process's contiguous block of batch_size / process_count.
+
+    Every process reads and loads the whole global batch (so that all agree on its grouping and bucket
+    without talking to each other) and pads only its rows: loading costs process_count times the work.
+    """
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
     if cfg.batch_size % pc:
         raise ValueError(f"data.batch_size {cfg.batch_size} is not divisible by {pc} processes")
+    if rows is None:
+        share = cfg.batch_size // pc
+        rows = slice(pi * share, (pi + 1) * share)
     source = open_source(cfg.name, cfg.data_dir, split)
     if len(source) == 0:
         raise ValueError(f"split {split!r} of {cfg.name} is empty")
@@ -266,7 +283,7 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
                        ref_speakers=ref_speakers, frame_multiple=frame_multiple, extracted=extracted,
                        ref_extracted=ref_extracted)
     _check_some_usable(load, split, cfg)
-    ds = grain.MapDataset.range(len(source))[pi::pc]
+    ds = grain.MapDataset.range(len(source))
     if training:
         ds = ds.shuffle(seed=cfg.shuffle_seed)
     ds = ds.repeat(None)  # evaluation also repeats so that every batch is full (static shapes)
@@ -278,12 +295,12 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     ref_len = (bucket_lengths((cfg.ref_seconds[1],), cfg.sample_rate, frame_multiple)[0]
                if cfg.with_reference else None)
     pad = PadBatch(buckets, ref_len, cfg.max_text_len, frame_multiple=frame_multiple,
-                   prompt_tokens=prompt_max_tokens(cfg, frame_multiple))
+                   prompt_tokens=prompt_max_tokens(cfg, frame_multiple), rows=rows)
     if cfg.group_window > 1:
-        it = LengthGroupedBatches(ds.to_iter_dataset(), cfg.batch_size // pc, cfg.group_window, pad,
+        it = LengthGroupedBatches(ds.to_iter_dataset(), cfg.batch_size, cfg.group_window, pad,
                                   seed=cfg.shuffle_seed)
     else:
-        it = ds.to_iter_dataset().batch(cfg.batch_size // pc, drop_remainder=True, batch_fn=pad)
+        it = ds.to_iter_dataset().batch(cfg.batch_size, drop_remainder=True, batch_fn=pad)
     if cfg.num_workers > 0:
         from absl import flags
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; we are not an absl app

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 
 
 def _str(x) -> str:
@@ -33,7 +34,8 @@ def speaker_index(source, cache_path: str | None = None) -> list[str]:
     speakers = [_str(source[i]["speaker"]) for i in range(len(source))]
     if cache_path:
         try:
-            tmp = cache_path + ".tmp"
+            # A name of its own: several processes (hosts, Grain workers) may build the index at once.
+            tmp = f"{cache_path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
             with open(tmp, "w") as f:
                 json.dump(speakers, f)
             os.replace(tmp, cache_path)

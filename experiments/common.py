@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
         metrics_one_behind=True,  # fetch a logged step's metrics after dispatching the next (no stall)
         profile_steps="",         # "start:stop": jax.profiler trace of steps start..stop-1 (0-based) into
                                   # workdir/tensorboard (TensorBoard's profile tab); "" = none
+        # Multi-process runs agree every this many steps whether to stop (a SIGTERM on any process, or
+        # process 0's max_minutes): one tiny all-gather across processes.
+        stop_check_every=1,
     ))
 
     # num_devices 0 = every device; otherwise the first N (single process).

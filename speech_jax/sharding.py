@@ -231,6 +231,17 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P(lead, *([None] * (ndim - 1))))
 
 
+def host_rows(batch_sharding: NamedSharding, global_batch: int) -> slice:
+    """The rows of a global batch that this process's devices hold (one contiguous block)."""
+    index = batch_sharding.addressable_devices_indices_map((global_batch,) + (1,) * (len(batch_sharding.spec) - 1))
+    rows = {i[0].indices(global_batch)[:2] for i in index.values()}
+    start, stop = min(r[0] for r in rows), max(r[1] for r in rows)
+    if sum(b - a for a, b in rows) < stop - start:  # gaps: the mesh interleaves processes on the batch axes
+        raise MeshError(f"this process's devices hold rows {sorted(rows)} of the global batch, not one block; "
+                        "order the mesh's devices by process")
+    return slice(start, stop)
+
+
 def batch_divisor(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in BATCH_AXES)
 

@@ -1,10 +1,6 @@
 """The training loop on the tokenizer stage: metrics, checkpoints, exact resume, 1 vs 8 devices, skips."""
 import glob
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
@@ -57,9 +53,18 @@ def flat(tree):
 
 @pytest.fixture(scope="module")
 def full_run(tiny_corpus, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("full"))
-    result = train(make_config(tiny_corpus), workdir)
-    return workdir, result
+    return shared_full_run(tiny_corpus, tmp_path_factory)
+
+
+def shared_full_run(corpus, tmp_path_factory):
+    """(workdir, result) of the FAST config trained 6 steps; once per test session (test_multiprocess.py
+    compares several processes with it)."""
+    from conftest import shared
+
+    def build():
+        workdir = str(tmp_path_factory.mktemp("full"))
+        return workdir, train(make_config(corpus), workdir)
+    return shared(tmp_path_factory, "tokenizer_full_run", build)
 
 
 def test_run_writes_metrics_checkpoints_and_events(full_run):
@@ -150,25 +155,6 @@ def test_non_finite_gradients_skip_the_step(trainers):
     state, m = eight.step(state, batches[1], 2)
     assert int(m["skipped_steps"]) == 1 and np.isfinite(float(m["loss"])) and float(m["learning_rate"]) > 0
     assert any(not np.array_equal(x, y) for x, y in zip(before, flat(state.params)))
-
-
-@pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_stops(tiny_corpus, tmp_path):
-    workdir = str(tmp_path / "preempted")
-    args = [sys.executable, "-m", "speech_jax.cli", "train", "--config", TINY, "--workdir", workdir,
-            f"--config.data.data_dir={tiny_corpus['data_dir']}", f"--config.data.bpe_model={tiny_corpus['bpe_model']}",
-            "--config.train.peak_flops=1e11", *FAST, "--config.train.steps=100000", "--config.train.log_every=1",
-            "--config.train.eval_every=0", "--config.train.ckpt_every=0"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    deadline = time.time() + 240
-    while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
-    steps = os.listdir(os.path.join(workdir, "checkpoints"))
-    assert len(steps) == 1 and int(steps[0]) >= 1
 
 
 def test_log_lines_print_plain_numbers():

@@ -5,8 +5,11 @@ removes older steps after a newer one has committed, so the last good checkpoint
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+from typing import Any
 
 import grain
 import jax
@@ -17,8 +20,44 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class DataHandler(grain.checkpoint.CheckpointHandler):
+    """The data iterator's state, one file for all processes.
+
+    Every process iterates the same global stream (data_pipelines/pipeline.py), so one state serves any
+    number of processes and a run may resume on another process count. Checkpoints written per process
+    by Grain's own handler are still read."""
+
+    FILE = "global.json"
+
+    def save(self, directory, item=None, args=None):
+        item = item or args.item
+        if jax.process_index() == 0:
+            (directory / self.FILE).write_text(json.dumps(item.get_state(), indent=1))
+
+    def restore(self, directory, item=None, args=None):
+        item = item or args.item
+        if not (directory / self.FILE).exists():
+            return super().restore(directory, item, args)
+        item.set_state(json.loads((directory / self.FILE).read_text()))
+        item.start_prefetch()  # as Grain's handler does
+        return item
+
+
+@ocp.args.register_with_handler(DataHandler, for_save=True)
+@dataclasses.dataclass
+class DataSave(ocp.args.CheckpointArgs):
+    item: Any
+
+
+@ocp.args.register_with_handler(DataHandler, for_restore=True)
+@dataclasses.dataclass
+class DataRestore(ocp.args.CheckpointArgs):
+    item: Any
+
+
 class Checkpointer:
-    def __init__(self, directory: str, *, keep: int = 3, every: int = 0, async_save: bool = True):
+    def __init__(self, directory: str, *, keep: int = 3, every: int = 0, async_save: bool = True,
+                 item_handlers: dict | None = None):
         self.directory = os.path.abspath(directory)
         self.every = every
         options = ocp.CheckpointManagerOptions(
@@ -27,8 +66,9 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory, options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
-                           "data": grain.checkpoint.CheckpointHandler(),
-                           "config": ocp.JsonCheckpointHandler()})
+                           "data": DataHandler(),
+                           "config": ocp.JsonCheckpointHandler(),
+                           **(item_handlers or {})})
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -39,7 +79,7 @@ class Checkpointer:
     def save(self, step: int, state, data_iter, config_json: dict, *, force: bool = False) -> bool:
         args = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_json)}
         if data_iter is not None:
-            args["data"] = grain.checkpoint.CheckpointSave(data_iter)
+            args["data"] = DataSave(data_iter)
         return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
 
     def restore(self, abstract_state, data_iter, step: int | None = None):
@@ -54,7 +94,7 @@ class Checkpointer:
             args = {"state": ocp.args.StandardRestore(abstract_state), "config": ocp.args.JsonRestore()}
             has_data = data_iter is not None and os.path.isdir(os.path.join(self.directory, str(s), "data"))
             if has_data:
-                args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+                args["data"] = DataRestore(data_iter)
             try:
                 out = self.manager.restore(s, args=ocp.args.Composite(**args))
             except Exception as e:  # corrupt or incompatible: report and try the previous one

@@ -14,7 +14,7 @@ import numpy as np
 
 from data_pipelines.pipeline import device_batch, make_dataset
 from speech_jax import sharding
-from speech_jax.train import checkpoint, metrics as metrics_lib
+from speech_jax.train import checkpoint, metrics as metrics_lib, stop
 from speech_jax.train.eval_fetch import fetch
 from speech_jax.train.goodput import Goodput
 from speech_jax.train.one_behind import OneBehind
@@ -69,13 +69,21 @@ class Trainer:
             state = self.task.load_pretrained(state, self.config)
         return state
 
+    def dataset(self, split: str, training: bool):
+        """This process's rows of every global batch (the rows its devices hold)."""
+        rows = sharding.host_rows(self.batch_shardings["audio_len"], self.config.data.batch_size)
+        return make_dataset(self.config.data, split=split, training=training, frame_multiple=self.frame_multiple,
+                            rows=rows)
+
     def data_iterator(self, split: str, training: bool):
-        ds = make_dataset(self.config.data, split=split, training=training, frame_multiple=self.frame_multiple)
-        return iter(ds)
+        return iter(self.dataset(split, training))
 
     def to_device(self, batch: dict) -> dict:
+        """Global arrays of the global batch's shape, from this process's rows."""
         batch = device_batch(batch, self.batch_shardings)
-        return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v) for k, v in batch.items()}
+        n = self.config.data.batch_size
+        return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v, (n,) + v.shape[1:])
+                for k, v in batch.items()}
 
     def step(self, state, batch, step: int):
         rng = jax.random.fold_in(self._rng, step)
@@ -88,8 +96,7 @@ class Trainer:
         With `artifacts_dir`, the task writes samples (wavs, plots) of the first batch there."""
         split = split or self.config.data.eval_split
         if split not in self._eval_ds:
-            self._eval_ds[split] = make_dataset(self.config.data, split=split, training=False,
-                                                frame_multiple=self.frame_multiple)
+            self._eval_ds[split] = self.dataset(split, training=False)
         it = iter(self._eval_ds[split])
         sums: dict[str, float] = {}
         kept = []  # every batch's outputs, for tasks that summarise the whole evaluation
@@ -124,12 +131,14 @@ class Trainer:
         return out
 
 
-def _batch_stats(batch: dict, sample_rate: int, task) -> dict:
+def _batch_stats(batch: dict, sample_rate: int, task, global_batch: int) -> dict:
     stats = {"audio_seconds": float(np.sum(batch["audio_len"])) / sample_rate,
              "padded_seconds": float(np.size(batch["audio"])) / sample_rate}
     if hasattr(task, "tokens_in_batch"):  # the stage's own unit of work (non-padding tokens)
         stats["tokens"] = float(task.tokens_in_batch(batch))
-    return stats
+    # This process holds a share of the global batch: throughput is reported for all of it.
+    scale = global_batch / len(batch["audio_len"])
+    return {k: v * scale for k, v in stats.items()}
 
 
 def train(config, workdir: str) -> dict:
@@ -173,7 +182,8 @@ def train(config, workdir: str) -> dict:
     timed = 0  # steps in the current interval whose time is measured (the compiling step is not)
     bar = _progress(start, tc.steps)
     deadline = t_call + 60 * tc.max_minutes if tc.max_minutes > 0 else math.inf
-    out_of_time = False
+    out_of_time = preempted = False
+    check_every = 1 if jax.process_count() == 1 else max(int(tc.get("stop_check_every", 1)), 1)
 
     def log(step, pending, host_stats, shapes, n_timed):
         nonlocal t_last, last_row
@@ -216,15 +226,17 @@ def train(config, workdir: str) -> dict:
             profile.after_step(step, m)
             behind.flush()  # the previous logged step's metrics, now that this step is queued
             pending.append(m)
-            host_stats.append(_batch_stats(batch, config.data.sample_rate, trainer.task))
+            host_stats.append(_batch_stats(batch, config.data.sample_rate, trainer.task, config.data.batch_size))
             if bar is not None:
                 bar.update(1)
-            out_of_time = time.perf_counter() > deadline and step < tc.steps
+            if step % check_every == 0:  # the stop decision is agreed by every process
+                preempted, out_of_time = stop.agree(preempt.requested, time.perf_counter() > deadline)
+                out_of_time = out_of_time and step < tc.steps
             evaluating = tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps)
-            saving = (preempt.requested or out_of_time or step == tc.steps
+            saving = (preempted or out_of_time or step == tc.steps
                       or (tc.ckpt_every and step % tc.ckpt_every == 0))
             if step % tc.log_every == 0 or step == tc.steps or out_of_time:
-                shapes = {k: v.shape for k, v in batch.items() if hasattr(v, "shape")}
+                shapes = {k: (config.data.batch_size,) + v.shape[1:] for k, v in batch.items() if hasattr(v, "shape")}
                 # Deferred to the next step's dispatch unless this step evaluates, saves or ends the run.
                 behind.submit(functools.partial(log, step, pending, host_stats, shapes, timed),
                               defer=not (evaluating or saving))
@@ -235,10 +247,10 @@ def train(config, workdir: str) -> dict:
                 writer.write(step, ev)
                 logging.info("eval at step %d: %s", step, metrics_lib.format_metrics(ev))
                 t_last, timed = time.perf_counter(), 0
-            if saving or preempt.requested:
+            if saving:
                 with goodput.timing("checkpoint"):
                     ckpt.save(step, state, data_iter, config_json, force=True)
-            if preempt.requested:
+            if preempted:
                 break
             if out_of_time:
                 logging.info("train.max_minutes=%g spent at step %d of %d", tc.max_minutes, step, tc.steps)
@@ -249,7 +261,7 @@ def train(config, workdir: str) -> dict:
     writer.close()
     if bar is not None:
         bar.close()
-    return {"step": step, **last_row, "time_budget_reached": out_of_time, "preempted": preempt.requested}
+    return {"step": step, **last_row, "time_budget_reached": out_of_time, "preempted": preempted}
 
 
 def _progress(start: int, total: int):

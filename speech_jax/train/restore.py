@@ -1,7 +1,8 @@
 """Loads a trained stage from its workdir: the config saved with the checkpoint and the model weights.
 
 Used by later stages (extract, a frozen speaker encoder, synthesis): they need the weights, not the
-optimizer, but Orbax restores whole trees, so the abstract train state is rebuilt from the saved config.
+optimizer, so only the checkpoint's `params` and `rest` are read (an Orbax partial restore), onto
+whatever devices the caller runs on now.
 """
 from __future__ import annotations
 
@@ -13,17 +14,16 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from speech_jax.train.checkpoint import CheckpointError, Checkpointer, abstract_with_shardings
-from speech_jax.train.optim import make_optimizer
-from speech_jax.train.state import init_train_state
+from speech_jax.train.state import split_model
 from speech_jax.train.tasks import get_task
 
 
-def _checkpointer(workdir: str) -> Checkpointer:
+def _checkpointer(workdir: str, item_handlers: dict | None = None) -> Checkpointer:
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoints in {workdir!r}: train that stage first "
                                 f"(speech-jax train --config ... --workdir {workdir})")
-    ckpt = Checkpointer(directory, async_save=False)
+    ckpt = Checkpointer(directory, async_save=False, item_handlers=item_handlers)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"no finished checkpoint in {directory!r}")
     return ckpt
@@ -40,37 +40,43 @@ def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
     return ml_collections.ConfigDict(out["config"])
 
 
-def load_stage(workdir: str, stage: str | None = None, step: int | None = None, sharding=None):
+def load_stage(workdir: str, stage: str | None = None, step: int | None = None, sharding=None, mesh=None):
     """(config, graphdef, params, rest) of a trained stage; `stage` checks what the workdir holds.
 
-    Weights land on `sharding` (default: replicated on the first device).
+    Weights only: the optimizer state is neither built nor read. They land on `mesh`, sharded by the
+    stage's own logical-axis rules (global arrays, for a training run on every host), or else on
+    `sharding` (default: this process's first device, a full copy on every host).
     """
+    from speech_jax import sharding as sharding_lib
     config = read_config(workdir, step)
     if stage is not None and config.stage != stage:
         raise ValueError(f"{workdir!r} holds a {config.stage!r} stage, not {stage!r}")
     task = get_task(config.stage)
-    tx, _ = (getattr(task, "make_optimizer", None) or make_optimizer)(config.optim, config.train.steps)
-
-    def init(rng):
-        return init_train_state(task.build_model(config, nnx.Rngs(rng)), tx)
-
     box = {}
 
     def shapes(rng):
-        box["graphdef"], state = init(rng)
-        return state
+        box["graphdef"], params, rest = split_model(task.build_model(config, nnx.Rngs(rng)))
+        return {"params": params, "rest": rest}
 
     abstract = jax.eval_shape(shapes, jax.random.key(0))
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = abstract_with_shardings(abstract, jax.tree.map(lambda _: sharding, abstract))
-    ckpt = _checkpointer(workdir)
+    if mesh is not None:
+        rules = tuple(tuple(r) for r in config.sharding.rules)
+        shardings = sharding_lib.state_shardings(abstract, rules, mesh)
+    else:
+        one = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: one, abstract)
+    target = abstract_with_shardings(abstract, shardings)
+    ckpt = _checkpointer(workdir, {"state": ocp.PyTreeCheckpointHandler()})
+    step = ckpt.latest_step() if step is None else step
     try:
-        _, state, _ = ckpt.restore(abstract, None, step)
-    except CheckpointError as e:
-        raise CheckpointError(f"could not load the {config.stage} stage from {workdir!r}: {e}") from e
+        out = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
+    except Exception as e:
+        raise CheckpointError(f"could not load the {config.stage} stage from {workdir!r} (step {step}): "
+                              f"{type(e).__name__}: {e}") from e
     finally:
         ckpt.close()
-    return config, box["graphdef"], state.params, state.rest
+    return config, box["graphdef"], out["state"]["params"], out["state"]["rest"]
 
 
 def load_model(workdir: str, stage: str | None = None, step: int | None = None):

@@ -136,8 +136,10 @@ def load_pretrained(state, config):
     if not config.pretrained.ar_workdir or not config.pretrained.flow_vae_workdir:
         raise ValueError("flow matching trains on a pretrained speaker encoder and Flow-VAE: set "
                          "pretrained.ar_workdir and pretrained.flow_vae_workdir")
-    _, _, ar_params, _ = load_stage(config.pretrained.ar_workdir, "ar")
-    _, _, vae_params, _ = load_stage(config.pretrained.flow_vae_workdir, "flow_vae")
+    # Straight onto this run's mesh (every host holds its shards), weights only.
+    mesh = jax.tree.leaves(state.rest)[0].sharding.mesh
+    _, _, ar_params, _ = load_stage(config.pretrained.ar_workdir, "ar", mesh=mesh)
+    _, _, vae_params, _ = load_stage(config.pretrained.flow_vae_workdir, "flow_vae", mesh=mesh)
     rest = jax.tree.map(lambda x: x, state.rest)
     for name, src in (("speaker_encoder", ar_params["speaker_encoder"]), ("vae", vae_params["generator"])):
         dst = rest["frozen"][name]

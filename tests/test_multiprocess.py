@@ -1,0 +1,88 @@
+"""Several JAX processes train like one: 2 processes × 2 CPU devices (tests/multiprocess.py), parameters
+and batch sharded over fsdp=4 across both, against test_train.py's single process on 8 devices (2×2×2
+mesh) with the same global batches.
+
+One job serves every test (each process costs about one compilation, ~37 CPU-seconds): it trains
+test_train's FAST config, agreeing every 3 steps whether to stop, and process 1 alone gets a SIGTERM
+after its first step; both must save step 3 and stop."""
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from multiprocess import Job
+from test_train import FAST, TINY, flat, make_config, params_of, shared_full_run
+from speech_jax.train.loop import train
+from speech_jax.train.metrics import read_metrics
+
+pytestmark = pytest.mark.slow
+
+KEYS = ("loss", "mel_loss", "ctc_loss", "code_usage", "grad_norm")
+
+
+@pytest.fixture(scope="module")
+def single(tiny_corpus, tmp_path_factory):
+    return shared_full_run(tiny_corpus, tmp_path_factory)[0]
+
+
+@pytest.fixture(scope="module")
+def preempted(tiny_corpus, tmp_path_factory):
+    """(workdir, exit codes, each process's output) of the 2-process job."""
+    root = str(tmp_path_factory.mktemp("two_processes"))
+    workdir = os.path.join(root, "run")
+    argv = [sys.executable, "-m", "speech_jax.cli", "train", "--config", TINY, "--workdir", workdir,
+            f"--config.data.data_dir={tiny_corpus['data_dir']}", f"--config.data.bpe_model={tiny_corpus['bpe_model']}",
+            "--config.train.peak_flops=1e11", *FAST, "--config.train.eval_every=0",
+            "--config.train.stop_check_every=3",
+            "--config.mesh.data=1", "--config.mesh.fsdp=4", "--config.mesh.tensor=1"]
+    job = Job(argv, num_processes=2, devices=2, logdir=os.path.join(root, "logs"))
+    try:
+        deadline = time.monotonic() + 300
+        while "INFO step 1:" not in open(job.logs[1], errors="replace").read():
+            assert all(p.poll() is None for p in job.procs), job.tail()
+            assert time.monotonic() < deadline, f"no step after 300 s\n{job.tail()}"
+            time.sleep(0.1)
+        job.procs[1].send_signal(signal.SIGTERM)
+        codes = job.wait(timeout=120)
+    finally:
+        job.kill()
+    return workdir, codes, [open(log, errors="replace").read() for log in job.logs], job.tail()
+
+
+def test_sigterm_to_one_process_stops_both_at_one_checkpoint(preempted):
+    workdir, codes, outputs, tail = preempted
+    assert codes == [0, 0], tail
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == ["3"]
+    for out in outputs:  # the CLI prints the run's result last
+        result = out.strip().splitlines()[-1]
+        assert re.match(r"step=3 ", result) and "preempted=True" in result, tail
+    assert [r["step"] for r in read_metrics(workdir) if "loss" in r] == [1, 2, 3]
+
+
+def test_two_processes_train_like_one(preempted, single, tiny_corpus):
+    workdir = preempted[0]
+    want = {r["step"]: r for r in read_metrics(single) if "loss" in r}
+    for row in (r for r in read_metrics(workdir) if "loss" in r):
+        for key in KEYS:
+            np.testing.assert_allclose(row[key], want[row["step"]][key], rtol=1e-5, err_msg=f"{key}@{row['step']}")
+    for x, y in zip(flat(params_of(workdir, tiny_corpus, 3)), flat(params_of(single, tiny_corpus, 3))):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_one_process_resumes_the_two_process_checkpoint_exactly(preempted, single, tiny_corpus, tmp_path):
+    """The data iterator's position and the sharded state written by 2 processes continue in one."""
+    workdir = str(tmp_path / "resumed")
+    shutil.copytree(preempted[0], workdir)
+    assert train(make_config(tiny_corpus), workdir)["step"] == 6
+    want = {r["step"]: r for r in read_metrics(single) if "loss" in r}
+    got = {r["step"]: r for r in read_metrics(workdir) if "loss" in r}
+    for step in (4, 5, 6):
+        for key in KEYS:
+            np.testing.assert_allclose(got[step][key], want[step][key], rtol=1e-5, err_msg=f"{key}@{step}")
+    for x, y in zip(flat(params_of(workdir, tiny_corpus, 6)), flat(params_of(single, tiny_corpus, 6))):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
