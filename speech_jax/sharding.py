@@ -271,6 +271,11 @@ def activation_rules(mesh: Mesh, rules):
         _ACTIVE.pop()
 
 
+def active_mesh() -> Mesh | None:
+    """The mesh of the innermost `activation_rules`, or None outside it."""
+    return _ACTIVE[-1][0] if _ACTIVE else None
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """Logical sharding constraint at a block boundary; a no-op outside `activation_rules`."""
     if not _ACTIVE:

@@ -10,7 +10,12 @@ Implementations (`impl`), all computing the same function:
   "blocked"  for the XLA CPU backend: the query axis in blocks (under a causal mask a block computes only
              the keys up to its end, skipping the masked upper triangle) and a hand-written backward that
              keeps the [T, S] arrays in place (autodiff transposes them) and needs no [T, S] reduction;
-  "auto"     "blocked" on CPU, "xla" elsewhere.
+  "splash"   TPU: Pallas splash attention, "cudnn" GPU: cuDNN flash attention, both with structural
+             masks (`key_valid` / `key_lengths`, causality; layers/fused_attention.py); a mask they cannot
+             describe (cross-attention, a KV-cache step) falls back to "xla";
+  "auto"     "blocked" on CPU, "splash" on TPU, "cudnn" on GPU for bf16/fp16 ("xla" for fp32). The
+             platform is the active mesh's (`sharding.activation_rules`), so a step compiled ahead of time
+             for a TPU topology from a CPU host gets the TPU kernel.
 """
 import functools
 
@@ -18,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from speech_jax import sharding
+from speech_jax.layers import fused_attention
 from speech_jax.layers.params import param
 from speech_jax.layers.rope import apply_rope
 
@@ -39,28 +46,53 @@ def attention_mask(key_mask: jax.Array | None, q_len: int, kv_len: int, *, causa
     return mask
 
 
-IMPLS = ("einsum", "xla", "blocked", "auto")
+IMPLS = ("einsum", "xla", "blocked", "splash", "cudnn", "auto")
 CAUSAL_BLOCK = 48  # query rows per block of the "blocked" causal attention (measured best at T ~ 350)
 
 
-def resolve_impl(impl: str) -> str:
-    """"auto" -> the implementation for the default backend."""
+def _platform() -> str:
+    mesh = sharding.active_mesh()
+    return mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+
+
+def resolve_impl(impl: str, dtype=None) -> str:
+    """"auto" -> the implementation for the platform (see the module docstring)."""
     if impl not in IMPLS:
         raise ValueError(f"unknown attention impl {impl!r}; use one of {IMPLS}")
     if impl == "auto":
-        return "blocked" if jax.default_backend() == "cpu" else "xla"
+        platform = _platform()
+        if platform == "cpu":
+            return "blocked"
+        if platform == "tpu":
+            return "splash"
+        return "cudnn" if dtype is not None and jnp.dtype(dtype).itemsize == 2 else "xla"
     return impl
 
 
-def dot_product_attention(q, k, v, mask, impl: str = "einsum", *, causal: bool = False):
+def dot_product_attention(q, k, v, mask, impl: str = "einsum", *, causal: bool = False,
+                          key_valid=None, key_lengths=None):
     """q [B,T,H,D], k/v [B,S,K,D] with H % K == 0; mask [B|1,T,S] bool or None -> [B,T,H,D].
 
     `causal=True` promises that the mask hides every key after its query (T == S, query t is key t);
     "blocked" then skips the upper triangle. A row with no visible key attends uniformly to the keys
-    its block computes ("einsum": to all S keys); such rows should be padding whose output is unused."""
-    impl = resolve_impl(impl)
+    its block computes ("einsum": to all S keys); such rows should be padding whose output is unused.
+
+    `key_valid` [B,S] (self-attention) promises that on every valid query row the mask is exactly the
+    valid keys (and causality); `key_lengths` [B] further that the valid keys are a prefix. The fused
+    kernels then use these instead of the mask, which XLA drops unless another implementation reads it."""
+    impl = resolve_impl(impl, q.dtype)
     b, t, h, d = q.shape
     kh = k.shape[2]
+    structural = t == k.shape[1] and (mask is None or key_valid is not None)
+    if impl == "splash":
+        if structural:
+            return fused_attention.splash(q, k, v, key_valid, causal=causal, platform=_platform())
+        impl = "xla"
+    if impl == "cudnn":
+        if structural or mask is not None:
+            return fused_attention.cudnn(q, k, v, mask, key_lengths if structural else None,
+                                         causal=causal and structural)
+        impl = "xla"
     if impl == "xla":
         m = None if mask is None else jnp.broadcast_to(mask[:, None], (mask.shape[0], 1) + mask.shape[1:])
         return jax.nn.dot_product_attention(q, k, v.astype(q.dtype), mask=m)
@@ -179,16 +211,19 @@ class Attention(nnx.Module):
         v = jnp.einsum("bte,ehd->bthd", x, self.wv[...].astype(self.dtype))
         return apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta), v
 
-    def attend(self, q, k, v, mask, causal: bool = False):
-        return dot_product_attention(q, k, v, mask, self.impl, causal=causal)
+    def attend(self, q, k, v, mask, causal: bool = False, key_valid=None, key_lengths=None):
+        return dot_product_attention(q, k, v, mask, self.impl, causal=causal, key_valid=key_valid,
+                                     key_lengths=key_lengths)
 
     def project_out(self, o: jax.Array) -> jax.Array:
         return jnp.einsum("bthd,hde->bte", o, self.wo[...].astype(self.dtype))
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-                 positions: jax.Array | None = None, *, causal: bool = False) -> jax.Array:
-        """Self-attention; `causal=True` promises that `mask` is causal (see `dot_product_attention`)."""
+                 positions: jax.Array | None = None, *, causal: bool = False, key_valid=None,
+                 key_lengths=None) -> jax.Array:
+        """Self-attention; `causal=True` promises that `mask` is causal, `key_valid` / `key_lengths`
+        describe it (see `dot_product_attention`)."""
         if positions is None:
             positions = jnp.arange(x.shape[1])
         q, k, v = self.project_qkv(x, positions)
-        return self.project_out(self.attend(q, k, v, mask, causal))
+        return self.project_out(self.attend(q, k, v, mask, causal, key_valid, key_lengths))

@@ -33,9 +33,9 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(d_model, dtype=dtype, rngs=rngs)
         self.mlp = SwiGLU(d_model, mlp_dim, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, mask=None, positions=None, causal: bool = False):
+    def __call__(self, x, mask=None, positions=None, causal: bool = False, key_valid=None):
         x = constrain(x, ACT)
-        x = x + self.attn(self.attn_norm(x), mask, positions, causal=causal)
+        x = x + self.attn(self.attn_norm(x), mask, positions, causal=causal, key_valid=key_valid)
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ACT)
 
@@ -53,8 +53,8 @@ class Block(nnx.Module):
         return constrain(x, ACT), k_cache, v_cache
 
 
-def _run_block(graphdef, causal, state, x, mask, positions):
-    return nnx.merge(graphdef, state)(x, mask, positions, causal)
+def _run_block(graphdef, causal, state, x, mask, positions, key_valid):
+    return nnx.merge(graphdef, state)(x, mask, positions, causal, key_valid)
 
 
 class Transformer(nnx.Module):
@@ -80,27 +80,32 @@ class Transformer(nnx.Module):
         self.scan_layers, self.remat = scan_layers, remat
 
     def __call__(self, x: jax.Array, key_mask: jax.Array | None = None, *, causal: bool = False,
-                 positions: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
+                 positions: jax.Array | None = None, mask: jax.Array | None = None,
+                 key_valid: jax.Array | None = None) -> jax.Array:
         """x [B,T,E]; key_mask [B,T] True on valid frames (padded keys are never attended).
 
         `mask` [B|1,T,T], when given, is used as is instead of key_mask; with causal=True it must itself
-        be causal (hide every later key), which lets the attention skip the masked upper triangle."""
+        be causal (hide every later key), which lets the attention skip the masked upper triangle.
+        `key_valid` [B,T] alongside it says the mask is exactly the valid keys (and causality) on valid
+        rows, so that fused kernels need no dense mask; key_mask alone says so by itself."""
         if mask is None:
             mask = attention_mask(key_mask, x.shape[1], x.shape[1], causal=causal)
+            key_valid = key_mask
         if self.remat == "none" and not self.scan_layers:
             for block in self.blocks:
-                x = block(x, mask, positions, causal)
+                x = block(x, mask, positions, causal, key_valid)
             return self.norm(x)
         run = _run_block
         if self.remat != "none":
             run = jax.checkpoint(_run_block, static_argnums=(0, 1), policy=REMAT_POLICIES[self.remat])
         if self.scan_layers:
             graphdef, state = nnx.split(self.blocks)
-            x, _ = jax.lax.scan(lambda h, s: (run(graphdef, causal, s, h, mask, positions), None), x, state)
+            x, _ = jax.lax.scan(lambda h, s: (run(graphdef, causal, s, h, mask, positions, key_valid), None),
+                                x, state)
         else:
             for block in self.blocks:
                 graphdef, state = nnx.split(block)
-                x = run(graphdef, causal, state, x, mask, positions)
+                x = run(graphdef, causal, state, x, mask, positions, key_valid)
         return self.norm(x)
 
     # --- KV cache -------------------------------------------------------------------------------

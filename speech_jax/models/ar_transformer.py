@@ -88,7 +88,7 @@ class ARTransformer(nnx.Module):
         """Layout [B, S] (from `build_layout` or `build_prefix`), spk [B, d] -> final states [B, S, d]."""
         valid = layout["valid"]
         return self.decoder(self.embed(layout, spk), positions=layout["positions"],
-                            mask=causal_mask(valid, valid), causal=True)
+                            mask=causal_mask(valid, valid), causal=True, key_valid=valid)
 
     def __call__(self, layout: dict, spk: jax.Array) -> jax.Array:
         """Layout [B, S], spk [B, d] -> logits [B, S, K+2] fp32 (every slot; training needs only the

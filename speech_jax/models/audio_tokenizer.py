@@ -31,7 +31,9 @@ class AudioTokenizer(nnx.Module):
         d, dtype = cfg.d_model, jnp.dtype(cfg.dtype)
         stack = dict(num_layers=cfg.num_layers, d_model=d, num_heads=cfg.num_heads,
                      num_kv_heads=cfg.num_kv_heads, mlp_dim=cfg.mlp_dim, rope_theta=cfg.rope_theta,
-                     impl=cfg.attention_impl, dtype=dtype, rngs=rngs)
+                     impl=cfg.attention_impl, dtype=dtype, rngs=rngs,
+                     # .get: configs saved before the tokenizer could scan its layers
+                     scan_layers=bool(cfg.get("scan_layers", False)), remat=cfg.get("remat", "none"))
         k = cfg.conv_kernel
         # Encoder: 50 Hz mel -> 25 Hz features.
         self.enc_in = Conv1d(spec.n_mels, d, k, dtype=dtype, rngs=rngs)

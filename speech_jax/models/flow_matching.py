@@ -65,11 +65,12 @@ class DiTBlock(nnx.Module):
         self.modulation = dense(rngs, d_model, 6 * d_model, ("embed", "mlp"), dtype=dtype, use_bias=True,
                                 init=_ZEROS)
 
-    def __call__(self, x, c, mask, positions):
-        """x [B,F,d]; c [B,d] (already SiLU'd); mask [B,F,F] bool; positions [F]."""
+    def __call__(self, x, c, mask, positions, key_valid=None):
+        """x [B,F,d]; c [B,d] (already SiLU'd); mask [B,F,F] bool; positions [F]; key_valid [B,F]: the
+        mask is exactly these keys (for fused kernels)."""
         x = constrain(x, ACT)
         shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(self.modulation(c)[:, None], 6, axis=-1)
-        x = x + gate1 * self.attn(modulate(layer_norm(x), shift1, scale1), mask, positions)
+        x = x + gate1 * self.attn(modulate(layer_norm(x), shift1, scale1), mask, positions, key_valid=key_valid)
         x = x + gate2 * self.mlp(modulate(layer_norm(x), shift2, scale2))
         return constrain(x, ACT)
 
@@ -134,20 +135,21 @@ class FlowMatchingDiT(nnx.Module):
 
     # --- the DiT (one call per solver evaluation) ----------------------------------------------
 
-    def _backbone(self, x, c, mask, positions):
+    def _backbone(self, x, c, mask, positions, key_valid=None):
         """The block stack, as plain JAX over (graphdef, state) so the model can be called inside any
         JAX transform or loop (an NNX transform here would refuse variables from an outer trace)."""
-        def run(block_def, block_state, h, c, mask, positions):
-            return nnx.merge(block_def, block_state)(h, c, mask, positions)
+        def run(block_def, block_state, h, c, mask, positions, key_valid):
+            return nnx.merge(block_def, block_state)(h, c, mask, positions, key_valid)
         if self.remat != "none":
             run = jax.checkpoint(run, policy=_REMAT_POLICIES[self.remat], static_argnums=(0,))
         if self.scan_layers:
             # One block's graph, the stacked states sliced along the leading "layers" axis.
             block_def, stacked = nnx.split(self.blocks)
-            x, _ = jax.lax.scan(lambda h, st: (run(block_def, st, h, c, mask, positions), None), x, stacked)
+            x, _ = jax.lax.scan(lambda h, st: (run(block_def, st, h, c, mask, positions, key_valid), None),
+                                x, stacked)
             return x
         for block in self.blocks:
-            x = run(*nnx.split(block), x, c, mask, positions)
+            x = run(*nnx.split(block), x, c, mask, positions, key_valid)
         return x
 
     def velocity(self, x_t: jax.Array, t: jax.Array, cond: dict) -> jax.Array:
@@ -158,7 +160,7 @@ class FlowMatchingDiT(nnx.Module):
         temb = self.time_out(jax.nn.silu(self.time_in(timestep_embedding(t).astype(self.dtype))))
         c = jax.nn.silu(temb + cond["speaker"])
         mask = attention_mask(frame_mask, f, f)
-        h = self._backbone(h, c, mask, jnp.arange(f))
+        h = self._backbone(h, c, mask, jnp.arange(f), frame_mask)
         shift, scale = jnp.split(self.final_modulation(c)[:, None], 2, axis=-1)
         v = self.proj_out(modulate(layer_norm(h), shift, scale)).astype(jnp.float32)
         return v * frame_mask[..., None]
