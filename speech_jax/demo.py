@@ -35,9 +35,8 @@ JUDGE = "judge"
 STEPS = ("prepare", "tokenizer", "flow_vae", "extract", "ar", "flow_matching", JUDGE, "evaluate", "report")
 MODES = ("zero_shot", "one_shot")
 # Minutes held back from training for what follows it, on a 2-core CPU (measured on espeak_tts/small 1.0.0,
-# 2.7k utterances: extract 0.74, evaluating 8 + 8 utterances 0.2 with compiling; extract scales with the
-# corpus, 5.9k utterances since 1.1.0; rounded up generously).
-EXTRACT_MINUTES = 2.5
+# 2.7k utterances: extract 0.74, evaluating 8 + 8 utterances 0.2 with compiling; rounded up generously).
+EXTRACT_MINUTES = 1.5
 EVALUATE_MINUTES_PER_UTTERANCE = 0.05
 EVALUATE_MINUTES_FIXED = 1.0
 
