@@ -52,8 +52,7 @@ def worker(corpus: dict, steps: int, agree: bool) -> dict:
 
 
 def run_job(n: int, corpus: dict, steps: int, agree: bool) -> float:
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from multiprocess import Job
+    from speech_jax.local_job import Job
 
     logdir = tempfile.mkdtemp(prefix="bench_multihost_")
     argv = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(corpus), "--steps", str(steps)]

@@ -1,4 +1,4 @@
-"""Several JAX processes train like one: 2 processes × 2 CPU devices (tests/multiprocess.py), parameters
+"""Several JAX processes train like one: 2 processes × 2 CPU devices (speech_jax/local_job.py), parameters
 and batch sharded over fsdp=4 across both, against test_train.py's single process on 8 devices (2×2×2
 mesh) with the same global batches.
 
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from multiprocess import Job
+from speech_jax.local_job import Job
 from test_train import FAST, TINY, flat, make_config, params_of, shared_full_run
 from speech_jax.train.loop import train
 from speech_jax.train.metrics import read_metrics

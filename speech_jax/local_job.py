@@ -1,6 +1,6 @@
 """Launches N JAX processes on this machine as one multi-host job (a localhost coordinator, CPU
 collectives through gloo), each with its own host devices, under a hard timeout: a hung collective
-fails the test instead of hanging CI."""
+fails the test (or the benchmark) instead of hanging."""
 from __future__ import annotations
 
 import os
