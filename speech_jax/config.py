@@ -13,17 +13,23 @@ class ConfigError(ValueError):
     pass
 
 
+def load_python_file(path: str, prefix: str, import_roots) -> object:
+    """Executes a Python file as a module; `import_roots` go on sys.path first, since config and sweep files
+    import their bases (`experiments.common`) by package path."""
+    for p in import_roots:
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    spec = importlib.util.spec_from_file_location(f"{prefix}_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_config(path: str) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist")
     root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    # Configs import their base (`experiments.common`) by package path.
-    for p in (os.path.dirname(root), root, os.getcwd()):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_python_file(path, "_config", (os.path.dirname(root), root, os.getcwd()))
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} has no get_config()")
     config = module.get_config()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import itertools
 import os
 import re
-import sys
 from typing import Any
+
+from speech_jax.config import load_python_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,12 +120,7 @@ def base_path(sweep: Sweep) -> str:
 def load_sweep(path: str) -> Sweep:
     if not os.path.isfile(path):
         raise SweepError(f"sweep file {path!r} does not exist")
-    for p in (ROOT, os.getcwd()):  # sweeps may import configs by package path (experiments.…)
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    spec = importlib.util.spec_from_file_location(f"_sweep_{abs(hash(os.path.abspath(path)))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_python_file(path, "_sweep", (ROOT, os.getcwd()))
     if not hasattr(module, "get_sweep"):
         raise SweepError(f"{path} has no get_sweep()")
     sweep = module.get_sweep()
