@@ -67,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
         # Multi-process runs agree every this many steps whether to stop (a SIGTERM on any process, or
         # process 0's max_minutes): one tiny all-gather across processes.
         stop_check_every=1,
+        # XLA options of the train/eval programs, "name=value,…" (program.compiler_options); "" = defaults
+        compiler_options="",
     ))
 
     # num_devices 0 = every device; otherwise the first N (single process).

@@ -17,8 +17,11 @@ MESH_8 = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=
 # so their programs are the same and come from the session's compilation cache (conftest.py).
 STEPS = ["--config.train.steps=2"]
 
+# Tests run a few steps of each program: XLA's cheapest CPU code generation halves their compile time.
+FAST_COMPILE = "xla_backend_optimization_level=0,xla_llvm_disable_expensive_passes=True"
 COMMON = ["--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.peak_flops=1e11",
-          "--config.train.async_checkpointing=False", "--config.optim.warmup_steps=1"]
+          "--config.train.async_checkpointing=False", "--config.optim.warmup_steps=1",
+          f"--config.train.compiler_options={FAST_COMPILE}"]
 
 OVERRIDES = {
     "tokenizer": ["--config.model.d_model=32", "--config.model.num_layers=1", "--config.model.num_heads=2",

@@ -31,3 +31,12 @@ def test_bad_overrides_are_clear_errors(bad, msg):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(TINY.replace("tiny.py", "nope.py"))
+
+
+def test_compiler_options_are_parsed_and_a_malformed_one_is_a_clear_error():
+    from speech_jax.train.program import compiler_options
+    assert compiler_options("") is None
+    assert compiler_options("xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True") == {
+        "xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+    with pytest.raises(ValueError, match="name=value"):
+        compiler_options("xla_backend_optimization_level")

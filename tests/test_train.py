@@ -12,6 +12,8 @@ from speech_jax.train import checkpoint
 from speech_jax.train.loop import Trainer, train
 from speech_jax.train.metrics import read_metrics
 
+from stages import FAST_COMPILE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "experiments", "tokenizer", "tiny.py")
 
@@ -26,6 +28,7 @@ FAST = [
     "--config.train.steps=6", "--config.train.log_every=1", "--config.train.eval_every=6",
     "--config.train.eval_batches=1", "--config.train.ckpt_every=3",
     "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
+    f"--config.train.compiler_options={FAST_COMPILE}",
 ]
 
 
@@ -200,8 +203,9 @@ def test_goodput_shares_sum_to_about_one(full_run):
         assert all(v >= 0 for v in shares.values())
         assert sum(shares.values()) <= 1.0
     last = {k: v for k, v in rows[-1].items() if k.startswith("goodput/")}
-    # The rest (the loop's bookkeeping) is small; a tiny run is mostly start-up and compilation.
-    assert sum(last.values()) > 0.9, last
+    # The rest (the loop's bookkeeping, about a second) is small; a tiny run is mostly start-up and
+    # compilation, and its compilation is fast here (stages.FAST_COMPILE), so the rest is up to ~15 %.
+    assert sum(last.values()) > 0.8, last
     assert last["goodput/compile"] > 0 and last["goodput/step"] > 0 and last["goodput/checkpoint"] > 0
 
 

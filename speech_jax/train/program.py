@@ -2,6 +2,7 @@
 and what `speech-jax compile` compiles ahead of time for another topology."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 from typing import Any, Callable
 
@@ -82,15 +83,32 @@ def build_program(config, devices=None) -> Program:
         step_fn = make_train_step(task, graphdef, tx, schedule, accum)
     batch_shardings = {k: sharding.batch_sharding(mesh, n) for k, n in device_fields(config.data).items()}
     repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    options = compiler_options(config.train.get("compiler_options", ""))  # .get: configs saved before it
     return Program(
         task=task, mesh=mesh, rules=rules, tx=tx, schedule=schedule, graphdef=graphdef,
         abstract_state=abstract, state_shardings=state_shardings, batch_shardings=batch_shardings,
-        init=jax.jit(lambda r: init(r)[1], out_shardings=state_shardings),
+        init=jax.jit(lambda r: init(r)[1], out_shardings=state_shardings, compiler_options=options),
         train_step=jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, repl),
-                           out_shardings=(state_shardings, repl), donate_argnums=0),
+                           out_shardings=(state_shardings, repl), donate_argnums=0, compiler_options=options),
         # Outputs stay where they are computed (no all-gather onto every device); eval_fetch.py reads them.
-        eval_step=jax.jit(make_eval_step(task, graphdef), in_shardings=(state_shardings, batch_shardings)),
+        eval_step=jax.jit(make_eval_step(task, graphdef), in_shardings=(state_shardings, batch_shardings),
+                          compiler_options=options),
         rng=rng)
+
+
+def compiler_options(spec: str) -> dict | None:
+    """`train.compiler_options`, "name=value,name=value" (XLA options of the stage's programs, e.g.
+    "xla_backend_optimization_level=0" to compile faster where steps are few) → jit's compiler_options."""
+    options = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"train.compiler_options: {item!r} must look like name=value")
+        try:
+            options[name.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[name.strip()] = value.strip()  # a bare word: a string option
+    return options or None
 
 
 def _resolve_text_vocab(config):
