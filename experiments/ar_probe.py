@@ -12,15 +12,14 @@ Prints one row per split: loss / token accuracy as is, with other text, with oth
 from __future__ import annotations
 
 import argparse
-import os
 
 import jax
 import numpy as np
 
 from speech_jax import sharding
-from speech_jax.train import checkpoint
 from speech_jax.train.loop import Trainer
 from speech_jax.train.restore import read_config
+from speech_jax.train.validate import restored_trainer
 
 # A row's own fields, and what "another row's" swaps in: np.roll over the batch gives each row its
 # neighbour's (a different utterance; the pipeline never batches one utterance twice).
@@ -55,13 +54,7 @@ def main():
     config = read_config(args.workdir, args.step)
     if config.stage != "ar":
         raise SystemExit(f"{args.workdir} holds a {config.stage} stage, not an ar stage")
-    trainer = Trainer(config, args.workdir)
-    ckpt = checkpoint.Checkpointer(os.path.join(args.workdir, "checkpoints"), async_save=False)
-    try:
-        abstract = checkpoint.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-        step, state, _ = ckpt.restore(abstract, None, step=args.step)
-    finally:
-        ckpt.close()
+    trainer, step, state = restored_trainer(config, args.workdir, args.step)
     print(f"AR step {step}: teacher-forced loss / token accuracy")
     print(f"| split | as is | {' | '.join(SWAPS)} |\n|---|---|" + "---|" * len(SWAPS))
     for split in args.splits.split(","):

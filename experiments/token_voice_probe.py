@@ -19,6 +19,7 @@ import itertools
 import numpy as np
 
 from data_pipelines.extracted import ExtractedSource
+from data_pipelines.sources import open_source
 from speech_jax.eval.cer import edit_distance
 
 
@@ -35,8 +36,7 @@ def main():
     ap.add_argument("--pairs", type=int, default=300, help="pairs of different sentences sampled")
     args = ap.parse_args()
 
-    import tensorflow_datasets as tfds
-    corpus = tfds.data_source(args.name, data_dir=args.data_dir, split=args.split, download=False)
+    corpus = open_source(args.name, args.data_dir, args.split)
     tokens = ExtractedSource(args.extracted, args.split)
     readings = collections.defaultdict(list)  # text -> token sequences, one per reading
     for i in range(len(corpus)):

@@ -14,11 +14,8 @@ from speech_jax.train.loop import Trainer
 from speech_jax.train.restore import read_config
 
 
-def validate(workdir: str, *, split: str | None = None, batches: int | None = None,
-             out_dir: str | None = None, step: int | None = None) -> dict:
-    config = read_config(workdir, step)
-    if batches:
-        config.train.eval_batches = batches
+def restored_trainer(config, workdir: str, step: int | None = None):
+    """(Trainer, step, train state) of the stage in `workdir` at `step` (default: the newest checkpoint)."""
     trainer = Trainer(config, workdir)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
     try:
@@ -26,6 +23,15 @@ def validate(workdir: str, *, split: str | None = None, batches: int | None = No
         restored_step, state, _ = ckpt.restore(abstract, None, step)
     finally:
         ckpt.close()
+    return trainer, restored_step, state
+
+
+def validate(workdir: str, *, split: str | None = None, batches: int | None = None,
+             out_dir: str | None = None, step: int | None = None) -> dict:
+    config = read_config(workdir, step)
+    if batches:
+        config.train.eval_batches = batches
+    trainer, restored_step, state = restored_trainer(config, workdir, step)
     out_dir = out_dir or os.path.join(workdir, "validate", f"step_{restored_step}")
     os.makedirs(out_dir, exist_ok=True)
     split = split or config.data.eval_split
