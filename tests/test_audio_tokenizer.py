@@ -137,9 +137,11 @@ def test_eval_does_not_change_state_and_predicts_ctc(setup):
 
 
 def test_encoder_ctc_adds_its_term_and_trains_its_own_head():
-    """`model.ctc_encoder_weight`: CTC on the features before quantisation, with a head of its own."""
+    """`model.ctc_encoder_weight`: CTC on the features before quantisation, with a head of its own;
+    `model.mel_weight` scales the mel reconstruction."""
     config = small_config()
     config.model.ctc_encoder_weight = 0.5
+    config.model.mel_weight = 0.25
     model = task.build_model(config, nnx.Rngs(0))
     batch = make_batch([20480, 16000], 20480)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -149,7 +151,7 @@ def test_encoder_ctc_adds_its_term_and_trains_its_own_head():
 
     (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_of, has_aux=True))(params)
     m = {k: float(v) for k, v in metrics.items()}
-    others = (m["mel_loss"] + m["mel_l2"] + m["vq_loss"] + config.model.ctc_weight * m["ctc_loss"])
+    others = 0.25 * (m["mel_loss"] + m["mel_l2"]) + m["vq_loss"] + config.model.ctc_weight * m["ctc_loss"]
     assert m["ctc_encoder_loss"] > 0
     np.testing.assert_allclose(float(loss), others + 0.5 * m["ctc_encoder_loss"], rtol=1e-5)
     assert np.abs(grads["ctc_encoder_head"]["kernel"].get_value()).max() > 0

@@ -70,6 +70,7 @@ class AudioTokenizer(nnx.Module):
         self.mel_mean, self.mel_std = float(cfg.mel_mean), float(cfg.mel_std)
         self.ctc_weight, self.commitment = float(cfg.ctc_weight), float(cfg.commitment)
         self.codebook_weight, self.mel_l2_weight = float(cfg.codebook_weight), float(cfg.mel_l2_weight)
+        self.mel_weight = float(cfg.get("mel_weight", 1.0))  # .get: configs saved before the field existed
         self.dtype = dtype
 
     # --- pieces -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def _forward(model: AudioTokenizer, batch: dict, rng, train: bool):
 
     vq = out["vq"]
     vq_loss = model.commitment * vq["commit_loss"] + model.codebook_weight * vq["codebook_loss"]
-    loss = mel_l1 + model.mel_l2_weight * mel_l2 + vq_loss + model.ctc_weight * ctc
+    loss = model.mel_weight * (mel_l1 + model.mel_l2_weight * mel_l2) + vq_loss + model.ctc_weight * ctc
     metrics = dict(loss=loss, mel_loss=mel_l1, mel_l2=mel_l2, vq_loss=vq_loss, ctc_loss=ctc,
                    ctc_feasible=ok, **vq)
     if model.ctc_encoder_weight:  # the same labels on the features before quantisation
