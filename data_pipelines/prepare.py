@@ -16,7 +16,6 @@ _log = logging.getLogger(__name__)
 # The public corpora (data_pipelines/corpora) read their published layout from --manual-dir.
 CORPORA = ("libritts_r", "libritts", "vctk", "ljspeech", "kaldi", "emilia")
 DATASETS = ("espeak_tts", "manifest") + CORPORA
-ESPEAK_SIZES = ("tiny", "small")
 # Requested sizes; with byte fallback sentencepiece may return fewer pieces on a small corpus.
 DEFAULT_VOCAB = {"tiny": 384, "small": 1024}
 FALLBACK_VOCAB = 1024
@@ -63,8 +62,8 @@ def _builder(dataset, data_dir, config, manifest, on_error, sample_rate, min_sec
         from data_pipelines.espeak_tts import builder as espeak
 
         size = config or "small"
-        if size not in ESPEAK_SIZES:
-            raise ValueError(f"espeak_tts config must be one of {ESPEAK_SIZES}, got {size!r}")
+        if size not in espeak.SIZES:
+            raise ValueError(f"espeak_tts config must be one of {espeak.SIZES}, got {size!r}")
         if sample_rate not in espeak.SAMPLE_RATES:
             raise ValueError(f"espeak_tts is built at {espeak.SAMPLE_RATES} Hz, not {sample_rate}")
         return espeak.EspeakTts(config=espeak.config_name(size, sample_rate), data_dir=data_dir)

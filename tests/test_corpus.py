@@ -176,3 +176,19 @@ def test_mixed_sentences_are_new_texts_of_training_words_only():
         assert not mixed_words & (words(heldout) - pool_words)  # held-out sentences keep their new words
         assert not set(texts) & set(every)  # new sentences, not copies
         assert len(set(texts)) == len(texts)
+
+
+def test_many_voices_spreads_the_small_corpus_over_every_variant():
+    """`many_voices`: about small's utterances, each language read by a voice of every variant."""
+    from data_pipelines.espeak_tts import builder
+    from data_pipelines.prepare import _builder
+    utts = plan.make_plan(builder._SPECS["many_voices"])
+    train = utts["train"]
+    for lang in voices.LANGUAGES:
+        readers = {u.voice for u in train if u.voice.language == lang}
+        # 33 voices, one held out: every variant but at most the held-out voice's
+        assert len(readers) == 32 and len({v.variant for v in readers}) >= len(voices.VARIANTS) - 1
+    assert collections.Counter(u.voice for u in train).most_common(1)[0][1] == 10
+    assert not {u.voice for u in utts["test_unseen"]} & {u.voice for u in train}
+    with pytest.raises(ValueError, match="many_voices"):  # the error names every size
+        _builder("espeak_tts", "unused", "huge", None, "skip", 16000, None)

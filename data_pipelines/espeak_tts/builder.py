@@ -29,7 +29,12 @@ _SPECS = {
     # validation and test_unseen, many more training sentences (docs/what_limits_quality.md).
     "medium": plan_lib.CorpusSpec(speakers_per_language=8, train_per_speaker=None, mixed_per_speaker=60,
                                   validation_per_speaker=2, test_per_speaker=6),
+    # As many utterances as small, spread over 4x the voices (every variant of a language, 10 sentences
+    # each): for speaker generalisation, which 7 training voices a language cannot teach.
+    "many_voices": plan_lib.CorpusSpec(speakers_per_language=33, train_per_speaker=10,
+                                       validation_per_speaker=1, test_per_speaker=6),
 }
+SIZES = tuple(_SPECS)
 
 
 @dataclasses.dataclass(eq=False)
