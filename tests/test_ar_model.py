@@ -296,3 +296,29 @@ def test_flops_per_token_counts_every_matmul_weight_twice():
     matmul += p["head"]["kernel"].get_value().size
     assert flops_per_token(cfg, 0) == 2 * matmul
     assert flops_per_token(cfg, 10) - flops_per_token(cfg, 0) == 4 * 10 * cfg.d_model * cfg.num_layers
+
+
+def test_alignment_ctc_reads_the_target_text_from_the_target_slots(refs):
+    """`text_ctc_weight`: the loss adds CTC from the target slots to the target text (its own head trains);
+    evaluation's loss stays the token loss alone; weight 0 builds no head."""
+    from speech_jax.train.tasks import ar as task
+    model = build(tiny_cfg(text_ctc_weight=0.5, text_ctc_rate=2))
+    model.one_shot_prob = 0.0
+    audio, lens = refs
+    names = ("text_ids", "text_len", "tokens", "tokens_len", "prompt_text_ids", "prompt_text_len",
+             "prompt_tokens", "prompt_tokens_len")
+    batch = {k: jnp.asarray(v, jnp.int32) for k, v in zip(names, ONE_SHOT.values())}
+    batch.update(ref_audio=audio, ref_len=lens)
+    graphdef, p, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_of(p):
+        return task.loss_fn(nnx.merge(graphdef, p, rest), batch, jax.random.key(0), jnp.int32(0))
+
+    (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_of, has_aux=True))(p)
+    assert 0 < float(metrics["text_ctc_loss"]) < np.inf
+    np.testing.assert_allclose(float(loss), float(metrics["token_loss"] + 0.5 * metrics["text_ctc_loss"]),
+                               rtol=1e-5)
+    assert float(jnp.abs(grads["text_ctc_head"]["kernel"].get_value()).max()) > 0
+    evaluated = jax.jit(lambda p: task.eval_fn(nnx.merge(graphdef, p, rest), batch))(p)
+    np.testing.assert_allclose(float(evaluated["loss"]), float(metrics["token_loss"]), rtol=1e-5)
+    assert "text_ctc_head" not in nnx.state(build(tiny_cfg()), nnx.Param)

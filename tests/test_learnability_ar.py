@@ -54,8 +54,8 @@ def memorised():
 
     def loss(p):
         m = nnx.merge(graphdef, p, rest)
-        l0, acc0, eos0, _ = _forward(m, batch, zero)
-        l1, acc1, eos1, _ = _forward(m, batch, one)
+        l0, acc0, eos0, _, _ = _forward(m, batch, zero)
+        l1, acc1, eos1, _, _ = _forward(m, batch, one)
         return l0 + l1, (acc0, acc1, eos0, eos1)
 
     @jax.jit

@@ -15,7 +15,9 @@ def model_defaults() -> ml_collections.ConfigDict:
         codebook_size=0,          # 0: the tokenizer that extracted the tokens
         speaker="learnable",      # "learnable" | "fixed" (frozen mel statistics) | "none" (prompt only)
         spk_d_model=128, spk_layers=2, spk_heads=4, spk_mlp_dim=256, spk_dim=256,
-        one_shot_prob=0.5))       # share of training examples with the reference as in-context prompt
+        one_shot_prob=0.5,        # share of training examples with the reference as in-context prompt
+        text_ctc_weight=0.0,      # alignment aid: CTC from the target slots to the text (0: off, the paper)
+        text_ctc_rate=2))         # CTC labels a slot
 
 
 def get_config() -> ml_collections.ConfigDict:

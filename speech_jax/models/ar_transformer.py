@@ -57,6 +57,15 @@ class ARTransformer(nnx.Module):
                                    rope_theta=cfg.rope_theta, impl=cfg.attention_impl, dtype=dtype,
                                    scan_layers=bool(cfg.scan_layers), remat=cfg.remat, rngs=rngs)
         self.head = dense(rngs, d, self.audio_vocab, ("embed", "vocab"), dtype=dtype)
+        # Optional alignment aid (`text_ctc_weight` > 0; training only): CTC from the hidden states that
+        # predict the target tokens to the target's text units, `text_ctc_rate` labels a slot. It asks
+        # each audio position to know which text unit is being spoken, which a decoder-only model this
+        # small otherwise learns slowly from the token loss alone (docs/what_limits_quality.md).
+        self.text_ctc_weight = float(cfg.get("text_ctc_weight", 0.0))
+        self.text_ctc_rate = int(cfg.get("text_ctc_rate", 2))
+        if self.text_ctc_weight:
+            self.text_ctc_head = dense(rngs, d, cfg.text_vocab_size * self.text_ctc_rate, ("embed", "vocab"),
+                                       dtype=dtype, use_bias=True)
 
     # --- conditioning ---------------------------------------------------------------------------
 
@@ -94,6 +103,13 @@ class ARTransformer(nnx.Module):
         """Layout [B, S], spk [B, d] -> logits [B, S, K+2] fp32 (every slot; training needs only the
         loss slots: `logits(hidden(...)[:, slots])`)."""
         return self.logits(self.hidden(layout, spk))
+
+    def text_ctc_logits(self, hidden: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Hidden states [B, S, d] and their mask [B, S] -> CTC logits over text units [B, r·S, V] (fp32)
+        and their mask [B, r·S]."""
+        b, s, _ = hidden.shape
+        logits = self.text_ctc_head(hidden).astype(jnp.float32).reshape(b, s * self.text_ctc_rate, -1)
+        return logits, jnp.repeat(mask, self.text_ctc_rate, axis=1)
 
     # --- KV-cache decoding ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from flax import nnx
 from speech_jax.audio.mel import MelSpec
 from speech_jax.models.ar_layout import build_layout
 from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
+from speech_jax.train.ctc import masked_ctc_loss
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ARTransformer:
@@ -53,30 +54,42 @@ def loss_slots(batch: dict) -> slice:
 
 
 def _forward(model: ARTransformer, batch: dict, one_shot: jax.Array):
+    """(token cross-entropy, token accuracy, EOS accuracy, target slots, alignment CTC or None)."""
     spk = model.speaker_embedding(batch["ref_audio"], batch["ref_len"])
     layout = _layout(model, batch, one_shot)
     # The output head and softmax only where the loss is taken (La + 1 of the S slots).
     slots = loss_slots(batch)
-    logits = model.logits(model.hidden(layout, spk)[:, slots])
-    return _cross_entropy(logits, {k: layout[k][:, slots] for k in ("labels", "loss_mask")})
+    hidden = model.hidden(layout, spk)[:, slots]
+    out = _cross_entropy(model.logits(hidden), {k: layout[k][:, slots] for k in ("labels", "loss_mask")})
+    ctc = None
+    if model.text_ctc_weight:  # the slots predicting the target tokens and EOS read out the target's text
+        logits, mask = model.text_ctc_logits(hidden, layout["loss_mask"][:, slots])
+        ctc, _ = masked_ctc_loss(logits, mask, batch["text_ids"], batch["text_len"])
+    return (*out, ctc)
 
 
 def loss_fn(model: ARTransformer, batch: dict, rng: jax.Array, step: jax.Array):
     del step
     available = batch["prompt_tokens_len"] > 0
     one_shot = jax.random.bernoulli(rng, model.one_shot_prob, available.shape) & available
-    loss, acc, eos_acc, n = _forward(model, batch, one_shot)
-    return loss, dict(token_accuracy=acc, eos_accuracy=eos_acc, target_tokens=n,
-                      one_shot_fraction=jnp.mean(one_shot.astype(jnp.float32)))
+    loss, acc, eos_acc, n, ctc = _forward(model, batch, one_shot)
+    metrics = dict(token_accuracy=acc, eos_accuracy=eos_acc, target_tokens=n,
+                   one_shot_fraction=jnp.mean(one_shot.astype(jnp.float32)))
+    if ctc is not None:
+        metrics.update(token_loss=loss, text_ctc_loss=ctc)
+        loss = loss + model.text_ctc_weight * ctc
+    return loss, metrics
 
 
 def eval_fn(model: ARTransformer, batch: dict) -> dict:
     """Teacher-forced loss and accuracy zero-shot, and one-shot where the reference fits as a prompt;
     speaker vectors for the verification diagnostic."""
     zero = jnp.zeros_like(batch["text_len"], bool)
-    loss, acc, eos_acc, _ = _forward(model, batch, zero)
-    out = dict(loss=loss, token_accuracy=acc, eos_accuracy=eos_acc)
-    loss1, acc1, _, _ = _forward(model, batch, batch["prompt_tokens_len"] > 0)
+    loss, acc, eos_acc, _, ctc = _forward(model, batch, zero)
+    out = dict(loss=loss, token_accuracy=acc, eos_accuracy=eos_acc)  # the token loss alone: comparable
+    if ctc is not None:
+        out["text_ctc_loss"] = ctc
+    loss1, acc1, _, _, _ = _forward(model, batch, batch["prompt_tokens_len"] > 0)
     out.update(one_shot_loss=loss1, one_shot_token_accuracy=acc1)
     if model.speaker == "learnable":
         out["speaker_vector"] = model.speaker_encoder(batch["ref_audio"], batch["ref_len"])
