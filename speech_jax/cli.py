@@ -63,8 +63,8 @@ def _synthesize(args) -> int:
     from speech_jax.audio.io import save_audio
     synth = _load_synthesizer(args)
     pick = lambda value, default: default if value is None else value  # noqa: E731  a bundle's own settings
-    wav = synth.synthesize(args.text, args.reference, prompt_text=args.prompt_text, language=args.language,
-                           seed=args.seed,
+    wav = synth.synthesize(args.text, args.reference, voice=args.voice, prompt_text=args.prompt_text,
+                           language=args.language, seed=args.seed,
                            temperature=args.temperature, top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
                            cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -264,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--replace-stale", action="store_true",
                    help="features of this tag from other models (or retrained ones) are deleted and redone")
 
-    s = sub.add_parser("synthesize", help="zero-shot (reference only) or one-shot (+ --prompt-text) synthesis")
+    s = sub.add_parser("synthesize", help="zero-shot (reference only) or one-shot (+ --prompt-text) synthesis, "
+                       "or with a saved voice (--voice)")
     s.add_argument("--text", required=True)
-    s.add_argument("--reference", required=True, help="audio file of the voice to clone (any rate, mono or stereo)")
+    s.add_argument("--reference", default=None, help="audio file of the voice to clone (any rate, mono or stereo)")
+    s.add_argument("--voice", default=None, help="a saved voice (.npz, e.g. from speech-jax pvc) instead of --reference")
     s.add_argument("--prompt-text", default=None, help="the reference's transcript: one-shot")
     s.add_argument("--language", default=None,
                    help="the text's language (espeak name, e.g. en, cmn): needed by a model that reads phonemes")

@@ -63,7 +63,7 @@ def ref_file(tmp_path_factory):
 
 def test_manifest_lists_and_checksums_every_file(bundle, in_memory):
     manifest = read_manifest(bundle)
-    assert manifest["format_version"] == 2 and manifest["sample_rate"] == SR
+    assert manifest["format_version"] == 3 and manifest["sample_rate"] == SR
     assert set(manifest["programs"]) == set(PROGRAMS)
     assert set(manifest["components"]) == {"tokenizer", "ar", "flow_matching"}
     spec = in_memory.spec
@@ -104,6 +104,31 @@ def test_bundle_synthesis_equals_in_memory(served, in_memory, ref_file):
             np.testing.assert_array_equal(ta, tb)
         assert a.prompt_tokens == b.prompt_tokens
         np.testing.assert_allclose(b.wav, a.wav, rtol=0, atol=1e-6)
+
+
+def test_bundle_synthesises_a_voice_as_in_memory(served, in_memory):
+    v = np.random.default_rng(0).normal(size=in_memory.spec.spk_dim).astype(np.float32)
+    a, b = in_memory.run(TEXT, voice=v, seed=3), served.run(TEXT, voice=v, seed=3)
+    for ta, tb in zip(a.tokens, b.tokens):
+        np.testing.assert_array_equal(ta, tb)
+    np.testing.assert_allclose(b.wav, a.wav, rtol=0, atol=1e-6)
+
+
+def test_bundle_of_an_earlier_version_loads_without_voices(bundle, ref_file, tmp_path):
+    """Format 2 had no voice program: such a bundle still synthesises from references, and says why it
+    cannot take a voice."""
+    copy = _copy(bundle, tmp_path)
+    os.remove(os.path.join(copy, "programs", "voice.jax_export"))
+    with open(os.path.join(copy, "manifest.json")) as f:
+        manifest = json.load(f)
+    manifest["format_version"] = 2
+    del manifest["programs"]["voice"], manifest["files"]["programs/voice.jax_export"]
+    with open(os.path.join(copy, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    old = load_bundle(copy)
+    assert len(old.synthesize("Hello.", ref_file, seed=3)) > 0
+    with pytest.raises(BundleError, match="no voice program .* export it again"):
+        old.synthesize("Hello.", voice=np.zeros(old.spec.spk_dim, np.float32))
 
 
 def test_bundle_serves_only_its_exported_settings(served, ref_file):

@@ -5,7 +5,7 @@
   BUNDLE/bpe.model | phonemes.json    the AR stage's text units (BPE model, or phoneme inventory)
   BUNDLE/configs/<stage>.json         each stage's training config (for reference)
   BUNDLE/weights/<stage>.safetensors  each stage's variables, flat "a.b.c" keys (tokenizer, ar, flow_matching)
-  BUNDLE/programs/<name>.jax_export   `jax.export` serialisations (StableHLO) of the six backend programs
+  BUNDLE/programs/<name>.jax_export   `jax.export` serialisations (StableHLO) of the seven backend programs
 
 The programs are the very functions the in-memory `Synthesizer` jits (`speech_jax.infer.backend`), with
 the weights as arguments (so the StableHLO holds code, not weights) and a symbolic batch dimension `b`;
@@ -30,8 +30,11 @@ from speech_jax.infer.synthesizer import Synthesizer
 from speech_jax.text import units
 
 FORMAT = "speech_jax.bundle"
-FORMAT_VERSION = 2  # 2: the text units' file is named by "text_units" (1: "bpe", still read)
-READ_VERSIONS = (1, 2)
+# 2: the text units' file is named by "text_units" (1: "bpe", still read); 3: adds the `voice` program
+FORMAT_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
+# Programs that bundles of earlier format versions lack: they load, and refuse only those programs.
+ADDED_IN = {"voice": 3}
 MANIFEST = "manifest.json"
 
 
@@ -183,6 +186,9 @@ class _BundlePrograms:
                       for name, entry in manifest["programs"].items()}
 
     def __call__(self, name: str, spec: Spec):
+        if name not in self.calls:
+            raise BundleError(f"this bundle has no {name} program (exported by an earlier version): export "
+                              "it again to use saved voices")
         settings = {f for fields in STATIC.values() for f in fields}
         differ = {f.name: getattr(spec, f.name) for f in dataclasses.fields(Spec)
                   if getattr(spec, f.name) != getattr(self.spec, f.name)}
@@ -204,7 +210,9 @@ def load_bundle(path: str, **kwargs) -> Synthesizer:
     from safetensors.numpy import load_file
 
     manifest = read_manifest(path)
-    for kind, have, want in (("program", manifest["programs"], PROGRAMS),
+    version = manifest["format_version"]
+    programs = [p for p in PROGRAMS if ADDED_IN.get(p, 0) <= version]
+    for kind, have, want in (("program", manifest["programs"], programs),
                              ("component", manifest["components"], COMPONENTS)):
         if set(have) != set(want):
             raise BundleError(f"bundle {path!r}: {kind}s {sorted(have)}, this code needs {sorted(want)}")

@@ -1,6 +1,7 @@
-"""The synthesis backend: six pure array programs over static bucket shapes, and one class that calls them.
+"""The synthesis backend: seven pure array programs over static bucket shapes, and one class that calls them.
 
   speaker(ref_audio [B,R], ref_len [B])      -> ar_spk [B,d_model], fm_spk [B,spk_dim]
+  voice(v [B,spk_dim])                       -> ar_spk [B,d_model], fm_spk [B,spk_dim]   (a saved voice)
   tokenize(audio [B,R], len [B])             -> ids [B,R/hop/2], token_mask         (one-shot prompt tokens)
   vae_encode(audio [B,R], len [B])           -> mean [B,R/hop,D]                    (one-shot prompt latent)
   ar_generate(text_ids [B,L], text_len, prompt_text_ids [B,L], prompt_text_len, prompt_tokens [B,Pa],
@@ -37,6 +38,7 @@ COMPONENTS = ("tokenizer", "ar", "flow_matching")
 # Which stages' weights each program takes, in argument order.
 USES = {
     "speaker": ("ar", "flow_matching"),
+    "voice": ("ar",),
     "tokenize": ("tokenizer",),
     "vae_encode": ("flow_matching",),
     "ar_generate": ("ar",),
@@ -101,6 +103,7 @@ def input_specs(spec: Spec, batch) -> dict[str, tuple[jax.ShapeDtypeStruct, ...]
     scalar = s((), f32)
     return {
         "speaker": ref,
+        "voice": (s((b, spec.spk_dim), f32),),
         "tokenize": ref,
         "vae_encode": ref,
         "ar_generate": (s((b, spec.text_len), i32), s((b,), i32), s((b, spec.text_len), i32), s((b,), i32),
@@ -159,7 +162,7 @@ class Template:
 
 
 def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Callable]:
-    """The six programs as pure functions (weights first, in `USES` order); see the module docstring."""
+    """The seven programs as pure functions (weights first, in `USES` order); see the module docstring."""
     from speech_jax.infer import ode
     from speech_jax.infer.ar_decode import generate
     from speech_jax.models.ar_layout import build_prefix
@@ -170,6 +173,11 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
     def speaker(ar_w, fm_w, ref_audio, ref_len):
         return (ar.module(ar_w).speaker_embedding(ref_audio, ref_len).astype(jnp.float32),
                 fm.module(fm_w).frozen.speaker_encoder(ref_audio, ref_len).astype(jnp.float32))
+
+    def voice(ar_w, v):
+        # v is what the speaker encoder would give (flow matching's frozen copy of it reads the same).
+        v = v.astype(jnp.float32)
+        return ar.module(ar_w).speaker_slot(v).astype(jnp.float32), v
 
     def tokenize(tok_w, audio, length):
         return encode(tok.module(tok_w), audio, length)
@@ -197,7 +205,7 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
     def vae_decode(fm_w, z, frame_mask):
         return fm.module(fm_w).frozen.vae.decode(z, frame_mask)
 
-    return dict(speaker=speaker, tokenize=tokenize, vae_encode=vae_encode, ar_generate=ar_generate,
+    return dict(speaker=speaker, voice=voice, tokenize=tokenize, vae_encode=vae_encode, ar_generate=ar_generate,
                 fm_sample=fm_sample, vae_decode=vae_decode)
 
 
@@ -238,6 +246,9 @@ class ProgramBackend:
 
     def speaker(self, ref_audio, ref_len):
         return self._call("speaker", ref_audio, ref_len)
+
+    def voice(self, v):
+        return self._call("voice", v)
 
     def tokenize(self, audio, length):
         return self._call("tokenize", audio, length)

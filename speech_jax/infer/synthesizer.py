@@ -1,6 +1,6 @@
 """Zero-shot and one-shot synthesis: text + a reference voice -> waveform (MiniMax-Speech inference).
 
-  reference ─▶ speaker encoders ─▶ v_ar, v_fm
+  reference ─▶ speaker encoders ─▶ v_ar, v_fm      (or a saved voice v: v_ar = the AR's projection of v, v_fm = v)
   (one-shot: reference ─▶ tokenizer ─▶ prompt tokens;  reference ─▶ Flow-VAE encoder ─▶ prompt latent)
   text ─split─▶ sentences ─text units (BPE, or phonemes of the given language)─▶ AR (v_ar [+ prompt text, prompt tokens]) ─▶ tokens
   [prompt tokens] tokens ×2 + v_fm [+ prompt latent] ─▶ flow matching ODE ─▶ z ─▶ Flow-VAE decoder ─▶ wav
@@ -114,6 +114,23 @@ class Synthesizer:
         audio = check_audio(reference, reference_sample_rate, "reference", min_seconds=MIN_REFERENCE_SECONDS)
         return resample(audio, reference_sample_rate, sr)
 
+    def load_voice(self, voice) -> np.ndarray:
+        """A voice file's path, a `Voice` or an array [spk_dim] -> float32 [spk_dim], checked against the model."""
+        from speech_jax.infer.voice import Voice, load_voice
+        if isinstance(voice, (str, os.PathLike)):
+            return load_voice(os.fspath(voice), spk_dim=self.spec.spk_dim).v
+        v = np.asarray(voice.v if isinstance(voice, Voice) else voice, np.float32)
+        if v.shape != (self.spec.spk_dim,) or not np.all(np.isfinite(v)):
+            raise ValueError(f"a voice is a finite vector [{self.spec.spk_dim}] (this model's spk_dim), "
+                             f"got shape {v.shape}")
+        return v
+
+    def _voice_prompt(self, backend: ProgramBackend, v: np.ndarray) -> _Prompt:
+        """A saved voice in place of a reference: zero-shot, no recording to encode."""
+        ar_spk, fm_spk = backend.voice(v[None])
+        none = np.zeros((0,), np.int32)
+        return _Prompt(ar_spk[0], fm_spk[0], none, none, np.zeros((0, backend.spec.latent_dim), np.float32))
+
     def _prompt(self, backend: ProgramBackend, ref: np.ndarray, prompt_text: str | None,
                 language: str | None) -> _Prompt:
         spec = backend.spec
@@ -142,7 +159,8 @@ class Synthesizer:
 
     # --- synthesis ----------------------------------------------------------------------------------
 
-    def synthesize(self, text: str | list[str], reference, *, reference_sample_rate: int | None = None,
+    def synthesize(self, text: str | list[str], reference=None, *, voice=None,
+                   reference_sample_rate: int | None = None,
                    prompt_text: str | None = None, language: str | None = None, seed: int = 0,
                    temperature: float = 1.0, top_k: int = 25, top_p: float = 0.8, cfg_weight: float = 0.7,
                    fm_steps: int = 10) -> np.ndarray:
@@ -152,25 +170,33 @@ class Synthesizer:
         `reference_sample_rate`); a reference longer than `spec.ref_samples` is cropped to its start.
         One-shot: also `prompt_text`, the reference's transcript: it and the reference's tokens go into
         the AR context, the reference's latent is the flow-matching prompt, and the output excludes the
-        prompt; the whole reference must fit `spec.ref_samples`. A list of texts is spoken in order, as
-        one waveform. `language` (an espeak name such as 'en') is needed when the model reads phonemes
+        prompt; the whole reference must fit `spec.ref_samples`. Saved voice: `voice` (a voice file, a
+        `Voice` or a vector [spk_dim], e.g. from `speech-jax pvc`) instead of `reference`, zero-shot.
+        A list of texts is spoken in order, as one waveform. `language` (an espeak name such as 'en') is needed when the model reads phonemes
         (`needs_language`); the prompt text is read in it too. top_k and fm_steps are static (a bundle
         serves only its exported values). Same seed, same audio."""
-        return self.run(text, reference, reference_sample_rate=reference_sample_rate, prompt_text=prompt_text,
-                        language=language, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, cfg_weight=cfg_weight,
-                        fm_steps=fm_steps).wav
+        return self.run(text, reference, voice=voice, reference_sample_rate=reference_sample_rate,
+                        prompt_text=prompt_text, language=language, seed=seed, temperature=temperature,
+                        top_k=top_k, top_p=top_p, cfg_weight=cfg_weight, fm_steps=fm_steps).wav
 
-    def run(self, text, reference, *, reference_sample_rate=None, prompt_text=None, language=None, seed: int = 0,
-            temperature: float = 1.0, top_k: int = 25, top_p: float = 0.8, cfg_weight: float = 0.7,
-            fm_steps: int = 10) -> Synthesis:
+    def run(self, text, reference=None, *, voice=None, reference_sample_rate=None, prompt_text=None,
+            language=None, seed: int = 0, temperature: float = 1.0, top_k: int = 25, top_p: float = 0.8,
+            cfg_weight: float = 0.7, fm_steps: int = 10) -> Synthesis:
         """`synthesize`, returning the pieces and tokens as well (`Synthesis`)."""
         if not temperature > 0 or not 0 < top_p <= 1 or top_k < 0 or fm_steps < 1 or not cfg_weight >= 0:
             raise ValueError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0, fm_steps >= 1 and cfg_weight >= 0; "
                              f"got {temperature}, {top_p}, {top_k}, {fm_steps}, {cfg_weight}")
         backend = self.backend.configured(top_k=int(top_k), fm_steps=int(fm_steps))
+        if (reference is None) == (voice is None):
+            raise ValueError("give either a reference recording or a saved voice (exactly one of reference, voice)")
+        if voice is not None and prompt_text is not None:
+            raise ValueError("prompt_text is the reference's transcript (one-shot): a saved voice has no recording")
         pieces = self.split(text, language)
-        prompt = self._prompt(backend, self.load_reference(reference, reference_sample_rate), prompt_text,
-                              language)
+        if voice is not None:
+            prompt = self._voice_prompt(backend, self.load_voice(voice))
+        else:
+            prompt = self._prompt(backend, self.load_reference(reference, reference_sample_rate), prompt_text,
+                                  language)
         key = jax.random.key(seed)
         wavs, tokens = [], []
         for i in range(0, len(pieces), self.max_batch):

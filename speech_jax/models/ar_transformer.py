@@ -74,9 +74,16 @@ class ARTransformer(nnx.Module):
         if self.speaker == "none":
             return jnp.zeros((ref_audio.shape[0], self.d_model), self.dtype)
         if self.speaker == "learnable":
-            v = self.speaker_encoder(ref_audio, ref_len)
-        else:
-            v = jax.lax.stop_gradient(mel_statistics(ref_audio, ref_len, self.spec))
+            return self.speaker_slot(self.speaker_encoder(ref_audio, ref_len))
+        return self.spk_proj(jax.lax.stop_gradient(mel_statistics(ref_audio, ref_len, self.spec)))
+
+    def speaker_slot(self, v: jax.Array) -> jax.Array:
+        """A speaker vector [B, spk_dim] (the speaker encoder's output, or a saved voice) -> [B, d_model].
+
+        A voice (PVC, T2V) is such a v without its recording: both this slot and flow matching read v."""
+        if self.speaker != "learnable":
+            raise ValueError(f"this AR stage has no learnable speaker encoder (speaker={self.speaker!r}): "
+                             "it takes no voice vector")
         return self.spk_proj(v)
 
     def embed(self, layout: dict, spk: jax.Array) -> jax.Array:
