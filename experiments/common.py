@@ -17,6 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
         phoneme_marks=False,     # phonemes keep stress marks and word spaces (prosody, for text input)
         train_split="train",
         eval_split="validation",
+        speaker="",              # only this speaker's utterances (e.g. PVC on one voice); "" = every speaker
         extra_eval_splits=(),    # further splits evaluated alongside (logged as eval_<split>/...)
         sample_rate=16000,
         min_seconds=0.5,

@@ -1,5 +1,5 @@
-"""`speech-jax` command line: demo, prepare, train, compile, validate, extract, synthesize, export, evaluate,
-sweep."""
+"""`speech-jax` command line: demo, prepare, train, compile, validate, extract, synthesize, pvc, export,
+evaluate, sweep."""
 from __future__ import annotations
 
 import argparse
@@ -70,6 +70,16 @@ def _synthesize(args) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_audio(args.out, wav, synth.sample_rate)
     print({"out": args.out, "seconds": round(len(wav) / synth.sample_rate, 3), "sample_rate": synth.sample_rate})
+    return 0
+
+
+def _pvc(args, overrides) -> int:
+    from speech_jax.pvc import clone_voice
+    out = clone_voice(data_dir=args.data, speaker=args.speaker, ar=args.ar, out=args.out, workdir=args.workdir,
+                      split=args.split, config_file=args.config, overrides=overrides)
+    m = out["metrics"]
+    print({"voice": out["voice"], "step": m.get("step"), "loss": m.get("loss"),
+           "token_accuracy": m.get("token_accuracy")})
     return 0
 
 
@@ -284,6 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--cfg-weight", type=float, default=0.7)
     s.add_argument("--fm-steps", type=int, default=None, help="default: 10 (a bundle: the exported value)")
 
+    pv = sub.add_parser("pvc", help="professional voice cloning: fit a corpus speaker's voice vector for a "
+                        "trained AR stage and save it (synthesize --voice)")
+    pv.add_argument("--data", required=True, help="data directory of the prepared corpus (the AR stage's)")
+    pv.add_argument("--speaker", required=True, help="the corpus speaker id whose voice is fitted")
+    pv.add_argument("--ar", required=True, help="workdir of the trained ar stage")
+    pv.add_argument("--out", required=True, help="voice file to write (.npz)")
+    pv.add_argument("--workdir", required=True, help="the PVC run's checkpoints and metrics (resumable)")
+    pv.add_argument("--split", default="test_unseen", help="the corpus split holding the speaker's utterances")
+    pv.add_argument("--config", default=None, help="a pvc config (default experiments/pvc/demo.py); "
+                    "--config.k=v overrides follow")
+
     x = sub.add_parser("export", help="serving bundle: safetensors, configs, BPE model, StableHLO programs")
     x.add_argument("--out", required=True, help="bundle directory to create")
     x.add_argument("--tokenizer", required=True, help="workdir of the trained tokenizer stage")
@@ -352,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compile(args, rest)
         if args.command == "sweep":
             return _sweep(args, rest)
+        if args.command == "pvc":
+            return _pvc(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "extract":

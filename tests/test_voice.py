@@ -21,3 +21,73 @@ def test_bad_voice_files_fail_clearly(tmp_path):
         load_voice(str(tmp_path / "b.npz"))
     with pytest.raises(ValueError, match="vector"):
         save_voice(str(tmp_path / "c"), np.zeros((2, 16)))
+
+
+# --- synthesis with a saved voice (the tiny trained stages) -----------------------------------------
+
+SR = 16000
+TEXT = "Hello there, how are you?"
+
+
+def tone(seconds: float) -> np.ndarray:
+    """A voice-like signal: a vibrato harmonic tone over a little noise."""
+    t = np.arange(int(seconds * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(130.0 + 20.0 * np.sin(2 * np.pi * 2.5 * t)) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 6)) + 0.05 * np.random.default_rng(1).standard_normal(len(t))
+    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_stages):
+    from speech_jax.infer.synthesizer import Synthesizer
+    return Synthesizer.from_workdirs(tokenizer=tiny_stages["tokenizer"], ar=tiny_stages["ar"],
+                                     flow_matching=tiny_stages["flow_matching"])
+
+
+@pytest.fixture(scope="module")
+def reference_voice(tiny_stages, tmp_path_factory):
+    """A reference and, saved as a voice file, the AR speaker encoder's vector of it."""
+    from speech_jax.train.restore import load_model
+    from speech_jax.train.tasks.pvc import mean_speaker_vector
+    ref = tone(1.5)
+    _, ar = load_model(tiny_stages["ar"], "ar")
+    path = save_voice(str(tmp_path_factory.mktemp("voice") / "ref"), mean_speaker_vector(ar, [ref]))
+    return ref, path
+
+
+def test_a_voice_synthesises_what_its_reference_does(synth, reference_voice):
+    ref, path = reference_voice
+    a = synth.run([TEXT, "Fine, thanks."], ref, reference_sample_rate=SR, seed=2)
+    b = synth.run([TEXT, "Fine, thanks."], voice=path, seed=2)
+    assert len(a.tokens) == len(b.tokens) == 2 and b.prompt_tokens == 0
+    for ta, tb in zip(a.tokens, b.tokens):
+        np.testing.assert_array_equal(ta, tb)
+    np.testing.assert_allclose(b.wav, a.wav, rtol=0, atol=1e-5)
+
+
+def test_reference_or_voice_exactly_one(synth, reference_voice):
+    ref, path = reference_voice
+    with pytest.raises(ValueError, match="exactly one of reference, voice"):
+        synth.synthesize(TEXT, ref, voice=path, reference_sample_rate=SR)
+    with pytest.raises(ValueError, match="exactly one of reference, voice"):
+        synth.synthesize(TEXT)
+    with pytest.raises(ValueError, match="a saved voice has no recording"):
+        synth.synthesize(TEXT, voice=path, prompt_text="This is my voice.")
+    with pytest.raises(ValueError, match=r"finite vector \[16\]"):
+        synth.synthesize(TEXT, voice=np.zeros(8, np.float32))
+
+
+def test_cli_synthesizes_with_a_voice(synth, reference_voice, tiny_stages, tmp_path, capsys):
+    import soundfile as sf
+
+    from speech_jax.cli import main
+    _, path = reference_voice
+    stages = ["--tokenizer", tiny_stages["tokenizer"], "--ar", tiny_stages["ar"],
+              "--flow-matching", tiny_stages["flow_matching"]]
+    out = str(tmp_path / "v.wav")
+    assert main(["synthesize", "--text", TEXT, "--voice", path, "--out", out, "--seed", "2", *stages]) == 0
+    wav, sr = sf.read(out, dtype="float32")
+    assert sr == SR
+    np.testing.assert_allclose(wav, synth.synthesize(TEXT, voice=path, seed=2), rtol=0, atol=1e-4)
+    assert main(["synthesize", "--text", TEXT, "--out", out, *stages]) == 2
+    assert "exactly one of reference, voice" in capsys.readouterr().err

@@ -15,7 +15,8 @@ TASKS = {"tokenizer": "speech_jax.train.tasks.tokenizer",
          "flow_vae": "speech_jax.train.tasks.flow_vae",
          "ar": "speech_jax.train.tasks.ar",
          "flow_matching": "speech_jax.train.tasks.flow_matching",
-         "judge": "speech_jax.train.tasks.judge"}
+         "judge": "speech_jax.train.tasks.judge",
+         "pvc": "speech_jax.train.tasks.pvc"}
 
 
 def get_task(stage: str):

@@ -55,14 +55,20 @@ def loss_slots(batch: dict) -> slice:
 
 def _forward(model: ARTransformer, batch: dict, one_shot: jax.Array):
     """(token cross-entropy, token accuracy, EOS accuracy, target slots, alignment CTC or None)."""
-    spk = model.speaker_embedding(batch["ref_audio"], batch["ref_len"])
+    return token_loss(model, batch, model.speaker_embedding(batch["ref_audio"], batch["ref_len"]), one_shot)
+
+
+def token_loss(model: ARTransformer, batch: dict, spk: jax.Array, one_shot: jax.Array, text_ctc: bool = True):
+    """`_forward` given the speaker slot spk [B, d_model] (PVC trains a voice through this very loss);
+    `text_ctc=False` leaves out the alignment CTC (None)."""
     layout = _layout(model, batch, one_shot)
     # The output head and softmax only where the loss is taken (La + 1 of the S slots).
     slots = loss_slots(batch)
     hidden = model.hidden(layout, spk)[:, slots]
     out = _cross_entropy(model.logits(hidden), {k: layout[k][:, slots] for k in ("labels", "loss_mask")})
     ctc = None
-    if model.text_ctc_weight:  # the slots predicting the target tokens and EOS read out the target's text
+    # The slots predicting the target tokens and EOS read out the target's text.
+    if text_ctc and model.text_ctc_weight:
         logits, mask = model.text_ctc_logits(hidden, layout["loss_mask"][:, slots])
         ctc, _ = masked_ctc_loss(logits, mask, batch["text_ids"], batch["text_len"])
     return (*out, ctc)

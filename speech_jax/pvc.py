@@ -1,0 +1,50 @@
+"""`speech-jax pvc`: professional voice cloning, from a corpus speaker to a voice file.
+
+Trains the `pvc` stage (`speech_jax.train.tasks.pvc`) through the one training loop in `workdir`
+(resumable like any stage), then writes the fitted vector with `save_voice`; synthesis takes it with
+`--voice`.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(ROOT, "experiments", "pvc", "demo.py")
+
+
+def clone_voice(*, data_dir: str, speaker: str, ar: str, out: str, workdir: str, split: str = "test_unseen",
+                config_file: str | None = None, overrides: list[str] = ()) -> dict:
+    """Fits `speaker`'s voice (their utterances in `split` of the AR stage's corpus under `data_dir`) for
+    the AR stage in `ar`; returns {"voice": the written file, "metrics": the run's last logged row}."""
+    from speech_jax.config import apply_overrides, load_config
+    from speech_jax.infer.voice import save_voice
+    from speech_jax.train.loop import train
+    from speech_jax.train.restore import load_stage
+
+    config = apply_overrides(load_config(config_file or DEFAULT_CONFIG), list(overrides))
+    if config.stage != "pvc":
+        raise ValueError(f"{config_file} is a {config.stage!r} config, not a pvc one (experiments/pvc/)")
+    config.pretrained.ar_workdir = ar
+    config.data.data_dir = data_dir
+    config.data.speaker = speaker
+    config.data.train_split = config.data.eval_split = split
+    metrics = train(config, workdir)
+    trained, _, params, _ = load_stage(workdir, "pvc")
+    ar_step = load_stage_step(ar)
+    voice, = jax.tree.leaves(params)  # the stage's one parameter
+    path = save_voice(out, np.asarray(voice), made_by="pvc", speaker=speaker, corpus=trained.data.name,
+                      split=split, steps=int(metrics["step"]), ar_workdir=os.path.abspath(ar), ar_step=ar_step)
+    return {"voice": path, "metrics": metrics}
+
+
+def load_stage_step(workdir: str) -> int:
+    """The newest checkpoint step of a stage (the one PVC fitted the voice for)."""
+    from speech_jax.train.checkpoint import Checkpointer
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+    try:
+        return int(ckpt.latest_step())
+    finally:
+        ckpt.close()

@@ -1,0 +1,164 @@
+"""Professional voice cloning (PVC): fit one speaker's condition vector on a few minutes of their speech.
+
+The trained AR transformer (with its speaker encoder) sits frozen under `frozen`; the one trainable
+parameter is `voice` [spk_dim]: the vector the speaker encoder would give. It reaches the AR's speaker
+slot through the AR's own projection (`speaker_slot`) and goes to flow matching as it is, so a saved
+voice (`speech_jax.infer.voice`) stands in for a reference recording at synthesis.
+
+It starts at the mean speaker-encoder vector over the speaker's utterances (zero-shot cloning's answer,
+averaged) and descends the AR's next-token loss on those utterances (`data.speaker` selects them; the
+zero-shot layout: no reference, no prompt), as the AR stage computes it (`ar.token_loss`).
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from speech_jax.audio.mel import MelSpec
+from speech_jax.layers import param
+from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
+from speech_jax.train.tasks.ar import token_loss
+
+# The PVC config's own data fields that, left "", mean the AR stage's (its corpus and text units).
+FROM_AR_WHEN_EMPTY = ("name", "bpe_model")
+
+
+class PVCModel(nnx.Module):
+    def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        self.frozen = ARTransformer(config.model, MelSpec.from_config(config.mel), rngs=rngs)
+        self.voice = param(rngs, nnx.initializers.zeros_init(), (config.model.spk_dim,), (None,))
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> PVCModel:
+    return PVCModel(config, rngs=rngs)
+
+
+def _zero_shot(batch: dict) -> tuple[dict, jax.Array]:
+    """The batch with empty prompt segments (the pipeline reads none: data.with_prompt is off)."""
+    b = batch["text_len"].shape[0]
+    empty, zero = jnp.zeros((b, 0), jnp.int32), jnp.zeros((b,), jnp.int32)
+    batch = dict(batch, prompt_text_ids=empty, prompt_text_len=zero, prompt_tokens=empty, prompt_tokens_len=zero)
+    return batch, jnp.zeros((b,), bool)
+
+
+def _loss(model: PVCModel, batch: dict):
+    batch, one_shot = _zero_shot(batch)
+    v = jnp.broadcast_to(model.voice[...], (batch["text_len"].shape[0], model.voice.shape[0]))
+    # The AR's token loss alone: its alignment CTC (if it trained with one) is a training aid of the AR.
+    loss, acc, eos_acc, n, _ = token_loss(model.frozen, batch, model.frozen.speaker_slot(v), one_shot,
+                                          text_ctc=False)
+    return loss, acc, eos_acc, n
+
+
+def loss_fn(model: PVCModel, batch: dict, rng: jax.Array, step: jax.Array):
+    del rng, step
+    loss, acc, eos_acc, n = _loss(model, batch)
+    return loss, dict(token_accuracy=acc, eos_accuracy=eos_acc, target_tokens=n,
+                      voice_norm=jnp.linalg.norm(model.voice[...]))
+
+
+def eval_fn(model: PVCModel, batch: dict) -> dict:
+    loss, acc, eos_acc, _ = _loss(model, batch)
+    return dict(loss=loss, token_accuracy=acc, eos_accuracy=eos_acc)
+
+
+def tokens_in_batch(batch: dict) -> int:
+    return int(np.sum(batch["tokens_len"]))
+
+
+def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
+    """3 × the frozen AR's forward over the zero-shot layout (the backward pass still runs through every
+    activation to reach the voice, though no weight gradient is formed)."""
+    b, lt = batch_shapes["text_ids"]
+    seq = 1 + lt + 1 + batch_shapes["tokens"][1] + 1
+    return float(3 * b * seq * flops_per_token(config.model, seq / 2))
+
+
+# --- the frozen AR and the starting vector --------------------------------------------------------
+
+def resolve_config(config) -> None:
+    """The AR stage's model, mel and data settings, with the PVC config's own data fields on top."""
+    from speech_jax.train.restore import read_config
+    workdir = config.pretrained.ar_workdir
+    if not workdir:
+        raise ValueError("PVC fine-tunes a voice for a trained AR stage: set pretrained.ar_workdir")
+    ar = read_config(workdir)
+    if ar.stage != "ar":
+        raise ValueError(f"pretrained.ar_workdir must hold an ar stage, {workdir!r} holds {ar.stage!r}")
+    if ar.model.speaker != "learnable":
+        raise ValueError(f"the AR stage in {workdir!r} has no learnable speaker encoder "
+                         f"(speaker={ar.model.speaker!r}): there is no speaker vector to fit")
+    if not config.data.speaker:
+        raise ValueError("PVC fits one speaker: set data.speaker to a speaker id of the corpus")
+    data = ml_collections.ConfigDict(ar.data.to_dict())
+    for key, value in config.data.items():
+        if not (key in FROM_AR_WHEN_EMPTY and value == ""):
+            data[key] = value
+    with config.unlocked():
+        config.model, config.mel, config.data = ar.model, ar.mel, data
+
+
+def speaker_audio(cfg, split: str) -> list[np.ndarray]:
+    """float32 audio at `cfg.sample_rate` of `cfg.speaker`'s utterances in `split` (the usable lengths,
+    at most data.max_seconds each)."""
+    from data_pipelines.pipeline import speaker_records
+    from data_pipelines.sources import corpus_dir, open_source, speaker_index
+    from speech_jax.audio.io import resample, to_float32
+    source = open_source(cfg.name, cfg.data_dir, split)
+    speakers = speaker_index(source, os.path.join(corpus_dir(cfg.name, cfg.data_dir), f"speakers.{split}.json"))
+    out = []
+    for i in speaker_records(speakers, cfg.speaker, f"{cfg.name}/{split}"):
+        record = source[int(i)]
+        audio = to_float32(np.asarray(record["audio"]))
+        audio = resample(audio, int(record["sample_rate"]), cfg.sample_rate)
+        if len(audio) >= cfg.min_seconds * cfg.sample_rate:
+            out.append(audio[:int(cfg.max_seconds * cfg.sample_rate)])
+    if not out:
+        raise ValueError(f"speaker {cfg.speaker!r} has no utterance of at least {cfg.min_seconds} s in {split}")
+    return out
+
+
+def mean_speaker_vector(ar: ARTransformer, audios: list[np.ndarray], batch: int = 8) -> np.ndarray:
+    """The mean of the AR speaker encoder's vectors of `audios`, [spk_dim] float32."""
+    graphdef, state = nnx.split(ar.speaker_encoder)
+    encode = jax.jit(lambda s, a, n: nnx.merge(graphdef, s)(a, n))
+    width = max(len(a) for a in audios)  # one shape: one compilation
+    vectors = []
+    for i in range(0, len(audios), batch):
+        chunk = audios[i:i + batch]
+        padded = np.zeros((batch, width), np.float32)
+        lengths = np.ones((batch,), np.int32)  # filler rows: ignored below
+        for row, a in enumerate(chunk):
+            padded[row, :len(a)], lengths[row] = a, len(a)
+        vectors.append(np.asarray(encode(state, padded, lengths))[:len(chunk)])
+    return np.concatenate(vectors).mean(0).astype(np.float32)
+
+
+def load_pretrained(state, config):
+    """The AR stage's weights into `frozen`; the voice starts at the speaker's mean speaker vector."""
+    from speech_jax.train.restore import load_model, load_stage
+    workdir = config.pretrained.ar_workdir
+    mesh = jax.tree.leaves(state.rest)[0].sharding.mesh
+    _, graphdef, params, rest = load_stage(workdir, "ar", mesh=mesh)
+    src = nnx.state(nnx.merge(graphdef, params, rest))
+    dst = state.rest["frozen"]
+    if jax.tree.structure(dst) != jax.tree.structure(src):
+        raise ValueError(f"the AR stage in {workdir!r} does not match this config's model")
+    frozen = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
+    rest = jax.tree.map(lambda x: x, state.rest)
+    rest["frozen"] = frozen
+    # The starting vector on one device (a full copy on every host), then onto the voice's sharding.
+    _, ar = load_model(workdir, "ar")
+    v = mean_speaker_vector(ar, speaker_audio(config.data, config.data.train_split))
+    leaves = jax.tree.leaves(state.params)
+    if len(leaves) != 1 or leaves[0].shape != v.shape:
+        raise ValueError(f"PVC trains the voice vector [{v.shape[0]}] only, its parameters are "
+                         f"{[x.shape for x in leaves]}")
+    params = jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, x.sharding, lambda idx: v[idx]),
+                          state.params)
+    return state.replace(params=params, rest=rest)
