@@ -117,9 +117,13 @@ def _evaluate(args) -> int:
     meta = args.meta
     if args.from_corpus:
         meta = seed_tts.make_meta_from_corpus(args.data_dir, args.from_corpus, args.split, out_dir=args.out,
-                                              n=args.limit)
+                                              n=args.limit, speaker=args.speaker)
     elif not meta:
         raise ValueError("give --meta M.lst, or --from-corpus NAME to build one from a prepared corpus")
+    elif args.speaker:
+        raise ValueError("--speaker selects lines of --from-corpus; a --meta file holds the lines it holds")
+    if args.voice and args.mode != "zero_shot":
+        raise ValueError("--voice replaces the prompt recording: it synthesises zero-shot only")
     judge = None
     if args.judge:  # before the synthesiser: a wrong workdir fails fast
         from speech_jax.eval.judge import JudgeTranscriber
@@ -127,8 +131,9 @@ def _evaluate(args) -> int:
     synth = _load_synthesizer(args)
 
     def synthesize(text, prompt_wav, prompt_text, language):
-        return (synth.synthesize(text, prompt_wav, prompt_text=prompt_text, language=language, seed=args.seed),
-                synth.sample_rate)
+        # With a saved voice the prompt recording is not read: SIM still compares the output with it.
+        reference = dict(voice=args.voice) if args.voice else dict(reference=prompt_wav, prompt_text=prompt_text)
+        return synth.synthesize(text, language=language, seed=args.seed, **reference), synth.sample_rate
 
     from speech_jax.eval.models import load_scorers
     transcriber, embedder = load_scorers(args.whisper, args.speaker_model)
@@ -327,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(e.g. espeak_tts/small): prompts and targets from different utterances of a speaker")
     ev.add_argument("--data-dir", default="data")
     ev.add_argument("--split", default="test_unseen")
+    ev.add_argument("--speaker", default=None, help="--from-corpus: that speaker's lines only")
+    ev.add_argument("--voice", default=None, help="a saved voice (speech-jax pvc) synthesises every line instead "
+                    "of its prompt recording (SIM is still against the prompt): give its speaker's lines")
     ev.add_argument("--out", required=True)
     ev.add_argument("--mode", default="zero_shot", choices=["zero_shot", "one_shot"])
     for name in ("tokenizer", "ar", "flow-matching", "bundle"):

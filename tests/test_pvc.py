@@ -70,3 +70,17 @@ def test_unknown_speaker_is_a_clear_error(tiny_corpus, tiny_stages, tmp_path, ca
     err = capsys.readouterr().err
     assert "data.speaker='no-such-voice' has no utterances in espeak_tts/tiny/test_unseen" in err
     assert not os.path.exists(tmp_path / "v.npz")
+
+
+def test_evaluate_a_voice_on_its_speakers_lines(fitted, tiny_corpus, tiny_stages, tmp_path, capsys):
+    out = str(tmp_path / "eval")
+    args = ["evaluate", "--from-corpus", tiny_corpus["name"], "--data-dir", tiny_corpus["data_dir"], "--out", out,
+            "--tokenizer", tiny_stages["tokenizer"], "--ar", tiny_stages["ar"],
+            "--flow-matching", tiny_stages["flow_matching"], "--speaker", fitted["speaker"]]
+    assert main([*args, "--voice", fitted["voice"]]) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    assert [u["utt"].split("/")[0] for u in results["utterances"]] == [fitted["speaker"]] * 2
+    assert results["counts"]["synthesized"] == 2
+    assert main([*args, "--voice", fitted["voice"], "--mode", "one_shot"]) == 2
+    assert "zero-shot only" in capsys.readouterr().err

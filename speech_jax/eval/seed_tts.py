@@ -270,14 +270,16 @@ def espeak_ground_truth(sample_rate: int = 16000, speaker: Callable[[str], str] 
 
 
 def make_meta_from_corpus(data_dir: str, name: str = "espeak_tts/tiny", split: str = "test_unseen", *,
-                          out_dir: str, n: int | None = None, meta_name: str = "meta.lst") -> str:
+                          out_dir: str, n: int | None = None, meta_name: str = "meta.lst",
+                          speaker: str | None = None) -> str:
     """Writes `out_dir/meta.lst` and the prompt wavs (`out_dir/prompts/<utt_id>.wav`) from a prepared
     corpus; returns the meta path.
 
     Each line pairs two utterances of one speaker: the prompt is one of them (its audio and text),
     the target text is ANOTHER's, and the line's utt is `<speaker id>/<target utt_id>`. Speakers with
     a single utterance are skipped. Lines go round the speakers (first utterance of each, then the
-    second, ...), so the first `n` cover as many speakers as they can.
+    second, ...), so the first `n` cover as many speakers as they can. `speaker`: that speaker's lines only
+    (e.g. to compare a saved voice of theirs with zero-shot cloning).
     """
     from data_pipelines.sources import _str, open_source
 
@@ -287,22 +289,25 @@ def make_meta_from_corpus(data_dir: str, name: str = "espeak_tts/tiny", split: s
         rec = source[i]
         by_speaker[_str(rec["speaker"])].append(
             (_str(rec["utt_id"]), _str(rec["text"]), np.asarray(rec["audio"]), int(rec["sample_rate"])))
-    groups = [(speaker, sorted(utts, key=lambda u: u[0]))
-              for speaker, utts in sorted(by_speaker.items()) if len(utts) > 1]
-    pairs = [(speaker, utts[k], utts[(k + 1) % len(utts)])
+    if speaker is not None:
+        if speaker not in by_speaker:
+            raise ValueError(f"{name} {split} has no speaker {speaker!r}; it has {', '.join(sorted(by_speaker)[:8])}")
+        by_speaker = {speaker: by_speaker[speaker]}
+    groups = [(spk, sorted(utts, key=lambda u: u[0])) for spk, utts in sorted(by_speaker.items()) if len(utts) > 1]
+    pairs = [(spk, utts[k], utts[(k + 1) % len(utts)])
              for k in range(max((len(utts) for _, utts in groups), default=0))
-             for speaker, utts in groups if k < len(utts)]
+             for spk, utts in groups if k < len(utts)]
     if n is not None:
         pairs = pairs[:n]
     if not pairs:
         raise ValueError(f"{name} {split}: no speaker has two utterances to pair")
     os.makedirs(os.path.join(out_dir, "prompts"), exist_ok=True)
     lines = []
-    for speaker, (p_id, p_text, p_audio, p_rate), (t_id, t_text, _, _) in pairs:
+    for spk, (p_id, p_text, p_audio, p_rate), (t_id, t_text, _, _) in pairs:
         rel = f"prompts/{p_id}.wav"
         if not os.path.exists(os.path.join(out_dir, rel)):
             save_audio(os.path.join(out_dir, rel), p_audio, p_rate)
-        utt = f"{speaker}/{t_id}"
+        utt = f"{spk}/{t_id}"
         lines.append("|".join([_meta_field(utt, "utt"), _meta_field(p_text, "prompt text"), rel,
                                _meta_field(t_text, "target text")]))
     meta = os.path.join(out_dir, meta_name)
