@@ -283,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                        "or with a saved voice (--voice)")
     s.add_argument("--text", required=True)
     s.add_argument("--reference", default=None, help="audio file of the voice to clone (any rate, mono or stereo)")
-    s.add_argument("--voice", default=None, help="a saved voice (.npz, e.g. from speech-jax pvc) instead of --reference")
+    s.add_argument("--voice", default=None,
+                   help="a saved voice (.npz, e.g. from speech-jax pvc) instead of --reference")
     s.add_argument("--prompt-text", default=None, help="the reference's transcript: one-shot")
     s.add_argument("--language", default=None,
                    help="the text's language (espeak name, e.g. en, cmn): needed by a model that reads phonemes")

@@ -1,6 +1,6 @@
 """Zero-shot and one-shot synthesis: text + a reference voice -> waveform (MiniMax-Speech inference).
 
-  reference ─▶ speaker encoders ─▶ v_ar, v_fm      (or a saved voice v: v_ar = the AR's projection of v, v_fm = v)
+  reference ─▶ speaker encoders ─▶ v_ar, v_fm   (a saved voice v: v_ar = the AR's projection of v, v_fm = v)
   (one-shot: reference ─▶ tokenizer ─▶ prompt tokens;  reference ─▶ Flow-VAE encoder ─▶ prompt latent)
   text ─split─▶ sentences ─text units (BPE, or phonemes of the given language)─▶ AR (v_ar [+ prompt text, prompt tokens]) ─▶ tokens
   [prompt tokens] tokens ×2 + v_fm [+ prompt latent] ─▶ flow matching ODE ─▶ z ─▶ Flow-VAE decoder ─▶ wav
@@ -172,9 +172,9 @@ class Synthesizer:
         the AR context, the reference's latent is the flow-matching prompt, and the output excludes the
         prompt; the whole reference must fit `spec.ref_samples`. Saved voice: `voice` (a voice file, a
         `Voice` or a vector [spk_dim], e.g. from `speech-jax pvc`) instead of `reference`, zero-shot.
-        A list of texts is spoken in order, as one waveform. `language` (an espeak name such as 'en') is needed when the model reads phonemes
-        (`needs_language`); the prompt text is read in it too. top_k and fm_steps are static (a bundle
-        serves only its exported values). Same seed, same audio."""
+        A list of texts is spoken in order, as one waveform. `language` (an espeak name such as 'en') is
+        needed when the model reads phonemes (`needs_language`); the prompt text is read in it too. top_k
+        and fm_steps are static (a bundle serves only its exported values). Same seed, same audio."""
         return self.run(text, reference, voice=voice, reference_sample_rate=reference_sample_rate,
                         prompt_text=prompt_text, language=language, seed=seed, temperature=temperature,
                         top_k=top_k, top_p=top_p, cfg_weight=cfg_weight, fm_steps=fm_steps).wav
