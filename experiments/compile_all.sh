@@ -31,7 +31,7 @@ for topo in $TOPOLOGIES; do
       /^  parameters /  { params = $(NF-1) " " $NF }
       /^  optimizer state/ { opt = $(NF-1) " " $NF }
       /^  activations/  { act = $(NF-1) " " $NF }
-      /^  total / { total = $2 " " $3; match($0, /\([0-9.]+ %\)/); share = substr($0, RSTART + 1, RLENGTH - 2) }
+      /^  total +[0-9]/ { total = $2 " " $3; match($0, /\([0-9.]+ %\)/); share = substr($0, RSTART + 1, RLENGTH - 2) }
       /FLOPs per step per chip/ { fl = $6 " / " $13 }
       /roofline:/ { match($0, /at least [0-9.e+]+ ms/); roof = substr($0, RSTART + 9, RLENGTH - 9) }
       /does not fit|^[A-Za-z_.]*(Error|Exception): |exit [1-9]/ { fail = fail $0 " " }
