@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from speech_jax.config import apply_overrides, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,3 +81,13 @@ def resolved_config(stage: str, corpus: dict, *extra: str):
         config.model.text_vocab_size = from_config(config.data).vocab_size
     resolve_config(config, corpus=False)
     return config
+
+
+def voice(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """A voice-like test signal: a vibrato harmonic tone over a little noise, peak 0.5."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 140.0 + 15.0 * np.sin(2 * np.pi * 3.0 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 6))
+    x = x + 0.05 * np.random.default_rng(seed).standard_normal(len(t))
+    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)

@@ -12,18 +12,11 @@ from speech_jax.cli import main
 from speech_jax.infer.synthesizer import Synthesizer
 from speech_jax.infer.text_split import split_text
 from speech_jax.text import TextError
+from tests.stages import voice
 
 SR = 16000
 
 
-def voice(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
-    """A voice-like test signal: a vibrato harmonic tone over a little noise, peak 0.5."""
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 140.0 + 15.0 * np.sin(2 * np.pi * 3.0 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    x = sum(np.sin(k * phase) / k for k in range(1, 6))
-    x = x + 0.05 * np.random.default_rng(seed).standard_normal(len(t))
-    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from speech_jax.infer.voice import load_voice, save_voice
+from tests.stages import voice
 
 
 def test_voice_file_round_trips(tmp_path):
@@ -29,12 +30,6 @@ SR = 16000
 TEXT = "Hello there, how are you?"
 
 
-def tone(seconds: float) -> np.ndarray:
-    """A voice-like signal: a vibrato harmonic tone over a little noise."""
-    t = np.arange(int(seconds * SR)) / SR
-    phase = 2 * np.pi * np.cumsum(130.0 + 20.0 * np.sin(2 * np.pi * 2.5 * t)) / SR
-    x = sum(np.sin(k * phase) / k for k in range(1, 6)) + 0.05 * np.random.default_rng(1).standard_normal(len(t))
-    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +44,7 @@ def reference_voice(tiny_stages, tmp_path_factory):
     """A reference and, saved as a voice file, the AR speaker encoder's vector of it."""
     from speech_jax.train.restore import load_model
     from speech_jax.train.tasks.pvc import mean_speaker_vector
-    ref = tone(1.5)
+    ref = voice(1.5)
     _, ar = load_model(tiny_stages["ar"], "ar")
     path = save_voice(str(tmp_path_factory.mktemp("voice") / "ref"), mean_speaker_vector(ar, [ref]))
     return ref, path
