@@ -1,8 +1,13 @@
 """`speech-jax extract`: run the trained tokenizer (and Flow-VAE encoder) over every utterance of a corpus.
 
-Batches are sharded over all devices (data-parallel, weights replicated). Work is written in shards of
-`shard_size` records, each committed by an atomic rename, so an interrupted run resumes at the first
-missing shard. At the end every record is checked to hold tokens of the expected length.
+Batches are sharded over this process's devices (data-parallel, weights replicated). Work is written in
+shards of `shard_size` records, each committed by an atomic rename, so an interrupted run resumes at the
+first missing shard. At the end every record is checked to hold tokens of the expected length.
+
+Launched as several processes (a multi-host job; the environment `sharding.maybe_initialize_distributed`
+reads), process p of P extracts shards p, p + P, ...: no collective runs inside a model call, so hosts
+never wait on each other's batches, only at the barriers around each split, where process 0 alone
+verifies the split and writes the metadata.
 """
 from __future__ import annotations
 
@@ -58,7 +63,7 @@ class _Encoders:
                 raise ExtractError(
                     f"the Flow-VAE ({vae_config.data.sample_rate} Hz, hop {self.vae.hop}) and the tokenizer "
                     f"({self.sample_rate} Hz, hop {self.hop}) must share the sample rate and the 50 Hz frame")
-        mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+        mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("data",))
         self.batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
         self.num_devices = mesh.size
         tokenizer, vae = self.tokenizer, self.vae
@@ -108,7 +113,7 @@ def _extract_split(enc: _Encoders, source, directory: str, split: str, *, batch_
     quantum = 2 * enc.hop * 25  # pad to whole seconds of 25 Hz tokens at 16 kHz (multiples of 2·hop)
     batch = int(math.ceil(batch_size / enc.num_devices) * enc.num_devices)
     done = 0
-    for s in range(num_shards):
+    for s in range(jax.process_index(), num_shards, jax.process_count()):
         path = shard_path(directory, split, s, num_shards)
         lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
         if os.path.exists(path):
@@ -127,7 +132,7 @@ def _extract_split(enc: _Encoders, source, directory: str, split: str, *, batch_
                 out[i] = encode_record(ids[j, :n_tok], lat)
         _write_shard(path, [out[i] for i in range(lo, hi)])
         done += hi - lo
-        logging.info("extract %s: %d/%d records", split, done, n)
+        logging.info("extract %s: %d records of %d (this process's shards)", split, done, n)
     return n
 
 
@@ -179,6 +184,8 @@ def extract(tokenizer_workdir: str, *, flow_vae_workdir: str | None = None, name
 
     Features already extracted by other models (another workdir, or the same one retrained) are an error,
     or with `replace_stale` are deleted and extracted again."""
+    from speech_jax.sharding import maybe_initialize_distributed
+    maybe_initialize_distributed()
     enc = _Encoders(tokenizer_workdir, flow_vae_workdir)
     name = name or enc.tok_config.data.name
     data_dir = data_dir or enc.tok_config.data.data_dir
@@ -192,14 +199,18 @@ def extract(tokenizer_workdir: str, *, flow_vae_workdir: str | None = None, name
                 **enc.fingerprints}
     old = _read_meta(directory)
     stale = {k: (old.get(k), v) for k, v in identity.items() if k in old and old[k] != v}
-    if stale and replace_stale:
+    if stale and not replace_stale:  # every process read the same metadata: all raise
+        raise ExtractError(f"{directory} holds features from different models ({stale}); "
+                           f"use another --tag or remove that directory")
+    lead = jax.process_index() == 0
+    if stale and lead:
         logging.warning("extract: %s holds features from different models (%s); extracting again", directory, stale)
         shutil.rmtree(directory)
         os.makedirs(directory)
-    elif stale:
-        raise ExtractError(f"{directory} holds features from different models ({stale}); "
-                           f"use another --tag or remove that directory")
-    meta = _write_meta(directory, identity)
+    if lead:
+        _write_meta(directory, identity)
+    _barrier("extract: metadata")
+    meta = _read_meta(directory)
     for split in splits:
         if meta.get("complete", {}).get(split):
             logging.info("extract %s: already complete", split)
@@ -207,6 +218,24 @@ def extract(tokenizer_workdir: str, *, flow_vae_workdir: str | None = None, name
         source = open_source(name, data_dir, split)
         n = _extract_split(enc, source, directory, split, batch_size=batch_size, shard_size=shard_size,
                            latent_dtype=np.dtype(latent_dtype))
-        counts = _verify(enc, source, directory, split, n)
-        meta = _write_meta(directory, {"complete": {split: True}, "counts": {split: counts}})
+        _barrier(f"extract: {split} written")
+        failed = None
+        if lead:
+            try:
+                counts = _verify(enc, source, directory, split, n)
+                _write_meta(directory, {"complete": {split: True}, "counts": {split: counts}})
+            except ExtractError as e:  # raised after the barrier, so that no process waits there forever
+                failed = e
+        _barrier(f"extract: {split} verified")
+        if failed is not None:
+            raise failed
+        meta = _read_meta(directory)
+        if not meta.get("complete", {}).get(split):
+            raise ExtractError(f"{split}: process 0 did not verify the extracted records (see its log)")
     return {"directory": directory, **meta}
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)

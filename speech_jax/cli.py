@@ -54,7 +54,7 @@ def _extract(args) -> int:
     from data_pipelines.extract import extract
     out = extract(args.tokenizer, flow_vae_workdir=args.flow_vae, name=args.dataset, data_dir=args.data_dir,
                   splits=tuple(args.splits.split(",")), tag=args.tag, batch_size=args.batch_size,
-                  latent_dtype=args.latent_dtype, replace_stale=args.replace_stale)
+                  shard_size=args.shard_size, latent_dtype=args.latent_dtype, replace_stale=args.replace_stale)
     print({k: out[k] for k in ("directory", "counts") if k in out})
     return 0
 
@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--splits", default="train,validation,test_unseen")
     e.add_argument("--tag", default="default", help="name of this extraction (data.extracted in configs)")
     e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--shard-size", type=int, default=256,
+                   help="records per output shard: the unit of resumption and of work among processes")
     e.add_argument("--latent-dtype", default="float16", choices=["float16", "float32"])
     e.add_argument("--replace-stale", action="store_true",
                    help="features of this tag from other models (or retrained ones) are deleted and redone")

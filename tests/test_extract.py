@@ -74,3 +74,35 @@ def test_features_of_a_retrained_model_are_stale_and_can_be_replaced(tiny_stages
     meta = extract(tiny_stages["tokenizer"], replace_stale=True, **args)
     assert meta["tokenizer_weights"] == weights and meta["complete"]["test_unseen"]
     assert len(ExtractedSource(meta["directory"], "test_unseen")) == meta["counts"]["test_unseen"]["records"]
+
+
+@pytest.mark.slow
+def test_two_processes_extract_what_one_does(tiny_stages, tiny_corpus, tmp_path):
+    """A 2-process job (each its own CPU device, process p takes shards p, p + 2, ...) writes the features
+    one process writes; process 0 alone verifies and records each split."""
+    import sys
+
+    from speech_jax.local_job import Job
+    splits, shards = ("validation", "test_unseen"), 4
+    args = dict(flow_vae_workdir=tiny_stages["flow_vae"], splits=splits, batch_size=4, shard_size=shards)
+    one = extract(tiny_stages["tokenizer"], tag="one_process", **args)
+    argv = [sys.executable, "-m", "speech_jax.cli", "extract", "--tokenizer", tiny_stages["tokenizer"],
+            "--flow-vae", tiny_stages["flow_vae"], "--splits", ",".join(splits), "--tag", "two_processes",
+            "--batch-size", "4", "--shard-size", str(shards)]
+    job = Job(argv, num_processes=2, devices=1, logdir=str(tmp_path / "logs"))
+    try:
+        assert job.wait(timeout=300) == [0, 0], job.tail()
+    finally:
+        job.kill()
+    two = os.path.join(os.path.dirname(one["directory"]), "two_processes")
+    for split in splits:
+        n = one["counts"][split]["records"]
+        assert n > 2 * shards  # several shards each, so both processes wrote some
+        a, b = ExtractedSource(one["directory"], split), ExtractedSource(two, split)
+        assert len(b) == n
+        for i in range(n):
+            np.testing.assert_array_equal(a[i]["tokens"], b[i]["tokens"], err_msg=f"{split} {i}")
+            np.testing.assert_allclose(a[i]["latents"].astype(np.float32), b[i]["latents"].astype(np.float32),
+                                       atol=2e-3, err_msg=f"{split} {i}")
+    logs = [open(log).read() for log in job.logs]
+    assert all("this process's shards" in log for log in logs)
