@@ -2,9 +2,10 @@
 and batch sharded over fsdp=4 across both, against test_train.py's single process on 8 devices (2×2×2
 mesh) with the same global batches.
 
-One job serves every test (each process costs about one compilation, ~37 CPU-seconds): it trains
+One 2-process job serves most tests (each process costs about one compilation, ~37 CPU-seconds): it trains
 test_train's FAST config, agreeing every 3 steps whether to stop, and process 1 alone gets a SIGTERM
-after its first step; both must save step 3 and stop."""
+after its first step; both must save step 3 and stop. Its checkpoint is then resumed by one process and
+by four (one device each)."""
 import os
 import re
 import shutil
@@ -25,6 +26,15 @@ pytestmark = pytest.mark.slow
 KEYS = ("loss", "mel_loss", "ctc_loss", "code_usage", "grad_norm")
 
 
+def train_argv(corpus, workdir):
+    """test_train's FAST config over fsdp=4, whichever processes hold the 4 devices."""
+    return [sys.executable, "-m", "speech_jax.cli", "train", "--config", TINY, "--workdir", workdir,
+            f"--config.data.data_dir={corpus['data_dir']}", f"--config.data.bpe_model={corpus['bpe_model']}",
+            "--config.train.peak_flops=1e11", *FAST, "--config.train.eval_every=0",
+            "--config.train.stop_check_every=3",
+            "--config.mesh.data=1", "--config.mesh.fsdp=4", "--config.mesh.tensor=1"]
+
+
 @pytest.fixture(scope="module")
 def single(tiny_corpus, tmp_path_factory):
     return shared_full_run(tiny_corpus, tmp_path_factory)[0]
@@ -35,12 +45,7 @@ def preempted(tiny_corpus, tmp_path_factory):
     """(workdir, exit codes, each process's output) of the 2-process job."""
     root = str(tmp_path_factory.mktemp("two_processes"))
     workdir = os.path.join(root, "run")
-    argv = [sys.executable, "-m", "speech_jax.cli", "train", "--config", TINY, "--workdir", workdir,
-            f"--config.data.data_dir={tiny_corpus['data_dir']}", f"--config.data.bpe_model={tiny_corpus['bpe_model']}",
-            "--config.train.peak_flops=1e11", *FAST, "--config.train.eval_every=0",
-            "--config.train.stop_check_every=3",
-            "--config.mesh.data=1", "--config.mesh.fsdp=4", "--config.mesh.tensor=1"]
-    job = Job(argv, num_processes=2, devices=2, logdir=os.path.join(root, "logs"))
+    job = Job(train_argv(tiny_corpus, workdir), num_processes=2, devices=2, logdir=os.path.join(root, "logs"))
     try:
         deadline = time.monotonic() + 300
         while "INFO step 1:" not in open(job.logs[1], errors="replace").read():
@@ -74,11 +79,8 @@ def test_two_processes_train_like_one(preempted, single, tiny_corpus):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
-def test_one_process_resumes_the_two_process_checkpoint_exactly(preempted, single, tiny_corpus, tmp_path):
-    """The data iterator's position and the sharded state written by 2 processes continue in one."""
-    workdir = str(tmp_path / "resumed")
-    shutil.copytree(preempted[0], workdir)
-    assert train(make_config(tiny_corpus), workdir)["step"] == 6
+def assert_continues_like_single(workdir, single, tiny_corpus):
+    assert [r["step"] for r in read_metrics(workdir) if "loss" in r] == [1, 2, 3, 4, 5, 6]  # resumed at 3
     want = {r["step"]: r for r in read_metrics(single) if "loss" in r}
     got = {r["step"]: r for r in read_metrics(workdir) if "loss" in r}
     for step in (4, 5, 6):
@@ -86,3 +88,23 @@ def test_one_process_resumes_the_two_process_checkpoint_exactly(preempted, singl
             np.testing.assert_allclose(got[step][key], want[step][key], rtol=1e-5, err_msg=f"{key}@{step}")
     for x, y in zip(flat(params_of(workdir, tiny_corpus, 6)), flat(params_of(single, tiny_corpus, 6))):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_one_process_resumes_the_two_process_checkpoint_exactly(preempted, single, tiny_corpus, tmp_path):
+    """The data iterator's position and the sharded state written by 2 processes continue in one."""
+    workdir = str(tmp_path / "resumed")
+    shutil.copytree(preempted[0], workdir)
+    assert train(make_config(tiny_corpus), workdir)["step"] == 6
+    assert_continues_like_single(workdir, single, tiny_corpus)
+
+
+def test_four_processes_resume_the_two_process_checkpoint_exactly(preempted, single, tiny_corpus, tmp_path):
+    """The same checkpoint continued by 4 processes of one device each, each keeping its quarter of a batch."""
+    workdir = str(tmp_path / "resumed")
+    shutil.copytree(preempted[0], workdir)
+    job = Job(train_argv(tiny_corpus, workdir), num_processes=4, devices=1, logdir=str(tmp_path / "logs"))
+    try:
+        assert job.wait(timeout=300) == [0, 0, 0, 0], job.tail()
+    finally:
+        job.kill()
+    assert_continues_like_single(workdir, single, tiny_corpus)
