@@ -1,0 +1,34 @@
+"""Low-rank adapters (LoRA) for our einsum-shaped projection weights.
+
+`nnx.LoRA` wraps a 2-D `x @ W`; our attention weights are 3-D (d_model, heads, head_dim) with logical
+axis names for sharding, so the adapter is a small module of our own: the update B·A is reshaped onto
+the base weight's shape, and its factors are `nnx.LoRAParam`s (so an optimizer can select only them).
+B starts at zero: an untrained adapter leaves the base model exactly unchanged.
+"""
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class LoRA(nnx.Module):
+    """Delta for a weight of shape in_shape + out_shape: (alpha / rank) · reshape(A @ B)."""
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], rank: int, alpha: float,
+                 names_in: str | None, names_out: str | None, *, rngs: nnx.Rngs):
+        if rank <= 0:
+            raise ValueError(f"LoRA rank must be positive, got {rank}")
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        d_in, d_out = math.prod(self.in_shape), math.prod(self.out_shape)
+        self.scale = alpha / rank
+        init_a = nnx.initializers.he_uniform()
+        self.a = nnx.LoRAParam(nnx.with_partitioning(init_a, (names_in, None))(
+            rngs.params(), (d_in, rank), jnp.float32))
+        self.b = nnx.LoRAParam(nnx.with_partitioning(nnx.initializers.zeros_init(), (None, names_out))(
+            rngs.params(), (rank, d_out), jnp.float32))
+
+    def delta(self) -> jax.Array:
+        """The weight update, shaped like the base weight."""
+        return (self.scale * (self.a[...] @ self.b[...])).reshape(self.in_shape + self.out_shape)
