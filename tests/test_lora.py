@@ -16,3 +16,17 @@ def test_fresh_adapter_is_zero_and_shaped_like_the_weight():
 def test_rank_zero_is_an_error():
     with pytest.raises(ValueError, match="rank"):
         LoRA((8,), (8,), rank=0, alpha=1.0, names_in=None, names_out=None, rngs=nnx.Rngs(0))
+
+
+def test_attention_rank_zero_is_the_old_layer_and_fresh_adapter_changes_nothing():
+    from speech_jax.layers.attention import Attention
+    x = jnp.ones((1, 5, 16)) * jnp.arange(16) / 16
+    base = Attention(16, 2, rngs=nnx.Rngs(0))
+    adapted = Attention(16, 2, lora_rank=2, lora_alpha=4.0, rngs=nnx.Rngs(0))
+    assert not any("lora" in str(p) for p, _ in nnx.to_flat_state(nnx.state(base)))
+    assert jnp.array_equal(base(x), Attention(16, 2, rngs=nnx.Rngs(0))(x))
+    for n in "qkvo":
+        getattr(adapted, f"w{n}")[...] = getattr(base, f"w{n}")[...]
+    assert jnp.array_equal(base(x), adapted(x))
+    adapted.lora_q.b[...] = jnp.ones_like(adapted.lora_q.b[...])
+    assert not jnp.allclose(base(x), adapted(x))
