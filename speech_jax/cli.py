@@ -94,6 +94,10 @@ def _export(args) -> int:
 
 def _load_synthesizer(args):
     from speech_jax.infer.synthesizer import Synthesizer
+    if getattr(args, "style", None):  # a style stage holds its base AR: it stands in for --ar
+        if args.ar:
+            raise ValueError("give either --ar or --style (a style stage holds the AR it adapts), not both")
+        args.ar = args.style
     workdirs = (args.tokenizer, args.ar, args.flow_matching)
     if args.bundle and any(workdirs):
         raise ValueError("give either --bundle or the stage workdirs (--tokenizer, --ar, --flow-matching), not both")
@@ -294,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--tokenizer", default=None, help="workdir of the trained tokenizer stage")
     s.add_argument("--ar", default=None, help="workdir of the trained ar stage")
     s.add_argument("--flow-matching", default=None, help="workdir of the trained flow_matching stage")
+    s.add_argument("--style", default=None, help="workdir of a trained style stage (LoRA on the AR) in place "
+                   "of --ar: speaks in that style")
     s.add_argument("--bundle", default=None, help="a serving bundle (speech-jax export) instead of workdirs")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--temperature", type=float, default=1.0)

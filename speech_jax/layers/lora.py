@@ -31,4 +31,20 @@ class LoRA(nnx.Module):
 
     def delta(self) -> jax.Array:
         """The weight update, shaped like the base weight."""
-        return (self.scale * (self.a[...] @ self.b[...])).reshape(self.in_shape + self.out_shape)
+        a, b = self.a[...], self.b[...]  # a leading "layers" axis when blocks are stacked for scan
+        return (self.scale * (a @ b)).reshape(a.shape[:-2] + self.in_shape + self.out_shape)
+
+
+def merge_adapters(model: nnx.Module) -> nnx.Module:
+    """Adds every adapter's update into the weight it adapts and removes the adapter, in place: the model
+    then computes what it computed with its adapters, at the base model's cost and in its structure.
+
+    A module with adapters names them `lora_<x>` and exposes `adapted_weight(x)`, the variable they
+    update (attention's q, k, v, o; the MLP's gate, up, down)."""
+    for _, module in list(nnx.iter_modules(model)):
+        for name in [n for n in vars(module) if n.startswith("lora_")]:
+            lora = getattr(module, name)
+            weight = module.adapted_weight(name[len("lora_"):])
+            weight[...] = weight[...] + lora.delta().astype(weight[...].dtype)
+            delattr(module, name)
+    return model
