@@ -18,8 +18,10 @@ def get_config() -> ml_collections.ConfigDict:
         name="",        # "": the AR stage's corpus
         bpe_model="",   # "": the AR stage's
         data_dir="data",
+        reference_corpus="",  # e.g. espeak_tts/small: neutral references for the style's utterances
         batch_size=8,
         shuffle_seed=0,
+        extra_eval_splits=(),
     ))
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 10
