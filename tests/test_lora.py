@@ -122,6 +122,28 @@ def test_synthesis_with_a_style_uses_the_styled_ar(style_run, tiny_stages):
     assert wav.ndim == 1 and wav.size > 0 and np.all(np.isfinite(wav))
 
 
+def test_a_bundle_carries_a_style_as_its_adapters_only(style_run, tiny_stages, tmp_path):
+    from speech_jax.cli import main
+    from speech_jax.export.bundle import BundleError, load_bundle, read_manifest
+    from speech_jax.infer.backend import Template
+    from speech_jax.infer.style import styled_ar
+    out = str(tmp_path / "bundle")
+    assert main(["export", "--out", out, "--tokenizer", tiny_stages["tokenizer"], "--ar", tiny_stages["ar"],
+                 "--flow-matching", tiny_stages["flow_matching"], "--style", f"lively={style_run}"]) == 0
+    manifest = read_manifest(out)
+    style_bytes = manifest["files"][manifest["styles"]["lively"]]["bytes"]
+    assert style_bytes < 0.5 * manifest["files"]["weights/ar.safetensors"]["bytes"]  # factors, not weights
+    _, want = Template.split(styled_ar(style_run)[1])
+    styled = load_bundle(out, style="lively").backend.weights["ar"]
+    base = load_bundle(out).backend.weights["ar"]
+    assert set(styled) == set(want)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(styled[k]), np.asarray(want[k]), rtol=1e-5, atol=1e-6, err_msg=k)
+    assert any(not np.array_equal(np.asarray(styled[k]), np.asarray(base[k])) for k in want)
+    with pytest.raises(BundleError, match="no style 'calm'"):
+        load_bundle(out, style="calm")
+
+
 def test_style_stage_needs_an_ar_stage(tiny_stages):
     from speech_jax.config import load_config
     from speech_jax.train.tasks import style

@@ -218,13 +218,11 @@ class Attention(nnx.Module):
         self.impl = impl
         self.dtype = dtype
 
-    def adapted_weight(self, name: str) -> nnx.Param:
-        """The variable adapter `lora_<name>` updates."""
-        return getattr(self, f"w{name}")
+    ADAPTS = {"q": "wq", "k": "wk", "v": "wv", "o": "wo"}  # adapter lora_<x> updates weight ADAPTS[x]
 
     def weight(self, name: str) -> jax.Array:
         """Projection `name` (q, k, v, o) in compute dtype, its adapter's update added when it has one."""
-        w = self.adapted_weight(name)[...]
+        w = getattr(self, self.ADAPTS[name])[...]
         lora = getattr(self, f"lora_{name}", None)
         if lora is not None:
             w = w + lora.delta()

@@ -35,16 +35,31 @@ class LoRA(nnx.Module):
         return (self.scale * (a @ b)).reshape(a.shape[:-2] + self.in_shape + self.out_shape)
 
 
+def _target(module: nnx.Module, name: str) -> nnx.Variable:
+    """The variable adapter `lora_<name>` of `module` updates (its `ADAPTS` names the path)."""
+    var = module
+    for attr in module.ADAPTS[name].split("."):
+        var = getattr(var, attr)
+    return var
+
+
+def adapters(model: nnx.Module) -> dict[str, LoRA]:
+    """Every adapter of `model`, by the dotted path of the weight it updates (e.g. "decoder.blocks.0.attn.wq").
+
+    A module with adapters names them `lora_<x>`, and its `ADAPTS[x]` is the adapted weight's path in it."""
+    out = {}
+    for path, module in nnx.iter_modules(model):
+        for name in [n for n in vars(module) if n.startswith("lora_")]:
+            out[".".join(map(str, (*path, module.ADAPTS[name[len("lora_"):]])))] = getattr(module, name)
+    return out
+
+
 def merge_adapters(model: nnx.Module) -> nnx.Module:
     """Adds every adapter's update into the weight it adapts and removes the adapter, in place: the model
-    then computes what it computed with its adapters, at the base model's cost and in its structure.
-
-    A module with adapters names them `lora_<x>` and exposes `adapted_weight(x)`, the variable they
-    update (attention's q, k, v, o; the MLP's gate, up, down)."""
+    then computes what it computed with its adapters, at the base model's cost and in its structure."""
     for _, module in list(nnx.iter_modules(model)):
         for name in [n for n in vars(module) if n.startswith("lora_")]:
-            lora = getattr(module, name)
-            weight = module.adapted_weight(name[len("lora_"):])
-            weight[...] = weight[...] + lora.delta().astype(weight[...].dtype)
+            weight = _target(module, name[len("lora_"):])
+            weight[...] = weight[...] + getattr(module, name).delta().astype(weight[...].dtype)
             delattr(module, name)
     return model

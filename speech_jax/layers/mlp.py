@@ -58,13 +58,11 @@ class SwiGLU(nnx.Module):
                 setattr(self, f"lora_{name}", LoRA((d_in,), (d_out,), lora_rank, lora_alpha, *names, rngs=rngs))
         self.dtype = dtype
 
-    def adapted_weight(self, name: str) -> nnx.Param:
-        """The variable adapter `lora_<name>` updates."""
-        return getattr(self, name).kernel
+    ADAPTS = {"gate": "gate.kernel", "up": "up.kernel", "down": "down.kernel"}  # lora_<x> updates ADAPTS[x]
 
     def weight(self, name: str) -> jax.Array:
         """Kernel `name` (gate, up, down) in compute dtype, its adapter's update added when it has one."""
-        w = self.adapted_weight(name)[...]
+        w = getattr(self, name).kernel[...]
         lora = getattr(self, f"lora_{name}", None)
         if lora is not None:
             w = w + lora.delta()
