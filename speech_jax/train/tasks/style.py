@@ -13,8 +13,6 @@ import jax
 import ml_collections
 from flax import nnx
 
-from speech_jax.audio.mel import MelSpec
-from speech_jax.models.ar_transformer import ARTransformer
 from speech_jax.train.tasks import ar
 
 # The style config's data fields that, left "", mean the AR stage's.
@@ -23,7 +21,7 @@ FROM_AR_WHEN_EMPTY = ("name", "bpe_model")
 
 class StyleModel(nnx.Module):
     def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-        self.frozen = ARTransformer(config.model, MelSpec.from_config(config.mel), rngs=rngs)
+        self.frozen = ar.build_model(config, rngs)  # the AR stage's model, adapters included
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> StyleModel:
