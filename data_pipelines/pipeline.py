@@ -45,7 +45,7 @@ class LoadExample:
 
     def __init__(self, source, speakers: list[str], cfg, bpe_path: str, *, training: bool,
                  ref_source=None, ref_speakers: list[str] | None = None, frame_multiple: int = 1,
-                 extracted=None, ref_extracted=None):
+                 extracted=None, ref_extracted=None, own_split_references: bool = True):
         self.source = source
         # Tokens (25 Hz) and latents (50 Hz) of each record, when the stage trains on extracted features.
         self.extracted, self.ref_extracted = extracted, ref_extracted
@@ -57,6 +57,7 @@ class LoadExample:
         # Optionally a second split to draw references from (validation has one utterance per seen
         # speaker; its references come from that speaker's training utterances).
         self.ref_source = ref_source
+        self.own_split_references = own_split_references  # False: references from ref_source only
         self.ref_by_speaker: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(ref_speakers or []):
             self.ref_by_speaker[s].append(i)
@@ -161,7 +162,8 @@ class LoadExample:
         if not self.cfg.with_reference:
             return example
         # Never the target itself: other utterances of the speaker in this split, or in the ref split.
-        candidates = [(self.source, i) for i in self.by_speaker[speaker] if i != index]
+        candidates = ([(self.source, i) for i in self.by_speaker[speaker] if i != index]
+                      if self.own_split_references else [])
         candidates += [(self.ref_source, i) for i in self.ref_by_speaker.get(speaker, [])]
         if not candidates:  # no different utterance of this speaker: unusable for joint training
             return None
@@ -262,9 +264,12 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
         raise FileNotFoundError(f"BPE model {bpe_path} not found; run `speech-jax prepare` or set data.bpe_model")
 
     ref_source = ref_speakers = None
-    if cfg.with_reference and cfg.reference_split and cfg.reference_split != split:
-        ref_source = open_source(cfg.name, cfg.data_dir, cfg.reference_split)
-        ref_cache = os.path.join(corpus_dir(cfg.name, cfg.data_dir), f"speakers.{cfg.reference_split}.json")
+    # Another corpus of the same speakers (ids) may hold the references, e.g. neutral speech for a style
+    # corpus's utterances: then every reference comes from there, none from this corpus.
+    ref_corpus = cfg.get("reference_corpus", "") or cfg.name  # .get: configs saved before the field
+    if cfg.with_reference and cfg.reference_split and (cfg.reference_split != split or ref_corpus != cfg.name):
+        ref_source = open_source(ref_corpus, cfg.data_dir, cfg.reference_split)
+        ref_cache = os.path.join(corpus_dir(ref_corpus, cfg.data_dir), f"speakers.{cfg.reference_split}.json")
         ref_speakers = speaker_index(ref_source, ref_cache)
     extracted = ref_extracted = None
     if cfg.extracted:
@@ -275,13 +280,14 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
             raise ValueError(f"{directory}: {len(extracted)} extracted records for {len(source)} in {split}; "
                              f"re-run `speech-jax extract`")
         if ref_source is not None:
-            ref_extracted = ExtractedSource(directory, cfg.reference_split)
+            ref_extracted = ExtractedSource(extracted_dir(ref_corpus, cfg.data_dir, cfg.extracted),
+                                            cfg.reference_split)
     elif cfg.with_latents or cfg.with_prompt:
         raise ValueError("data.with_latents / data.with_prompt need extracted features: set data.extracted "
                          "to the tag `speech-jax extract` wrote (default 'default')")
     load = LoadExample(source, speakers, cfg, bpe_path, training=training, ref_source=ref_source,
                        ref_speakers=ref_speakers, frame_multiple=frame_multiple, extracted=extracted,
-                       ref_extracted=ref_extracted)
+                       ref_extracted=ref_extracted, own_split_references=ref_corpus == cfg.name)
     records = speaker_records(speakers, cfg.get("speaker", ""), f"{cfg.name}/{split}")  # .get: older configs
     _check_some_usable(load, split, cfg, records)
     ds = grain.MapDataset.source(records)

@@ -28,6 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
         ref_seconds=(1.0, 4.0),  # random crop range for the same-speaker reference utterance
         with_reference=True,     # stages with a speaker encoder need a reference utterance
         reference_split="train",  # other splits also draw same-speaker references from here
+        reference_corpus="",     # another corpus of the same speaker ids to draw every reference from
+                                 # (e.g. a style corpus's neutral speech); "" = this corpus
         extracted="",            # tag of `speech-jax extract` features (tokens, latents) to load; "" = none
         with_latents=False,      # load the Flow-VAE latents (flow matching)
         with_prompt=False,       # one-shot prompt: the reference utterance's transcript and tokens (AR)

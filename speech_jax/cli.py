@@ -86,19 +86,31 @@ def _pvc(args, overrides) -> int:
 def _export(args) -> int:
     from speech_jax.export import export_bundle, read_manifest
     out = export_bundle(args.out, tokenizer=args.tokenizer, ar=args.ar, flow_matching=args.flow_matching,
-                        max_new_tokens=args.max_new_tokens, top_k=args.top_k, fm_steps=args.fm_steps)
+                        max_new_tokens=args.max_new_tokens, top_k=args.top_k, fm_steps=args.fm_steps,
+                        styles=dict(_name_value(s, "--style") for s in args.style))
     manifest = read_manifest(out)
     print({"bundle": out, "buckets": manifest["buckets"], "programs": sorted(manifest["programs"])})
     return 0
 
 
+def _name_value(text: str, flag: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not (sep and name and value):
+        raise ValueError(f"{flag} takes NAME=WORKDIR, got {text!r}")
+    return name, value
+
+
 def _load_synthesizer(args):
     from speech_jax.infer.synthesizer import Synthesizer
-    workdirs = (args.tokenizer, args.ar, args.flow_matching)
-    if args.bundle and any(workdirs):
-        raise ValueError("give either --bundle or the stage workdirs (--tokenizer, --ar, --flow-matching), not both")
     if args.bundle:
-        return Synthesizer.from_bundle(args.bundle)
+        if any((args.tokenizer, args.ar, args.flow_matching)):
+            raise ValueError("give either --bundle or the stage workdirs (--tokenizer, --ar, --flow-matching), not both")
+        return Synthesizer.from_bundle(args.bundle, style=getattr(args, "style", None))
+    if getattr(args, "style", None):  # a style stage holds its base AR: it stands in for --ar
+        if args.ar:
+            raise ValueError("give either --ar or --style (a style stage holds the AR it adapts), not both")
+        args.ar = args.style
+    workdirs = (args.tokenizer, args.ar, args.flow_matching)
     if all(workdirs):
         return Synthesizer.from_workdirs(*workdirs)
     raise ValueError("give --bundle B, or all of --tokenizer, --ar and --flow-matching (trained stage workdirs)")
@@ -294,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--tokenizer", default=None, help="workdir of the trained tokenizer stage")
     s.add_argument("--ar", default=None, help="workdir of the trained ar stage")
     s.add_argument("--flow-matching", default=None, help="workdir of the trained flow_matching stage")
+    s.add_argument("--style", default=None, help="workdir of a trained style stage (LoRA on the AR) in place "
+                   "of --ar, or with --bundle the name of one of its styles: speaks in that style")
     s.add_argument("--bundle", default=None, help="a serving bundle (speech-jax export) instead of workdirs")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--temperature", type=float, default=1.0)
@@ -321,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--max-new-tokens", type=int, default=None, help="default: the AR stage's data.max_seconds")
     x.add_argument("--top-k", type=int, default=25)
     x.add_argument("--fm-steps", type=int, default=10)
+    x.add_argument("--style", action="append", default=[], metavar="NAME=WORKDIR",
+                   help="a style stage trained on this AR, saved as its adapters only (repeatable)")
 
     v = sub.add_parser("validate", help="a trained stage's evaluation on a split, with samples")
     v.add_argument("--workdir", required=True)
@@ -342,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--mode", default="zero_shot", choices=["zero_shot", "one_shot"])
     for name in ("tokenizer", "ar", "flow-matching", "bundle"):
         ev.add_argument(f"--{name}", default=None)
+    ev.add_argument("--style", default=None, help="a style stage's workdir in place of --ar (or a bundle's style)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--limit", type=int, default=None)
     ev.add_argument("--espeak-ground-truth", action="store_true",

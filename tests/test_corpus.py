@@ -192,3 +192,22 @@ def test_many_voices_spreads_the_small_corpus_over_every_variant():
     assert not {u.voice for u in utts["test_unseen"]} & {u.voice for u in train}
     with pytest.raises(ValueError, match="many_voices"):  # the error names every size
         _builder("espeak_tts", "unused", "huge", None, "skip", 16000, None)
+
+
+def test_style_corpora_are_small_s_speakers_speaking_in_the_style():
+    from data_pipelines.espeak_tts.builder import _SPECS
+    small, lively, calm = (plan.make_plan(_SPECS[k]) for k in ("small", "lively", "calm"))
+    ids = lambda p, split: {u.utt_id for u in p[split]}  # noqa: E731
+    for styled in (lively, calm):
+        # The same speakers (ids), unseen voices and test sentences; a subset of small's training lines.
+        assert ids(styled, "test_unseen") == ids(small, "test_unseen")
+        assert ids(styled, "train") < ids(small, "train")
+        assert {u.voice.id for u in styled["train"]} == {u.voice.id for u in small["train"]}
+    utt = lively["test_unseen"][0]
+    neutral = dataclasses.replace(utt.voice, style="")
+    seconds = {}
+    for name, voice in (("neutral", neutral), ("lively", utt.voice), ("calm", neutral.styled("calm"))):
+        seconds[name] = len(render.render(dataclasses.replace(utt, voice=voice), 16000)) / 16000
+    assert seconds["lively"] < 0.9 * seconds["neutral"] < 0.9 * seconds["calm"], seconds
+    with pytest.raises(ValueError, match="unknown style"):
+        neutral.styled("angry")

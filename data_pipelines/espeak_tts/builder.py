@@ -34,6 +34,11 @@ _SPECS = {
     "many_voices": plan_lib.CorpusSpec(speakers_per_language=33, train_per_speaker=10,
                                        validation_per_speaker=1, test_per_speaker=6),
 }
+# Style corpora (LoRA style control): small's speakers, splits and sentence pools, 15 training sentences a
+# seen voice, every utterance in the style; speaker ids are small's, so references can come from small.
+for _style in ("lively", "calm"):
+    _SPECS[_style] = plan_lib.CorpusSpec(speakers_per_language=8, train_per_speaker=15, validation_per_speaker=2,
+                                         test_per_speaker=6, style=_style)
 SIZES = tuple(_SPECS)
 
 

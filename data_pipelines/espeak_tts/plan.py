@@ -28,6 +28,7 @@ class CorpusSpec:
     test_per_speaker: int = 2
     heldout_fraction: float = 0.15
     seed: int = 0
+    style: str = ""  # every utterance in this style (voices.STYLES); the speakers keep their ids
 
 
 def _pick(pool: list[int], count: int | None, rng: random.Random) -> list[int]:
@@ -57,7 +58,7 @@ def make_plan(spec: CorpusSpec) -> dict[str, list[Utterance]]:
                 jobs = [("train", _pick(train_pool, spec.train_per_speaker, rng)),
                         ("validation", _pick(heldout_pool, spec.validation_per_speaker, rng))]
             for split, indices in jobs:
-                plan[split].extend(Utterance(f"{voice.id}_{i:03d}", split, voice, texts[i])
+                plan[split].extend(Utterance(f"{voice.id}_{i:03d}", split, voice.styled(spec.style), texts[i])
                                    for i in indices)
             if voice.id not in unseen_ids and spec.mixed_per_speaker:
                 mix_rng = random.Random(f"{spec.seed}/mixed/{voice.id}")

@@ -85,8 +85,8 @@ class _Engine:
 
         check(lib.espeak_SetVoiceByName(voice.espeak_name.encode()),
               f"SetVoiceByName({voice.espeak_name!r})")
-        for param, value in ((_RATE, voice.rate), (_PITCH, voice.pitch),
-                             (_RANGE, voice.pitch_range), (_VOLUME, 100)):
+        for param, value in ((_RATE, voice.espeak_rate), (_PITCH, voice.pitch),
+                             (_RANGE, voice.espeak_range), (_VOLUME, 100)):
             check(lib.espeak_SetParameter(param, value, 0), f"SetParameter({param}, {value})")
         lib.espeak_ng_SetRandSeed(0)
         self._chunks = []

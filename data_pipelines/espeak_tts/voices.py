@@ -23,6 +23,10 @@ VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", "f5"
 PITCHES = (30, 40, 50, 60, 70)  # espeakPITCH, 0..100, default 50
 RATES = (135, 150, 165, 180, 195)  # espeakRATE in words per minute, default 175
 
+# Speaking styles espeak can render (the style corpora, for LoRA style control): a factor on the voice's
+# rate and a pitch range (espeakRANGE, 0 = monotone, 50 = the voice's own, 100 = twice its excursions).
+STYLES = {"lively": dict(rate_factor=1.3, pitch_range=95), "calm": dict(rate_factor=0.75, pitch_range=12)}
+
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Voice:
@@ -33,6 +37,20 @@ class Voice:
     pitch: int = 50
     rate: int = 175
     pitch_range: int = 50  # espeakRANGE, 0..100
+    style: str = ""        # a STYLES key: how this speaker speaks here; not part of who they are (`id`)
+
+    @property
+    def espeak_rate(self) -> int:
+        return round(self.rate * STYLES[self.style]["rate_factor"]) if self.style else self.rate
+
+    @property
+    def espeak_range(self) -> int:
+        return STYLES[self.style]["pitch_range"] if self.style else self.pitch_range
+
+    def styled(self, style: str) -> "Voice":
+        if style and style not in STYLES:
+            raise ValueError(f"unknown style {style!r}; known: {', '.join(STYLES)}")
+        return dataclasses.replace(self, style=style)
 
     @property
     def espeak_name(self) -> str:

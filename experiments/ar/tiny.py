@@ -17,7 +17,9 @@ def model_defaults() -> ml_collections.ConfigDict:
         spk_d_model=128, spk_layers=2, spk_heads=4, spk_mlp_dim=256, spk_dim=256,
         one_shot_prob=0.5,        # share of training examples with the reference as in-context prompt
         text_ctc_weight=0.0,      # alignment aid: CTC from the target slots to the text (0: off, the paper)
-        text_ctc_rate=2))         # CTC labels a slot
+        text_ctc_rate=2,          # CTC labels a slot
+        lora_rank=0,              # > 0: low-rank adapters on the decoder's projections (style stages)
+        lora_alpha=16.0))         # adapters add (lora_alpha / lora_rank) · A·B
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -6,6 +6,8 @@
   BUNDLE/configs/<stage>.json         each stage's training config (for reference)
   BUNDLE/weights/<stage>.safetensors  each stage's variables, flat "a.b.c" keys (tokenizer, ar, flow_matching)
   BUNDLE/programs/<name>.jax_export   `jax.export` serialisations (StableHLO) of the seven backend programs
+  BUNDLE/styles/<name>.safetensors    optional style adapters (LoRA factors "<ar weight key>.a" / ".b",
+                                      their scale in the metadata), merged into the AR's weights at load
 
 The programs are the very functions the in-memory `Synthesizer` jits (`speech_jax.infer.backend`), with
 the weights as arguments (so the StableHLO holds code, not weights) and a symbolic batch dimension `b`;
@@ -56,12 +58,34 @@ def _dims(shape) -> list:
 
 # --- writing --------------------------------------------------------------------------------------
 
+def style_factors(style_workdir: str, ar_weights: dict) -> tuple[dict[str, np.ndarray], float]:
+    """(LoRA factors by "<AR weight key>.a|.b", their scale) of a style stage, checked to adapt exactly the
+    AR whose flat weights are `ar_weights`."""
+    from speech_jax.infer.backend import Template
+    from speech_jax.layers.lora import adapters, merge_adapters
+    from speech_jax.train.restore import load_model
+    _, model = load_model(style_workdir, "style")
+    found = adapters(model.frozen)
+    scales = {lora.scale for lora in found.values()}
+    factors = {f"{k}.{f}": np.asarray(jax.device_get(getattr(lora, f)[...])) for k, lora in found.items() for f in "ab"}
+    for lora in found.values():  # the base weights alone, to compare with the bundle's AR
+        lora.b[...] = jax.numpy.zeros_like(lora.b[...])
+    _, base = Template.split(merge_adapters(model.frozen))
+    same = set(base) == set(ar_weights) and all(
+        np.array_equal(np.asarray(jax.device_get(base[k])), np.asarray(jax.device_get(ar_weights[k]))) for k in base)
+    if not same or len(scales) != 1:
+        raise BundleError(f"the style stage in {style_workdir!r} adapts another AR than the bundle's")
+    return factors, scales.pop()
+
+
 def export_bundle(out: str, *, tokenizer: str, ar: str, flow_matching: str, max_new_tokens: int | None = None,
-                  top_k: int = 25, fm_steps: int = 10, platforms: tuple[str, ...] | None = None) -> str:
+                  top_k: int = 25, fm_steps: int = 10, platforms: tuple[str, ...] | None = None,
+                  styles: dict[str, str] | None = None) -> str:
     """Writes a bundle of the three trained stages (workdirs) to `out` (must not exist, or be empty).
 
     top_k and fm_steps are compiled into the programs (a bundle serves only those); platforms: the
-    `jax.export` lowering platforms (default: this machine's backend). Returns `out`."""
+    `jax.export` lowering platforms (default: this machine's backend); styles: name -> a style stage's
+    workdir trained on this AR, each saved as its adapters only. Returns `out`."""
     from safetensors.numpy import save_file
 
     from speech_jax.infer.backend import make_programs
@@ -79,8 +103,13 @@ def export_bundle(out: str, *, tokenizer: str, ar: str, flow_matching: str, max_
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".bundle-", dir=parent)  # renamed into place when complete
     try:
-        for sub in ("configs", "weights", "programs"):
+        for sub in ("configs", "weights", "programs", "styles"):
             os.makedirs(os.path.join(tmp, sub))
+        style_files = {}
+        for name, workdir in (styles or {}).items():
+            factors, scale = style_factors(workdir, weights["ar"])
+            style_files[name] = f"styles/{name}.safetensors"
+            save_file(factors, os.path.join(tmp, style_files[name]), metadata={"format": FORMAT, "scale": repr(scale)})
         units_file = text_units.save(tmp)
         components = {}
         for name in COMPONENTS:
@@ -112,7 +141,8 @@ def export_bundle(out: str, *, tokenizer: str, ar: str, flow_matching: str, max_
                         buckets=dict(batch="b (any)", ref_samples=spec.ref_samples, text_len=spec.text_len,
                                      prompt_tokens=spec.prompt_tokens, max_new_tokens=spec.max_new_tokens,
                                      frames=spec.frames),
-                        text_units=units_file, components=components, programs=entries, files=dict(sorted(files.items())))
+                        text_units=units_file, components=components, programs=entries, styles=style_files,
+                        files=dict(sorted(files.items())))
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
         if os.path.isdir(out):
@@ -202,8 +232,26 @@ class _BundlePrograms:
         return self.calls[name]
 
 
-def load_bundle(path: str, **kwargs) -> Synthesizer:
-    """A `Synthesizer` over the bundle at `path` (kwargs: Synthesizer options, e.g. max_batch).
+def _apply_style(path: str, manifest: dict, style: str, ar: dict) -> dict:
+    """The AR's flat weights with style `style`'s adapters merged in: W + scale · (A·B), shaped like W."""
+    from safetensors import safe_open
+    styles = manifest.get("styles", {})
+    if style not in styles:
+        raise BundleError(f"bundle {path!r} has no style {style!r}; it has {sorted(styles) or 'none'}")
+    with safe_open(os.path.join(path, styles[style]), framework="numpy") as f:
+        scale = float(f.metadata()["scale"])
+        factors = {k: f.get_tensor(k) for k in f.keys()}
+    ar = dict(ar)
+    for key in {k.rsplit(".", 1)[0] for k in factors}:
+        w = ar[key]
+        delta = scale * np.matmul(factors[f"{key}.a"], factors[f"{key}.b"])
+        ar[key] = jax.device_put((np.asarray(w) + delta.reshape(w.shape)).astype(w.dtype))
+    return ar
+
+
+def load_bundle(path: str, *, style: str | None = None, **kwargs) -> Synthesizer:
+    """A `Synthesizer` over the bundle at `path` (kwargs: Synthesizer options, e.g. max_batch); `style`:
+    one of the bundle's styles, merged into the AR's weights.
 
     Raises BundleError for a missing, truncated or modified file, or a bundle for another platform."""
     from safetensors import SafetensorError
@@ -234,5 +282,7 @@ def load_bundle(path: str, **kwargs) -> Synthesizer:
         except (SafetensorError, OSError, ValueError) as e:
             raise BundleError(f"bundle {path!r}: cannot read {component['weights']} ({e})") from e
         weights[name] = {k: jax.device_put(v) for k, v in flat.items()}
+    if style:
+        weights["ar"] = _apply_style(path, manifest, style, weights["ar"])
     text_units = units.load(os.path.join(path, manifest.get("text_units") or manifest["bpe"]))
     return Synthesizer(ProgramBackend(spec, weights, _BundlePrograms(path, manifest, spec)), text_units, **kwargs)

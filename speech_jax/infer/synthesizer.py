@@ -254,13 +254,19 @@ class Synthesizer:
 def load_stages(tokenizer: str, ar: str, flow_matching: str, max_new_tokens: int | None = None,
                 steps: dict[str, int] | None = None):
     """(templates, weights, spec, text units, configs) of the three trained stages, checked to fit together;
-    each stage's latest checkpoint, or the step `steps` names for it (e.g. {"ar": 1000})."""
+    each stage's latest checkpoint, or the step `steps` names for it (e.g. {"ar": 1000}). `ar` may be a
+    style stage's workdir: its AR with the style's adapters merged in."""
+    from speech_jax.infer.style import styled_ar
     from speech_jax.text import units
-    from speech_jax.train.restore import load_model
+    from speech_jax.train.restore import load_model, read_config
 
     configs, templates, weights = {}, {}, {}
     for name, workdir in zip(COMPONENTS, (tokenizer, ar, flow_matching)):
-        configs[name], model = load_model(workdir, name, (steps or {}).get(name))
+        step = (steps or {}).get(name)
+        if name == "ar" and read_config(workdir, step).stage == "style":
+            configs[name], model = styled_ar(workdir, step)
+        else:
+            configs[name], model = load_model(workdir, name, step)
         templates[name], weights[name] = Template.split(model)
         if name == "flow_matching":
             vae_hop = int(model.frozen.vae.hop)

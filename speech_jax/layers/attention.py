@@ -25,6 +25,7 @@ from flax import nnx
 
 from speech_jax import sharding
 from speech_jax.layers import fused_attention
+from speech_jax.layers.lora import LoRA
 from speech_jax.layers.params import param
 from speech_jax.layers.rope import apply_rope
 
@@ -187,7 +188,8 @@ _blocked.defvjp(_blocked_fwd, _blocked_bwd)
 class Attention(nnx.Module):
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int | None = None,
                  head_dim: int | None = None, *, rope_theta: float = 10000.0, impl: str = "einsum",
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+                 dtype=jnp.float32, lora_rank: int = 0, lora_alpha: float = 1.0,
+                 lora_targets: tuple[str, ...] = ("q", "k", "v", "o"), rngs: nnx.Rngs):
         num_kv_heads = num_kv_heads or num_heads
         if num_heads % num_kv_heads:
             raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
@@ -198,17 +200,40 @@ class Attention(nnx.Module):
         self.wk = param(rngs, init_in, (d_model, num_kv_heads, head_dim), ("embed", "kv_heads", "kv"))
         self.wv = param(rngs, init_in, (d_model, num_kv_heads, head_dim), ("embed", "kv_heads", "kv"))
         self.wo = param(rngs, init_out, (num_heads, head_dim, d_model), ("heads", "kv", "embed"))
+        # Adapters add (alpha/r)·A·B to their weight; rank 0 creates none (the model is unchanged).
+        if lora_rank:
+            shapes = {"q": ((d_model,), (num_heads, head_dim), "embed"),
+                      "k": ((d_model,), (num_kv_heads, head_dim), "embed"),
+                      "v": ((d_model,), (num_kv_heads, head_dim), "embed"),
+                      "o": ((num_heads, head_dim), (d_model,), None)}
+            unknown = set(lora_targets) - set(shapes)
+            if unknown:
+                raise ValueError(f"unknown attention LoRA targets {sorted(unknown)}; choose from q, k, v, o")
+            for t in lora_targets:
+                i, o, n_in = shapes[t]
+                setattr(self, f"lora_{t}", LoRA(i, o, lora_rank, lora_alpha, n_in,
+                                                 "embed" if t == "o" else None, rngs=rngs))
         self.rope_theta = rope_theta
         resolve_impl(impl)  # fails early on an unknown name
         self.impl = impl
         self.dtype = dtype
 
+    ADAPTS = {"q": "wq", "k": "wk", "v": "wv", "o": "wo"}  # adapter lora_<x> updates weight ADAPTS[x]
+
+    def weight(self, name: str) -> jax.Array:
+        """Projection `name` (q, k, v, o) in compute dtype, its adapter's update added when it has one."""
+        w = getattr(self, self.ADAPTS[name])[...]
+        lora = getattr(self, f"lora_{name}", None)
+        if lora is not None:
+            w = w + lora.delta()
+        return w.astype(self.dtype)
+
     def project_qkv(self, x: jax.Array, positions: jax.Array):
         """x [B,T,E], positions [B,T] or [T] -> q [B,T,H,D], k, v [B,T,K,D] (RoPE applied to q, k)."""
         x = x.astype(self.dtype)
-        q = jnp.einsum("bte,ehd->bthd", x, self.wq[...].astype(self.dtype))
-        k = jnp.einsum("bte,ehd->bthd", x, self.wk[...].astype(self.dtype))
-        v = jnp.einsum("bte,ehd->bthd", x, self.wv[...].astype(self.dtype))
+        q = jnp.einsum("bte,ehd->bthd", x, self.weight("q"))
+        k = jnp.einsum("bte,ehd->bthd", x, self.weight("k"))
+        v = jnp.einsum("bte,ehd->bthd", x, self.weight("v"))
         return apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta), v
 
     def attend(self, q, k, v, mask, causal: bool = False, key_valid=None, key_lengths=None):
@@ -216,7 +241,7 @@ class Attention(nnx.Module):
                                      key_lengths=key_lengths)
 
     def project_out(self, o: jax.Array) -> jax.Array:
-        return jnp.einsum("bthd,hde->bte", o, self.wo[...].astype(self.dtype))
+        return jnp.einsum("bthd,hde->bte", o, self.weight("o"))
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
                  positions: jax.Array | None = None, *, causal: bool = False, key_valid=None,

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from speech_jax.layers.lora import LoRA
 from speech_jax.layers.params import dense
 
 
@@ -45,14 +46,31 @@ swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 class SwiGLU(nnx.Module):
-    def __init__(self, d_model: int, mlp_dim: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, mlp_dim: int, *, dtype=jnp.float32, lora_rank: int = 0,
+                 lora_alpha: float = 1.0, rngs: nnx.Rngs):
         self.gate = dense(rngs, d_model, mlp_dim, ("embed", "mlp"), dtype=dtype)
         self.up = dense(rngs, d_model, mlp_dim, ("embed", "mlp"), dtype=dtype)
         self.down = dense(rngs, mlp_dim, d_model, ("mlp", "embed"), dtype=dtype)
+        if lora_rank:  # adapters add (alpha/r)·A·B to each kernel; rank 0 creates none
+            for name, (d_in, d_out, names) in dict(gate=(d_model, mlp_dim, ("embed", "mlp")),
+                                                   up=(d_model, mlp_dim, ("embed", "mlp")),
+                                                   down=(mlp_dim, d_model, ("mlp", "embed"))).items():
+                setattr(self, f"lora_{name}", LoRA((d_in,), (d_out,), lora_rank, lora_alpha, *names, rngs=rngs))
         self.dtype = dtype
 
+    ADAPTS = {"gate": "gate.kernel", "up": "up.kernel", "down": "down.kernel"}  # lora_<x> updates ADAPTS[x]
+
+    def weight(self, name: str) -> jax.Array:
+        """Kernel `name` (gate, up, down) in compute dtype, its adapter's update added when it has one."""
+        w = getattr(self, name).kernel[...]
+        lora = getattr(self, f"lora_{name}", None)
+        if lora is not None:
+            w = w + lora.delta()
+        return w.astype(self.dtype)
+
     def __call__(self, x: jax.Array) -> jax.Array:
+        w_gate, w_up, w_down = (self.weight(n) for n in ("gate", "up", "down"))
+        x = x.astype(self.dtype)
         if jax.default_backend() != "cpu":
-            return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
-        w = [lin.kernel[...].astype(self.dtype) for lin in (self.gate, self.up, self.down)]
-        return swiglu(x.astype(self.dtype), *w)
+            return (jax.nn.silu(x @ w_gate) * (x @ w_up)) @ w_down
+        return swiglu(x, w_gate, w_up, w_down)

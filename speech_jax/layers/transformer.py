@@ -26,12 +26,14 @@ REMAT_POLICIES = {
 
 class Block(nnx.Module):
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, mlp_dim: int, *,
-                 rope_theta: float = 10000.0, impl: str = "einsum", dtype=jnp.float32, rngs: nnx.Rngs):
+                 rope_theta: float = 10000.0, impl: str = "einsum", dtype=jnp.float32, lora_rank: int = 0,
+                 lora_alpha: float = 1.0, rngs: nnx.Rngs):
+        lora = dict(lora_rank=lora_rank, lora_alpha=lora_alpha)
         self.attn_norm = RMSNorm(d_model, dtype=dtype, rngs=rngs)
         self.attn = Attention(d_model, num_heads, num_kv_heads, rope_theta=rope_theta, impl=impl,
-                              dtype=dtype, rngs=rngs)
+                              dtype=dtype, **lora, rngs=rngs)
         self.mlp_norm = RMSNorm(d_model, dtype=dtype, rngs=rngs)
-        self.mlp = SwiGLU(d_model, mlp_dim, dtype=dtype, rngs=rngs)
+        self.mlp = SwiGLU(d_model, mlp_dim, dtype=dtype, **lora, rngs=rngs)
 
     def __call__(self, x, mask=None, positions=None, causal: bool = False, key_valid=None):
         x = constrain(x, ACT)
@@ -60,14 +62,15 @@ def _run_block(graphdef, causal, state, x, mask, positions, key_valid):
 class Transformer(nnx.Module):
     def __init__(self, num_layers: int, d_model: int, num_heads: int, num_kv_heads: int | None,
                  mlp_dim: int, *, rope_theta: float = 10000.0, impl: str = "einsum", dtype=jnp.float32,
-                 scan_layers: bool = False, remat: str = "none", rngs: nnx.Rngs):
+                 scan_layers: bool = False, remat: str = "none", lora_rank: int = 0, lora_alpha: float = 1.0,
+                 rngs: nnx.Rngs):
         if remat not in REMAT_POLICIES:
             raise ValueError(f"unknown remat {remat!r}; use one of {sorted(REMAT_POLICIES)}")
         num_kv_heads = num_kv_heads or num_heads
 
         def make(r):
             return Block(d_model, num_heads, num_kv_heads, mlp_dim, rope_theta=rope_theta, impl=impl,
-                         dtype=dtype, rngs=r)
+                         dtype=dtype, lora_rank=lora_rank, lora_alpha=lora_alpha, rngs=r)
 
         if scan_layers:
             make_stack = nnx.vmap(make, in_axes=0, out_axes=0,

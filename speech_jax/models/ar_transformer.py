@@ -55,7 +55,9 @@ class ARTransformer(nnx.Module):
         self.audio_embed = param(rngs, embed_init, (self.audio_vocab, d), ("vocab", "embed"))
         self.decoder = Transformer(cfg.num_layers, d, cfg.num_heads, cfg.num_kv_heads, cfg.mlp_dim,
                                    rope_theta=cfg.rope_theta, impl=cfg.attention_impl, dtype=dtype,
-                                   scan_layers=bool(cfg.scan_layers), remat=cfg.remat, rngs=rngs)
+                                   scan_layers=bool(cfg.scan_layers), remat=cfg.remat,
+                                   lora_rank=int(cfg.get("lora_rank", 0)),
+                                   lora_alpha=float(cfg.get("lora_alpha", 16.0)), rngs=rngs)
         self.head = dense(rngs, d, self.audio_vocab, ("embed", "vocab"), dtype=dtype)
         # Optional alignment aid (`text_ctc_weight` > 0; training only): CTC from the hidden states that
         # predict the target tokens to the target's text units, `text_ctc_rate` labels a slot. It asks

@@ -17,8 +17,9 @@ class TrainState:
 
 
 # Parameters under a `frozen` attribute (pretrained parts of an earlier stage) are not trained: they
-# travel in `rest`, so they get no gradient and no optimizer state.
-TRAINABLE = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("frozen")))
+# travel in `rest`, so they get no gradient and no optimizer state. Low-rank adapters train wherever
+# they sit: a frozen model with adapters is what a LoRA stage trains (speech_jax/train/tasks/style.py).
+TRAINABLE = nnx.Any(nnx.All(nnx.Param, nnx.Not(nnx.PathContains("frozen"))), nnx.LoRAParam)
 NOT_TRAINABLE = nnx.Not(TRAINABLE)
 
 

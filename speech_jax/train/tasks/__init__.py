@@ -16,7 +16,8 @@ TASKS = {"tokenizer": "speech_jax.train.tasks.tokenizer",
          "ar": "speech_jax.train.tasks.ar",
          "flow_matching": "speech_jax.train.tasks.flow_matching",
          "judge": "speech_jax.train.tasks.judge",
-         "pvc": "speech_jax.train.tasks.pvc"}
+         "pvc": "speech_jax.train.tasks.pvc",
+         "style": "speech_jax.train.tasks.style"}
 
 
 def get_task(stage: str):

@@ -1,0 +1,77 @@
+"""A style adapter: LoRA on a trained AR's decoder projections, fitted to one style's utterances.
+
+MiniMax-Speech controls emotion and style with low-rank adapters over its AR transformer, one adapter a
+style, the base model shared. Here the trained AR stage (`pretrained.ar_workdir`) sits under `frozen` with
+`model.lora_rank` adapters on every attention and MLP projection of its decoder; the adapters are the only
+trainable parameters (speech_jax/train/state.py), so the base weights stay exactly as the AR stage left
+them. The objective is the AR stage's own (zero-shot and one-shot layouts), on a corpus of the style
+(`data.name`, extracted with the same tokenizer). An untrained adapter is the base model.
+"""
+from __future__ import annotations
+
+import jax
+import ml_collections
+from flax import nnx
+
+from speech_jax.train.tasks import ar
+
+# The style config's data fields that, left "", mean the AR stage's.
+FROM_AR_WHEN_EMPTY = ("name", "bpe_model")
+
+
+class StyleModel(nnx.Module):
+    def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        self.frozen = ar.build_model(config, rngs)  # the AR stage's model, adapters included
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> StyleModel:
+    return StyleModel(config, rngs=rngs)
+
+
+def loss_fn(model: StyleModel, batch: dict, rng: jax.Array, step: jax.Array):
+    return ar.loss_fn(model.frozen, batch, rng, step)
+
+
+def eval_fn(model: StyleModel, batch: dict) -> dict:
+    return ar.eval_fn(model.frozen, batch)
+
+
+tokens_in_batch = ar.tokens_in_batch
+flops_per_step = ar.flops_per_step
+
+
+def resolve_config(config) -> None:
+    """The AR stage's model (adapters added), mel and data settings, the style config's data on top."""
+    from speech_jax.train.restore import read_config
+    workdir = config.pretrained.ar_workdir
+    if not workdir:
+        raise ValueError("a style stage adapts a trained AR stage: set pretrained.ar_workdir")
+    base = read_config(workdir)
+    if base.stage != "ar":
+        raise ValueError(f"pretrained.ar_workdir must hold an ar stage, {workdir!r} holds {base.stage!r}")
+    rank, alpha = int(config.lora.rank), float(config.lora.alpha)
+    if rank <= 0:
+        raise ValueError(f"lora.rank must be positive, got {rank}")
+    model = ml_collections.ConfigDict(base.model.to_dict())
+    model.lora_rank, model.lora_alpha = rank, alpha
+    data = ml_collections.ConfigDict(base.data.to_dict())
+    for key, value in config.data.items():
+        if not (key in FROM_AR_WHEN_EMPTY and value == ""):
+            data[key] = value
+    with config.unlocked():
+        config.model, config.mel, config.data = model, base.mel, data
+
+
+def load_pretrained(state, config):
+    """The AR stage's weights into `frozen` (every leaf but the adapters, which start at zero update)."""
+    from speech_jax.train.restore import load_stage
+    workdir = config.pretrained.ar_workdir
+    mesh = jax.tree.leaves(state.rest)[0].sharding.mesh
+    _, graphdef, params, rest = load_stage(workdir, "ar", mesh=mesh)
+    src = nnx.state(nnx.merge(graphdef, params, rest))
+    dst = state.rest["frozen"]
+    if jax.tree.structure(dst) != jax.tree.structure(src):
+        raise ValueError(f"the AR stage in {workdir!r} does not match this config's model")
+    rest = jax.tree.map(lambda x: x, state.rest)
+    rest["frozen"] = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
+    return state.replace(rest=rest)
