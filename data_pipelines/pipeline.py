@@ -167,8 +167,15 @@ class LoadExample:
         candidates += [(self.ref_source, i) for i in self.ref_by_speaker.get(speaker, [])]
         if not candidates:  # no different utterance of this speaker: unusable for joint training
             return None
-        ref_src, ref_index = candidates[int(rng.integers(len(candidates)))]
-        ref_record = ref_src[ref_index]
+        if self.own_split_references:
+            ref_src, ref_index = candidates[int(rng.integers(len(candidates)))]
+            ref_record = ref_src[ref_index]
+        else:  # another corpus of the speaker: any utterance but its rendering of this very one
+            picked = next(((src, j, rec) for src, j in (candidates[k] for k in rng.permutation(len(candidates)))
+                           if _str((rec := src[j])["utt_id"]) != _str(record["utt_id"])), None)
+            if picked is None:
+                return None
+            ref_src, ref_index, ref_record = picked
         ref = self._audio(ref_record)
         if self.cfg.with_prompt:
             feats = self.extracted if ref_src is self.source else self.ref_extracted

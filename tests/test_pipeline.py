@@ -123,3 +123,23 @@ def test_validation_references_come_from_the_speakers_training_utterances(data_c
         assert r < 0  # encoded as -(train index + 1): validation has one utterance per speaker
         a, b = val[int(i)], train[int(-r - 1)]
         assert a["speaker"] == b["speaker"] and a["utt_id"] != b["utt_id"]
+
+
+def test_references_from_another_corpus_are_its_other_utterances_of_the_speaker(data_cfg):
+    """`data.reference_corpus`: every reference from the other corpus (here the same split read as one),
+    of the same speaker, never its rendering of the target utterance itself."""
+    from data_pipelines.pipeline import LoadExample, default_bpe_path
+    from data_pipelines.sources import speaker_index
+    train = open_source(data_cfg.name, data_cfg.data_dir, "train")
+    speakers = speaker_index(train)
+    cfg = data_cfg.copy_and_resolve_references()
+    cfg.max_seconds = 8.0
+    other = open_source(data_cfg.name, data_cfg.data_dir, "train")  # the "other corpus": same records
+    load = LoadExample(train, speakers, cfg, default_bpe_path(cfg), training=True, ref_source=other,
+                       ref_speakers=speakers, own_split_references=False)
+    rng = np.random.default_rng(0)
+    for i in range(0, len(train), 5):
+        example = load(i, rng)
+        assert example is not None and example["ref_index"] < 0  # -(index + 1) in the other corpus
+        j = -example["ref_index"] - 1
+        assert speakers[j] == speakers[i] and train[j]["utt_id"] != train[i]["utt_id"]
