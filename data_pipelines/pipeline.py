@@ -171,11 +171,15 @@ class LoadExample:
             ref_src, ref_index = candidates[int(rng.integers(len(candidates)))]
             ref_record = ref_src[ref_index]
         else:  # another corpus of the speaker: any utterance but its rendering of this very one
-            picked = next(((src, j, rec) for src, j in (candidates[k] for k in rng.permutation(len(candidates)))
-                           if _str((rec := src[j])["utt_id"]) != _str(record["utt_id"])), None)
-            if picked is None:
+            ref_src = None
+            for k in rng.permutation(len(candidates)):
+                src, j = candidates[k]
+                rec = src[j]
+                if _str(rec["utt_id"]) != _str(record["utt_id"]):
+                    ref_src, ref_index, ref_record = src, j, rec
+                    break
+            if ref_src is None:
                 return None
-            ref_src, ref_index, ref_record = picked
         ref = self._audio(ref_record)
         if self.cfg.with_prompt:
             feats = self.extracted if ref_src is self.source else self.ref_extracted
