@@ -246,3 +246,24 @@ def test_beam_without_apache_beam_is_a_clear_error(built, tmp_path, capsys):
     assert main(["prepare", "--dataset", "ljspeech", "--manual-dir", str(src), "--data-dir", str(tmp_path),
                  "--beam=--runner=DirectRunner"]) == 2
     assert "pip install 'speech_jax[beam]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_stage_trains_on_a_prepared_corpus_by_name(built, tmp_path):
+    """The tokenizer stage's tiny config, only the corpus fields changed: it trains and checkpoints."""
+    import numpy as np
+
+    from speech_jax.train.loop import train
+    from speech_jax.train.metrics import read_metrics
+    from test_train import make_config
+
+    result = built["ljspeech"][0]
+    corpus = dict(data_dir=result["data_dir"], bpe_model=result["bpe_model"])
+    config = make_config(corpus, f"--config.data.name={result['name']}", "--config.train.steps=2",
+                         "--config.train.eval_every=0", "--config.train.ckpt_every=2",
+                         "--config.mesh.data=1", "--config.mesh.fsdp=1", "--config.mesh.tensor=1",
+                         "--config.mesh.num_devices=1")
+    workdir = str(tmp_path / "tokenizer")
+    assert train(config, workdir)["step"] == 2
+    rows = [r for r in read_metrics(workdir) if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
