@@ -1,7 +1,7 @@
 """Low-rank adapters (LoRA) for our einsum-shaped projection weights.
 
 `nnx.LoRA` wraps a 2-D `x @ W`; our attention weights are 3-D (d_model, heads, head_dim) with logical
-axis names for sharding, so the adapter is a small module of our own: the update B·A is reshaped onto
+axis names for sharding, so the adapter is a small module of our own: the update A·B is reshaped onto
 the base weight's shape, and its factors are `nnx.LoRAParam`s (so an optimizer can select only them).
 B starts at zero: an untrained adapter leaves the base model exactly unchanged.
 """
