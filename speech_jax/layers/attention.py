@@ -186,6 +186,8 @@ _blocked.defvjp(_blocked_fwd, _blocked_bwd)
 
 
 class Attention(nnx.Module):
+    ADAPTS = {"q": "wq", "k": "wk", "v": "wv", "o": "wo"}  # adapter lora_<x> updates weight ADAPTS[x]
+
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int | None = None,
                  head_dim: int | None = None, *, rope_theta: float = 10000.0, impl: str = "einsum",
                  dtype=jnp.float32, lora_rank: int = 0, lora_alpha: float = 1.0,
@@ -217,8 +219,6 @@ class Attention(nnx.Module):
         resolve_impl(impl)  # fails early on an unknown name
         self.impl = impl
         self.dtype = dtype
-
-    ADAPTS = {"q": "wq", "k": "wk", "v": "wv", "o": "wo"}  # adapter lora_<x> updates weight ADAPTS[x]
 
     def weight(self, name: str) -> jax.Array:
         """Projection `name` (q, k, v, o) in compute dtype, its adapter's update added when it has one."""

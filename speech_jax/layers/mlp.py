@@ -46,6 +46,8 @@ swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 class SwiGLU(nnx.Module):
+    ADAPTS = {"gate": "gate.kernel", "up": "up.kernel", "down": "down.kernel"}  # lora_<x> updates ADAPTS[x]
+
     def __init__(self, d_model: int, mlp_dim: int, *, dtype=jnp.float32, lora_rank: int = 0,
                  lora_alpha: float = 1.0, rngs: nnx.Rngs):
         self.gate = dense(rngs, d_model, mlp_dim, ("embed", "mlp"), dtype=dtype)
@@ -57,8 +59,6 @@ class SwiGLU(nnx.Module):
                                                    down=(mlp_dim, d_model, ("mlp", "embed"))).items():
                 setattr(self, f"lora_{name}", LoRA((d_in,), (d_out,), lora_rank, lora_alpha, *names, rngs=rngs))
         self.dtype = dtype
-
-    ADAPTS = {"gate": "gate.kernel", "up": "up.kernel", "down": "down.kernel"}  # lora_<x> updates ADAPTS[x]
 
     def weight(self, name: str) -> jax.Array:
         """Kernel `name` (gate, up, down) in compute dtype, its adapter's update added when it has one."""
