@@ -83,3 +83,17 @@ def load_model(workdir: str, stage: str | None = None, step: int | None = None):
     """(config, model) with the trained weights merged in."""
     config, graphdef, params, rest = load_stage(workdir, stage, step)
     return config, nnx.merge(graphdef, params, rest)
+
+
+def with_frozen_stage(state, workdir: str, stage: str):
+    """`state` with a trained stage's weights in `state.rest["frozen"]` (a later stage that trains on top of
+    a frozen earlier one: PVC, style adapters), sharded like the leaves they replace; weights only."""
+    mesh = jax.tree.leaves(state.rest)[0].sharding.mesh
+    _, graphdef, params, rest = load_stage(workdir, stage, mesh=mesh)
+    src = nnx.state(nnx.merge(graphdef, params, rest))
+    dst = state.rest["frozen"]
+    if jax.tree.structure(dst) != jax.tree.structure(src):
+        raise ValueError(f"the {stage} stage in {workdir!r} does not match this config's model")
+    rest = jax.tree.map(lambda x: x, state.rest)
+    rest["frozen"] = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
+    return state.replace(rest=rest)

@@ -141,17 +141,9 @@ def mean_speaker_vector(ar: ARTransformer, audios: list[np.ndarray], batch: int 
 
 def load_pretrained(state, config):
     """The AR stage's weights into `frozen`; the voice starts at the speaker's mean speaker vector."""
-    from speech_jax.train.restore import load_model, load_stage
+    from speech_jax.train.restore import load_model, with_frozen_stage
     workdir = config.pretrained.ar_workdir
-    mesh = jax.tree.leaves(state.rest)[0].sharding.mesh
-    _, graphdef, params, rest = load_stage(workdir, "ar", mesh=mesh)
-    src = nnx.state(nnx.merge(graphdef, params, rest))
-    dst = state.rest["frozen"]
-    if jax.tree.structure(dst) != jax.tree.structure(src):
-        raise ValueError(f"the AR stage in {workdir!r} does not match this config's model")
-    frozen = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
-    rest = jax.tree.map(lambda x: x, state.rest)
-    rest["frozen"] = frozen
+    state = with_frozen_stage(state, workdir, "ar")
     # The starting vector on one device (a full copy on every host), then onto the voice's sharding.
     _, ar = load_model(workdir, "ar")
     v = mean_speaker_vector(ar, speaker_audio(config.data, config.data.train_split))
@@ -161,4 +153,4 @@ def load_pretrained(state, config):
                          f"{[x.shape for x in leaves]}")
     params = jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, x.sharding, lambda idx: v[idx]),
                           state.params)
-    return state.replace(params=params, rest=rest)
+    return state.replace(params=params)

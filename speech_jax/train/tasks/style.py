@@ -64,14 +64,5 @@ def resolve_config(config) -> None:
 
 def load_pretrained(state, config):
     """The AR stage's weights into `frozen` (every leaf but the adapters, which start at zero update)."""
-    from speech_jax.train.restore import load_stage
-    workdir = config.pretrained.ar_workdir
-    mesh = jax.tree.leaves(state.rest)[0].sharding.mesh
-    _, graphdef, params, rest = load_stage(workdir, "ar", mesh=mesh)
-    src = nnx.state(nnx.merge(graphdef, params, rest))
-    dst = state.rest["frozen"]
-    if jax.tree.structure(dst) != jax.tree.structure(src):
-        raise ValueError(f"the AR stage in {workdir!r} does not match this config's model")
-    rest = jax.tree.map(lambda x: x, state.rest)
-    rest["frozen"] = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
-    return state.replace(rest=rest)
+    from speech_jax.train.restore import with_frozen_stage
+    return with_frozen_stage(state, config.pretrained.ar_workdir, "ar")
