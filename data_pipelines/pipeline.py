@@ -135,6 +135,16 @@ class LoadExample:
             ids, tokens = [], tokens[:0]
         example.update(prompt_text_ids=np.asarray(ids, np.int32), prompt_tokens=tokens)
 
+    def _description(self, speaker: str, index: int, rng: np.random.Generator) -> np.ndarray:
+        """Word ids of a description of the speaker's voice (text-to-voice): a random wording of some of
+        their attributes in training, every attribute in one wording fixed by the record in evaluation."""
+        from speech_jax.text import voice_description
+        attrs = voice_description.speaker_attributes(speaker)
+        text = (voice_description.describe(attrs, rng) if self.training
+                else voice_description.describe(attrs, np.random.default_rng(index), keep=1.0))
+        ids, _ = voice_description.encode(text, self.cfg.max_description_len)
+        return ids
+
     def __call__(self, index: int, rng: np.random.Generator):
         index = int(index)
         record = self.source[index]
@@ -159,6 +169,8 @@ class LoadExample:
                    "speaker_id": self.speaker_ids[speaker]}
         if self.extracted is not None:
             self._features(example, index, start)
+        if self.cfg.get("with_description", False):  # .get: configs saved before the field
+            example["description_ids"] = self._description(speaker, index, rng)
         if not self.cfg.with_reference:
             return example
         # Never the target itself: other utterances of the speaker in this split, or in the ref split.
@@ -198,13 +210,15 @@ class PadBatch:
     """
 
     def __init__(self, buckets: tuple[int, ...], ref_len: int | None, max_text_len: int, *,
-                 frame_multiple: int = 1, prompt_tokens: int = 0, rows: slice = slice(None)):
+                 frame_multiple: int = 1, prompt_tokens: int = 0, rows: slice = slice(None),
+                 max_description_len: int = 0):
         self.buckets = buckets
         self.rows = rows  # this host's share of the global batch; the bucket fits all of it
         self.ref_len = ref_len
         self.max_text_len = max_text_len
         self.frame_multiple = frame_multiple  # samples per token: tokens pad to bucket / frame_multiple
         self.prompt_tokens = prompt_tokens
+        self.max_description_len = max_description_len
 
     @staticmethod
     def _pad(arrays, length, dtype):
@@ -246,6 +260,9 @@ class PadBatch:
             batch["prompt_text_len"] = np.asarray([len(t) for t in col("prompt_text_ids")], np.int32)
             batch["prompt_tokens"] = self._pad(col("prompt_tokens"), self.prompt_tokens, np.int32)
             batch["prompt_tokens_len"] = np.asarray([len(t) for t in col("prompt_tokens")], np.int32)
+        if "description_ids" in first:
+            batch["description_ids"] = self._pad(col("description_ids"), self.max_description_len, np.int32)
+            batch["description_len"] = np.asarray([len(t) for t in col("description_ids")], np.int32)
         return batch
 
 
@@ -313,7 +330,8 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     ref_len = (bucket_lengths((cfg.ref_seconds[1],), cfg.sample_rate, frame_multiple)[0]
                if cfg.with_reference else None)
     pad = PadBatch(buckets, ref_len, cfg.max_text_len, frame_multiple=frame_multiple,
-                   prompt_tokens=prompt_max_tokens(cfg, frame_multiple), rows=rows)
+                   prompt_tokens=prompt_max_tokens(cfg, frame_multiple), rows=rows,
+                   max_description_len=cfg.get("max_description_len", 0))
     if cfg.group_window > 1:
         it = LengthGroupedBatches(ds.to_iter_dataset(), cfg.batch_size, cfg.group_window, pad,
                                   seed=cfg.shuffle_seed)
@@ -364,6 +382,7 @@ REFERENCE_FIELDS = {"ref_audio": 2, "ref_len": 1}
 TOKEN_FIELDS = {"tokens": 2, "tokens_len": 1}
 LATENT_FIELDS = {"latents": 3}
 PROMPT_FIELDS = {"prompt_text_ids": 2, "prompt_text_len": 1, "prompt_tokens": 2, "prompt_tokens_len": 1}
+DESCRIPTION_FIELDS = {"description_ids": 2, "description_len": 1}
 
 
 def prompt_max_tokens(cfg, frame_multiple: int) -> int:
@@ -374,7 +393,8 @@ def prompt_max_tokens(cfg, frame_multiple: int) -> int:
 def device_fields(cfg) -> dict[str, int]:
     fields = dict(DEVICE_FIELDS)
     for on, extra in ((cfg.with_reference, REFERENCE_FIELDS), (bool(cfg.extracted), TOKEN_FIELDS),
-                      (cfg.with_latents, LATENT_FIELDS), (cfg.with_prompt, PROMPT_FIELDS)):
+                      (cfg.with_latents, LATENT_FIELDS), (cfg.with_prompt, PROMPT_FIELDS),
+                      (cfg.get("with_description", False), DESCRIPTION_FIELDS)):
         if on:
             fields.update(extra)
     return fields

@@ -1,4 +1,4 @@
-"""`speech-jax` command line: demo, prepare, train, compile, validate, extract, synthesize, pvc, export,
+"""`speech-jax` command line: demo, prepare, train, compile, validate, extract, synthesize, pvc, t2v, export,
 evaluate, sweep."""
 from __future__ import annotations
 
@@ -63,7 +63,13 @@ def _synthesize(args) -> int:
     from speech_jax.audio.io import save_audio
     synth = _load_synthesizer(args)
     pick = lambda value, default: default if value is None else value  # noqa: E731  a bundle's own settings
-    wav = synth.synthesize(args.text, args.reference, voice=args.voice, prompt_text=args.prompt_text,
+    voice = args.voice
+    if args.voice_description is not None:
+        if not args.t2v or args.voice:
+            raise ValueError("--voice-description needs --t2v (a trained t2v stage's workdir) and no --voice")
+        from speech_jax.t2v import voice_from_description
+        voice = voice_from_description(args.t2v, args.voice_description, seed=args.seed)
+    wav = synth.synthesize(args.text, args.reference, voice=voice, prompt_text=args.prompt_text,
                            language=args.language, seed=args.seed,
                            temperature=args.temperature, top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
                            cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps))
@@ -80,6 +86,15 @@ def _pvc(args, overrides) -> int:
     m = out["metrics"]
     print({"voice": out["voice"], "step": m.get("step"), "loss": m.get("loss"),
            "token_accuracy": m.get("token_accuracy")})
+    return 0
+
+
+def _t2v(args) -> int:
+    from speech_jax.infer.voice import save_voice
+    from speech_jax.t2v import voice_from_description
+    voice = voice_from_description(args.workdir, args.description, seed=args.seed, guidance=args.guidance)
+    path = save_voice(args.out, voice.v, **{k: v for k, v in voice.metadata.items() if k != "spk_dim"})
+    print({"voice": path, "description": args.description, "seed": args.seed})
     return 0
 
 
@@ -299,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--reference", default=None, help="audio file of the voice to clone (any rate, mono or stereo)")
     s.add_argument("--voice", default=None,
                    help="a saved voice (.npz, e.g. from speech-jax pvc) instead of --reference")
+    s.add_argument("--voice-description", default=None,
+                   help='a voice in words, e.g. "a low, slow male voice" (with --t2v) instead of --reference')
+    s.add_argument("--t2v", default=None, help="workdir of a trained t2v stage (for --voice-description)")
     s.add_argument("--prompt-text", default=None, help="the reference's transcript: one-shot")
     s.add_argument("--language", default=None,
                    help="the text's language (espeak name, e.g. en, cmn): needed by a model that reads phonemes")
@@ -326,6 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("--split", default="test_unseen", help="the corpus split holding the speaker's utterances")
     pv.add_argument("--config", default=None, help="a pvc config (default experiments/pvc/demo.py); "
                     "--config.k=v overrides follow")
+
+    tv = sub.add_parser("t2v", help="text-to-voice: sample a voice for a description from a trained t2v stage "
+                        "and save it (synthesize --voice)")
+    tv.add_argument("--workdir", required=True, help="workdir of the trained t2v stage")
+    tv.add_argument("--description", required=True, help='e.g. "a fast, high pitched female voice speaking french"')
+    tv.add_argument("--out", required=True, help="voice file to write (.npz)")
+    tv.add_argument("--seed", type=int, default=0, help="another seed: another voice of the same description")
+    tv.add_argument("--guidance", type=float, default=0.0,
+                    help="classifier-free guidance weight (> 0 follows the description more closely)")
 
     x = sub.add_parser("export", help="serving bundle: safetensors, configs, BPE model, StableHLO programs")
     x.add_argument("--out", required=True, help="bundle directory to create")
@@ -411,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             return _synthesize(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "t2v":
+            return _t2v(args)
         if args.command == "validate":
             return _validate(args)
         if args.command == "evaluate":

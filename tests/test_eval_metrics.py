@@ -264,6 +264,27 @@ def test_save_loss_curves_with_eval_keys(tmp_path, caplog):
         artifacts.save_loss_curves(tmp_path / "c.png", jsonl, ["eval/wer"])
 
 
+def test_pitch_recall_tells_the_speakers_pitch_from_a_voiced_buzz_at_another(speech):
+    """The same speech a fifth higher is voiced wherever the input is, at the wrong F0: voicing agrees,
+    pitch_recall does not (what a frame-rate decoder's buzz looks like to pYIN)."""
+    import librosa
+    from speech_jax.eval.voicing import voicing_agreement
+    same = voicing_agreement(speech, speech, SR)
+    assert same["pitch_recall"] == 1.0 and same["pitch_correlation"] == pytest.approx(1.0)
+    shifted = librosa.effects.pitch_shift(speech, sr=SR, n_steps=7).astype(np.float32)
+    scored = voicing_agreement(speech, shifted, SR)
+    assert scored["voicing_agreement"] > 0.8 and scored["pitch_recall"] < 0.1, scored
+    assert scored["pitch_correlation"] > 0.5, scored  # the contour moves with the input's, a fifth higher
+    # A buzz: the input's own harmonics frozen at its median pitch. Voiced, contour flat.
+    f0 = np.nanmedian(librosa.pyin(speech, fmin=60, fmax=500, sr=SR)[0])
+    t = np.arange(speech.size) / SR
+    envelope = np.abs(librosa.effects.preemphasis(speech))
+    buzz = (np.sign(np.sin(2 * np.pi * f0 * t)) * np.convolve(envelope, np.ones(400) / 400, "same")).astype(np.float32)
+    flat = voicing_agreement(speech, buzz, SR)
+    assert flat["voiced_recall"] > 0.5 and abs(flat["pitch_correlation"]) < 0.3, flat
+    assert np.isnan(voicing_agreement(np.zeros(SR, np.float32), speech, SR)["pitch_recall"])
+
+
 def test_voicing_tells_pitched_speech_from_noise(speech):
     from speech_jax.eval.voicing import voiced_fraction, voicing_agreement
     assert voiced_fraction(speech, SR) > 0.5

@@ -223,9 +223,24 @@ METRICS = {
     "stoi": stoi,
     # pYIN voicing of the resynthesis against its input, frame by frame: 1 for speech with its pitch
     # where the input has one, ~the unvoiced share for noise.
-    "voicing_agreement": lambda ref, est, sr: (voicing.voicing_agreement(ref, est, sr)["voicing_agreement"]
-                                               if np.all(np.isfinite(est)) else float("nan")),
+    "voicing_agreement": lambda ref, est, sr: _voicing(ref, est, sr)["voicing_agreement"],
+    # ... and at the input's pitch (a frame-rate buzz is voiced but not at the speaker's F0).
+    "pitch_recall": lambda ref, est, sr: _voicing(ref, est, sr)["pitch_recall"],
+    "pitch_correlation": lambda ref, est, sr: _voicing(ref, est, sr)["pitch_correlation"],
 }
+
+
+@functools.lru_cache(maxsize=4)
+def _voicing_cached(ref: bytes, est: bytes, sample_rate: int) -> dict:
+    return voicing.voicing_agreement(np.frombuffer(ref, np.float32), np.frombuffer(est, np.float32), sample_rate)
+
+
+def _voicing(ref, est, sample_rate: int) -> dict:
+    """voicing.voicing_agreement, computed once per (ref, est) for both metrics that read it."""
+    if not np.all(np.isfinite(est)):
+        return dict(voicing_agreement=float("nan"), pitch_recall=float("nan"), pitch_correlation=float("nan"))
+    ref, est = (np.ascontiguousarray(x, np.float32) for x in (ref, est))
+    return _voicing_cached(ref.tobytes(), est.tobytes(), sample_rate)
 
 
 def _utterances(wavs, lengths, what):

@@ -40,6 +40,7 @@ import numpy as np
 
 from speech_jax.audio.io import check_audio, load_audio, resample, save_audio
 from speech_jax.eval import mcd as mcd_lib
+from speech_jax.eval import voicing
 from speech_jax.eval.models import SpeakerEmbedder, Transcriber
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ __all__ = [
 ]
 
 MODES = ("zero_shot", "one_shot")
-METRICS = ("wer", "sim", "mcd", "duration_ratio", "judge_cer", "gt_judge_cer", "gt_sim", "sim_other_speaker")
+METRICS = ("wer", "sim", "mcd", "duration_ratio", "judge_cer", "gt_judge_cer", "gt_sim", "sim_other_speaker",
+           "f0_error", "gt_f0_error")
 # Scored by characters (seed-tts-eval scores zh by characters); the primary subtag or a name.
 CHARACTER_LANGUAGES = frozenset({"zh", "cmn", "yue", "ja", "chinese", "mandarin", "cantonese",
                                  "japanese"})
@@ -372,6 +374,14 @@ def _save(out_dir: str, utt: str, wav: np.ndarray, sr: int) -> str:
     return rel
 
 
+def _prompt_f0(path: str, cache: dict) -> float | None:
+    """The prompt recording's median F0 (Hz), read once per prompt (`cache` keyed by ("f0", path))."""
+    if ("f0", path) not in cache:
+        wav, sr = load_audio(path)
+        cache[("f0", path)] = voicing.median_f0(_as_mono(wav, sr, path), sr)
+    return cache[("f0", path)]
+
+
 def _prompt_embedding(embedder, path: str, cache: dict) -> np.ndarray:
     if path not in cache:
         cache[path] = embedder.embed(*load_audio(path))
@@ -402,6 +412,10 @@ def _evaluate_line(line: MetaLine, synthesize, out_dir, mode, transcriber, embed
         if rec["judge_hypothesis"] is not None:
             rec["judge_cer"] = rec.attempt("judge_cer", lambda: judge.cer(rec["judge_hypothesis"],
                                                                           line.target_text, language))
+    # Pitch, the plainest trace of a voice: the output's median F0 against the prompt's, in semitones
+    # (None where either has too few voiced frames to read a pitch from).
+    prompt_f0 = lambda: _prompt_f0(line.prompt_wav, prompt_embeddings)  # noqa: E731
+    rec["f0_error"] = rec.attempt("f0_error", lambda: voicing.semitones_apart(voicing.median_f0(wav, sr), prompt_f0()))
     prompt = lambda: _prompt_embedding(embedder, line.prompt_wav, prompt_embeddings)  # noqa: E731
     if embedder is not None:
         rec["sim"] = rec.attempt("sim", lambda: sim(embedder.embed(wav, sr), prompt()))
@@ -424,6 +438,8 @@ def _evaluate_line(line: MetaLine, synthesize, out_dir, mode, transcriber, embed
                     judge.transcribe(ref, sr, language), line.target_text, language))
             if embedder is not None:
                 rec["gt_sim"] = rec.attempt("gt_sim", lambda: sim(embedder.embed(ref, sr), prompt()))
+            rec["gt_f0_error"] = rec.attempt("gt_f0_error", lambda: voicing.semitones_apart(
+                voicing.median_f0(ref, sr), prompt_f0()))
     return dict(rec)
 
 
@@ -527,12 +543,16 @@ _PERCENT, _SIM = (lambda v: f"{100 * v:.2f}"), (lambda v: f"{v:.3f}")
 _COLUMNS = (("wer", "WER (%)", _PERCENT), ("sim", "SIM", _SIM),
             ("mcd", "MCD-DTW (dB)", lambda v: f"{v:.2f}"),
             ("duration_ratio", "duration ratio", lambda v: f"{v:.3f}"),
-            ("judge_cer", "judge CER (%)", _PERCENT))
+            ("judge_cer", "judge CER (%)", _PERCENT),
+            ("f0_error", "F0 vs prompt (semitones)", lambda v: f"{v:.2f}"))
 # Rows of the summary only: what real speech scores, to read the system's figures against.
 _REFERENCE_ROWS = (("judge_cer", "judge CER (%) (in-domain proxy, CTC recognizer trained on espeak_tts)", _PERCENT),
                    ("gt_judge_cer", "judge CER (%) of the ground truth (reference level)", _PERCENT),
                    ("gt_sim", "SIM of the ground truth vs the prompt (ceiling)", _SIM),
-                   ("sim_other_speaker", "SIM of another speaker vs the prompt (floor)", _SIM))
+                   ("sim_other_speaker", "SIM of another speaker vs the prompt (floor)", _SIM),
+                   ("f0_error", "F0 vs prompt (semitones, |median F0 ratio|)", lambda v: f"{v:.2f}"),
+                   ("gt_f0_error", "F0 of the ground truth vs the prompt (semitones, reference level)",
+                    lambda v: f"{v:.2f}"))
 
 
 def _cell(value, fmt) -> str:
@@ -546,7 +566,8 @@ def summary_markdown(results: dict) -> str:
            f"{counts['synthesized']} of {counts['lines']} utterances synthesised, "
            f"{counts['failed']} with a failure. WER is the mean of per-utterance WERs.", "",
            "| metric | mean | utterances |", "|---|---|---|"]
-    for key, label, fmt in _COLUMNS[:-1] + _REFERENCE_ROWS:
+    labelled = {k for k, _, _ in _REFERENCE_ROWS}  # these rows carry their longer labels
+    for key, label, fmt in [c for c in _COLUMNS if c[0] not in labelled] + list(_REFERENCE_ROWS):
         out.append(f"| {label} | {_cell(means[key], fmt)} | {counts[key]} |")
     rtf = _cell(means["rtf"], lambda v: f"{v:.3f}")
     out.append(f"| real-time factor | {rtf} | {counts['synthesized']} |")

@@ -66,3 +66,11 @@ class SpeakerEncoder(nnx.Module):
         scores = self.pool_score(jnp.tanh(self.pool_hidden(h)))[..., 0].astype(jnp.float32)
         weights = jax.nn.softmax(jnp.where(mask, scores, _NEG), axis=1) * mask
         return self.out(masked_mean_std(h, weights)).astype(jnp.float32)
+
+
+def speaker_encoder_flops(cfg: ml_collections.ConfigDict, spec: MelSpec, frames: int) -> float:
+    """Forward FLOPs of one reference of `frames` mel frames: its bidirectional transformer (the whole
+    attention square) and the input convolution; pooling is negligible."""
+    d = cfg.spk_d_model
+    per_frame = 2 * d * d * 4 + 2 * 2 * frames * d + 2 * 3 * d * cfg.spk_mlp_dim
+    return float(frames * (cfg.spk_layers * per_frame + 2 * 3 * spec.n_mels * d))

@@ -97,3 +97,24 @@ def with_frozen_stage(state, workdir: str, stage: str):
     rest = jax.tree.map(lambda x: x, state.rest)
     rest["frozen"] = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
     return state.replace(rest=rest)
+
+
+def read_ar_stage(workdir: str, purpose: str) -> ml_collections.ConfigDict:
+    """The config of the trained AR stage in `workdir` that a later stage (`purpose`) builds on."""
+    if not workdir:
+        raise ValueError(f"{purpose} builds on a trained AR stage: set pretrained.ar_workdir")
+    ar = read_config(workdir)
+    if ar.stage != "ar":
+        raise ValueError(f"pretrained.ar_workdir must hold an ar stage, {workdir!r} holds {ar.stage!r}")
+    return ar
+
+
+def data_on_top(base: ml_collections.ConfigDict, own: ml_collections.ConfigDict,
+                from_base_when_empty=("name", "bpe_model")) -> ml_collections.ConfigDict:
+    """An earlier stage's data settings with a later stage's own fields on top; the fields named in
+    `from_base_when_empty`, left "", keep the earlier stage's (its corpus and text units)."""
+    data = ml_collections.ConfigDict(base.to_dict())
+    for key, value in own.items():
+        if not (key in from_base_when_empty and value == ""):
+            data[key] = value
+    return data

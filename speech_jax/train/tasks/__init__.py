@@ -17,7 +17,8 @@ TASKS = {"tokenizer": "speech_jax.train.tasks.tokenizer",
          "flow_matching": "speech_jax.train.tasks.flow_matching",
          "judge": "speech_jax.train.tasks.judge",
          "pvc": "speech_jax.train.tasks.pvc",
-         "style": "speech_jax.train.tasks.style"}
+         "style": "speech_jax.train.tasks.style",
+         "t2v": "speech_jax.train.tasks.t2v"}
 
 
 def get_task(stage: str):

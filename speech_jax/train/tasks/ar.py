@@ -17,6 +17,7 @@ from flax import nnx
 from speech_jax.audio.mel import MelSpec
 from speech_jax.models.ar_layout import build_layout
 from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
+from speech_jax.models.speaker_encoder import speaker_encoder_flops
 from speech_jax.train.ctc import masked_ctc_loss
 
 
@@ -147,7 +148,5 @@ def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> flo
     fwd = seq * (flops_per_token(cfg, seq / 2) - head) + (batch_shapes["tokens"][1] + 1) * head
     if cfg.speaker == "learnable":
         frames = batch_shapes["ref_audio"][1] // spec.hop_length
-        d = cfg.spk_d_model
-        per_frame = 2 * d * d * 4 + 2 * 2 * frames * d + 2 * 3 * d * cfg.spk_mlp_dim
-        fwd += frames * (cfg.spk_layers * per_frame + 2 * 3 * spec.n_mels * d)
+        fwd += speaker_encoder_flops(cfg, spec, frames)
     return float(3 * b * fwd)

@@ -24,10 +24,6 @@ from speech_jax.layers import param
 from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
 from speech_jax.train.tasks.ar import token_loss
 
-# The PVC config's own data fields that, left "", mean the AR stage's (its corpus and text units).
-FROM_AR_WHEN_EMPTY = ("name", "bpe_model")
-
-
 class PVCModel(nnx.Module):
     def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         self.frozen = ARTransformer(config.model, MelSpec.from_config(config.mel), rngs=rngs)
@@ -83,24 +79,16 @@ def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> flo
 
 def resolve_config(config) -> None:
     """The AR stage's model, mel and data settings, with the PVC config's own data fields on top."""
-    from speech_jax.train.restore import read_config
+    from speech_jax.train.restore import data_on_top, read_ar_stage
     workdir = config.pretrained.ar_workdir
-    if not workdir:
-        raise ValueError("PVC fine-tunes a voice for a trained AR stage: set pretrained.ar_workdir")
-    ar = read_config(workdir)
-    if ar.stage != "ar":
-        raise ValueError(f"pretrained.ar_workdir must hold an ar stage, {workdir!r} holds {ar.stage!r}")
+    ar = read_ar_stage(workdir, "PVC")
     if ar.model.speaker != "learnable":
         raise ValueError(f"the AR stage in {workdir!r} has no learnable speaker encoder "
                          f"(speaker={ar.model.speaker!r}): there is no speaker vector to fit")
     if not config.data.speaker:
         raise ValueError("PVC fits one speaker: set data.speaker to a speaker id of the corpus")
-    data = ml_collections.ConfigDict(ar.data.to_dict())
-    for key, value in config.data.items():
-        if not (key in FROM_AR_WHEN_EMPTY and value == ""):
-            data[key] = value
     with config.unlocked():
-        config.model, config.mel, config.data = ar.model, ar.mel, data
+        config.model, config.mel, config.data = ar.model, ar.mel, data_on_top(ar.data, config.data)
 
 
 def speaker_audio(cfg, split: str) -> list[np.ndarray]:
@@ -123,8 +111,8 @@ def speaker_audio(cfg, split: str) -> list[np.ndarray]:
     return out
 
 
-def mean_speaker_vector(ar: ARTransformer, audios: list[np.ndarray], batch: int = 8) -> np.ndarray:
-    """The mean of the AR speaker encoder's vectors of `audios`, [spk_dim] float32."""
+def speaker_vectors_of(ar: ARTransformer, audios: list[np.ndarray], batch: int = 8) -> np.ndarray:
+    """The AR speaker encoder's vector of each of `audios`, [len(audios), spk_dim] float32."""
     graphdef, state = nnx.split(ar.speaker_encoder)
     encode = jax.jit(lambda s, a, n: nnx.merge(graphdef, s)(a, n))
     width = max(len(a) for a in audios)  # one shape: one compilation
@@ -136,7 +124,12 @@ def mean_speaker_vector(ar: ARTransformer, audios: list[np.ndarray], batch: int 
         for row, a in enumerate(chunk):
             padded[row, :len(a)], lengths[row] = a, len(a)
         vectors.append(np.asarray(encode(state, padded, lengths))[:len(chunk)])
-    return np.concatenate(vectors).mean(0).astype(np.float32)
+    return np.concatenate(vectors).astype(np.float32)
+
+
+def mean_speaker_vector(ar: ARTransformer, audios: list[np.ndarray]) -> np.ndarray:
+    """The mean of the AR speaker encoder's vectors of `audios`, [spk_dim] float32."""
+    return speaker_vectors_of(ar, audios).mean(0)
 
 
 def load_pretrained(state, config):

@@ -15,10 +15,6 @@ from flax import nnx
 
 from speech_jax.train.tasks import ar
 
-# The style config's data fields that, left "", mean the AR stage's.
-FROM_AR_WHEN_EMPTY = ("name", "bpe_model")
-
-
 class StyleModel(nnx.Module):
     def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         self.frozen = ar.build_model(config, rngs)  # the AR stage's model, adapters included
@@ -42,24 +38,15 @@ flops_per_step = ar.flops_per_step
 
 def resolve_config(config) -> None:
     """The AR stage's model (adapters added), mel and data settings, the style config's data on top."""
-    from speech_jax.train.restore import read_config
-    workdir = config.pretrained.ar_workdir
-    if not workdir:
-        raise ValueError("a style stage adapts a trained AR stage: set pretrained.ar_workdir")
-    base = read_config(workdir)
-    if base.stage != "ar":
-        raise ValueError(f"pretrained.ar_workdir must hold an ar stage, {workdir!r} holds {base.stage!r}")
+    from speech_jax.train.restore import data_on_top, read_ar_stage
+    base = read_ar_stage(config.pretrained.ar_workdir, "a style stage")
     rank, alpha = int(config.lora.rank), float(config.lora.alpha)
     if rank <= 0:
         raise ValueError(f"lora.rank must be positive, got {rank}")
     model = ml_collections.ConfigDict(base.model.to_dict())
     model.lora_rank, model.lora_alpha = rank, alpha
-    data = ml_collections.ConfigDict(base.data.to_dict())
-    for key, value in config.data.items():
-        if not (key in FROM_AR_WHEN_EMPTY and value == ""):
-            data[key] = value
     with config.unlocked():
-        config.model, config.mel, config.data = model, base.mel, data
+        config.model, config.mel, config.data = model, base.mel, data_on_top(base.data, config.data)
 
 
 def load_pretrained(state, config):
