@@ -27,10 +27,12 @@ STAGE_TITLES = {"tokenizer": "audio tokenizer (25 Hz, CTC-supervised VQ)", "flow
                 "judge": "judge: CTC phoneme recognizer (not part of the TTS; outside the budget)"}
 METRICS = (("mcd", "MCD-DTW (dB) ↓", "{:.2f}"), ("duration_ratio", "duration ratio (→ 1)", "{:.3f}"),
            ("rtf", "real-time factor", "{:.3f}"), ("wer", "WER", "{:.2%}"), ("judge_cer", "judge CER ↓", "{:.2%}"),
-           ("sim", "SIM", "{:.3f}"))
+           ("sim", "SIM", "{:.3f}"), ("voiced", "voiced frames", "{:.2f}"),
+           ("f0_error", "F0 vs prompt (semitones) ↓", "{:.2f}"))
 # Reference rows under the modes: what espeak's own rendering scores (the ceiling of SIM, the judge's own
-# error level) and what another speaker's voice scores against the prompt (the floor of SIM).
-REFERENCES = (("ground truth (espeak)", {"judge_cer": "gt_judge_cer", "sim": "gt_sim"}),
+# error level, its voicing and pitch) and what another speaker's voice scores against the prompt (the floor of SIM).
+REFERENCES = (("ground truth (espeak)", {"judge_cer": "gt_judge_cer", "sim": "gt_sim", "voiced": "gt_voiced",
+                                         "f0_error": "gt_f0_error"}),
               ("another speaker (SIM floor)", {"sim": "sim_other_speaker"}))
 SAMPLES = 4  # utterances shown with players and mel plots
 

@@ -49,7 +49,7 @@ def test_resynthesis_is_close_and_voiced_where_the_input_is(scored, overfit_flow
     assert scored["mel"] < 0.7 and scored["mel"] < 0.6 * scored["noise_mel"], scored
     assert _mean(scored["voicing"], "voicing_agreement") >= 0.8, scored["voicing"]
     assert _mean(scored["voicing"], "voiced_recall") >= 0.75, scored["voicing"]
-    assert _mean(scored["voicing"], "pitch_recall") >= 0.7, scored["voicing"]  # 0.82 measured
+    assert _mean(scored["voicing"], "pitch_recall") >= 0.7, scored["voicing"]  # 0.81 measured
 
 
 def test_envelope_noise_fails_the_same_bar(scored):

@@ -53,7 +53,7 @@ __all__ = [
 
 MODES = ("zero_shot", "one_shot")
 METRICS = ("wer", "sim", "mcd", "duration_ratio", "judge_cer", "gt_judge_cer", "gt_sim", "sim_other_speaker",
-           "f0_error", "gt_f0_error")
+           "f0_error", "gt_f0_error", "voiced", "gt_voiced")
 # Scored by characters (seed-tts-eval scores zh by characters); the primary subtag or a name.
 CHARACTER_LANGUAGES = frozenset({"zh", "cmn", "yue", "ja", "chinese", "mandarin", "cantonese",
                                  "japanese"})
@@ -415,7 +415,10 @@ def _evaluate_line(line: MetaLine, synthesize, out_dir, mode, transcriber, embed
     # Pitch, the plainest trace of a voice: the output's median F0 against the prompt's, in semitones
     # (None where either has too few voiced frames to read a pitch from).
     prompt_f0 = lambda: _prompt_f0(line.prompt_wav, prompt_embeddings)  # noqa: E731
-    rec["f0_error"] = rec.attempt("f0_error", lambda: voicing.semitones_apart(voicing.median_f0(wav, sr), prompt_f0()))
+    voiced = rec.attempt("voiced", lambda: voicing.voicing_summary(wav, sr))
+    if voiced is not None:
+        rec["voiced"] = voiced[0]
+        rec["f0_error"] = rec.attempt("f0_error", lambda: voicing.semitones_apart(voiced[1], prompt_f0()))
     prompt = lambda: _prompt_embedding(embedder, line.prompt_wav, prompt_embeddings)  # noqa: E731
     if embedder is not None:
         rec["sim"] = rec.attempt("sim", lambda: sim(embedder.embed(wav, sr), prompt()))
@@ -438,8 +441,11 @@ def _evaluate_line(line: MetaLine, synthesize, out_dir, mode, transcriber, embed
                     judge.transcribe(ref, sr, language), line.target_text, language))
             if embedder is not None:
                 rec["gt_sim"] = rec.attempt("gt_sim", lambda: sim(embedder.embed(ref, sr), prompt()))
-            rec["gt_f0_error"] = rec.attempt("gt_f0_error", lambda: voicing.semitones_apart(
-                voicing.median_f0(ref, sr), prompt_f0()))
+            gt_voiced = rec.attempt("gt_voiced", lambda: voicing.voicing_summary(ref, sr))
+            if gt_voiced is not None:
+                rec["gt_voiced"] = gt_voiced[0]
+                rec["gt_f0_error"] = rec.attempt("gt_f0_error", lambda: voicing.semitones_apart(
+                    gt_voiced[1], prompt_f0()))
     return dict(rec)
 
 
@@ -544,15 +550,18 @@ _COLUMNS = (("wer", "WER (%)", _PERCENT), ("sim", "SIM", _SIM),
             ("mcd", "MCD-DTW (dB)", lambda v: f"{v:.2f}"),
             ("duration_ratio", "duration ratio", lambda v: f"{v:.3f}"),
             ("judge_cer", "judge CER (%)", _PERCENT),
-            ("f0_error", "F0 vs prompt (semitones)", lambda v: f"{v:.2f}"))
+            ("f0_error", "F0 vs prompt (semitones)", lambda v: f"{v:.2f}"),
+            ("voiced", "voiced frames", lambda v: f"{v:.2f}"))
 # Rows of the summary only: what real speech scores, to read the system's figures against.
 _REFERENCE_ROWS = (("judge_cer", "judge CER (%) (in-domain proxy, CTC recognizer trained on espeak_tts)", _PERCENT),
                    ("gt_judge_cer", "judge CER (%) of the ground truth (reference level)", _PERCENT),
                    ("gt_sim", "SIM of the ground truth vs the prompt (ceiling)", _SIM),
                    ("sim_other_speaker", "SIM of another speaker vs the prompt (floor)", _SIM),
-                   ("f0_error", "F0 vs prompt (semitones, |median F0 ratio|)", lambda v: f"{v:.2f}"),
+                   ("f0_error", "F0 vs prompt (semitones between the median F0s)", lambda v: f"{v:.2f}"),
                    ("gt_f0_error", "F0 of the ground truth vs the prompt (semitones, reference level)",
-                    lambda v: f"{v:.2f}"))
+                    lambda v: f"{v:.2f}"),
+                   ("voiced", "voiced frames (pYIN share)", lambda v: f"{v:.2f}"),
+                   ("gt_voiced", "voiced frames of the ground truth (reference level)", lambda v: f"{v:.2f}"))
 
 
 def _cell(value, fmt) -> str:

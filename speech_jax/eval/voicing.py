@@ -38,10 +38,16 @@ def voiced_flags(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     return pitch(wav, sample_rate)[1]
 
 
-def median_f0(wav: np.ndarray, sample_rate: int, min_voiced: int = 5) -> float | None:
-    """The median F0 (Hz) over voiced frames; None with fewer than `min_voiced` of them (no pitch to read)."""
+def voicing_summary(wav: np.ndarray, sample_rate: int, min_voiced: int = 20) -> tuple[float, float | None]:
+    """(voiced-frame fraction, median F0 in Hz over the voiced frames); the F0 is None with fewer than
+    `min_voiced` voiced frames (0.4 s): a few stray frames of mostly unvoiced output are no pitch to read."""
     f0, voiced = pitch(wav, sample_rate)
-    return float(np.median(f0[voiced])) if voiced.sum() >= min_voiced else None
+    fraction = float(voiced.mean()) if voiced.size else 0.0
+    return fraction, (float(np.median(f0[voiced])) if voiced.sum() >= min_voiced else None)
+
+
+def median_f0(wav: np.ndarray, sample_rate: int) -> float | None:
+    return voicing_summary(wav, sample_rate)[1]
 
 
 def semitones_apart(a_hz: float | None, b_hz: float | None) -> float | None:
