@@ -23,6 +23,8 @@ CORE = [
     "pesq>=0.0.4",
     "pystoi>=0.4",
     "matplotlib>=3.8",
+    # Linear probes of the speaker space (experiments/t2v/measure.py); librosa brings it, we import it.
+    "scikit-learn>=1.3",
     # seed-tts-eval's WER (speech-jax evaluate).
     "jiwer>=3.0",
     # The serving bundle: weights as safetensors; jax.export serialises its programs with flatbuffers,

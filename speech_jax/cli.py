@@ -69,6 +69,9 @@ def _synthesize(args) -> int:
             raise ValueError("--voice-description needs --t2v (a trained t2v stage's workdir) and no --voice")
         from speech_jax.t2v import voice_from_description
         voice = voice_from_description(args.t2v, args.voice_description, seed=args.seed)
+        if args.ar and os.path.abspath(args.ar) != voice.metadata["ar_workdir"]:
+            logging.warning("the t2v stage generates voices in the speaker space of %s, synthesis uses the AR "
+                            "in %s: the voice is only meaningful for the former", voice.metadata["ar_workdir"], args.ar)
     wav = synth.synthesize(args.text, args.reference, voice=voice, prompt_text=args.prompt_text,
                            language=args.language, seed=args.seed,
                            temperature=args.temperature, top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
