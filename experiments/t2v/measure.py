@@ -21,14 +21,13 @@ import json
 import os
 import sys
 
-import librosa
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from data_pipelines.sources import _str, open_source  # noqa: E402
-from speech_jax.eval.voicing import FMAX, FMIN  # noqa: E402
+from speech_jax.eval.voicing import median_f0 as voiced_median_f0  # noqa: E402
 from speech_jax.text.voice_description import speaker_attributes  # noqa: E402
 
 GRID = [dict(pitch=p, pace=r, gender=g) for p, r, g in itertools.product(("low", "high"), ("slow", "fast"),
@@ -37,16 +36,14 @@ SIDES = {"pitch": {"very low": "low", "low": "low", "high": "high", "very high":
          "pace": {"very slow": "slow", "slow": "slow", "fast": "fast", "very fast": "fast"}}
 
 
+def median_f0(wav: np.ndarray, sr: int) -> float:
+    """speech_jax.eval.voicing's median F0, NaN where too little is voiced to read one (tables use nanmean)."""
+    f0 = voiced_median_f0(wav, sr)
+    return float("nan") if f0 is None else f0
+
+
 def wording(d: dict) -> str:
     return f"a {d['pitch']} pitched {d['gender']} voice, speaking {d['pace']}, in english"
-
-
-def median_f0(wav: np.ndarray, sr: int) -> float:
-    hop = sr // 50
-    f0, voiced, _ = librosa.pyin(np.asarray(wav, np.float32), fmin=FMIN, fmax=FMAX, sr=sr,
-                                 frame_length=4 * hop, hop_length=hop)
-    f0 = f0[voiced & np.isfinite(f0)]
-    return float(np.median(f0)) if f0.size >= 5 else float("nan")
 
 
 def side(attrs, key: str) -> str | None:

@@ -99,13 +99,17 @@ def with_frozen_stage(state, workdir: str, stage: str):
     return state.replace(rest=rest)
 
 
-def read_ar_stage(workdir: str, purpose: str) -> ml_collections.ConfigDict:
-    """The config of the trained AR stage in `workdir` that a later stage (`purpose`) builds on."""
+def read_ar_stage(workdir: str, purpose: str, speaker_encoder: bool = False) -> ml_collections.ConfigDict:
+    """The config of the trained AR stage in `workdir` that a later stage (`purpose`) builds on; with
+    `speaker_encoder`, one whose speaker encoder was learned (its speaker space is what that stage uses)."""
     if not workdir:
         raise ValueError(f"{purpose} builds on a trained AR stage: set pretrained.ar_workdir")
     ar = read_config(workdir)
     if ar.stage != "ar":
         raise ValueError(f"pretrained.ar_workdir must hold an ar stage, {workdir!r} holds {ar.stage!r}")
+    if speaker_encoder and ar.model.speaker != "learnable":
+        raise ValueError(f"{purpose} needs the AR stage's learnable speaker encoder; the one in {workdir!r} "
+                         f"has speaker={ar.model.speaker!r}: there is no speaker vector space")
     return ar
 
 

@@ -81,10 +81,7 @@ def resolve_config(config) -> None:
     """The AR stage's model, mel and data settings, with the PVC config's own data fields on top."""
     from speech_jax.train.restore import data_on_top, read_ar_stage
     workdir = config.pretrained.ar_workdir
-    ar = read_ar_stage(workdir, "PVC")
-    if ar.model.speaker != "learnable":
-        raise ValueError(f"the AR stage in {workdir!r} has no learnable speaker encoder "
-                         f"(speaker={ar.model.speaker!r}): there is no speaker vector to fit")
+    ar = read_ar_stage(workdir, "PVC", speaker_encoder=True)
     if not config.data.speaker:
         raise ValueError("PVC fits one speaker: set data.speaker to a speaker id of the corpus")
     with config.unlocked():

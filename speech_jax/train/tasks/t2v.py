@@ -79,10 +79,7 @@ def resolve_config(config) -> None:
     """The AR stage's model, mel and data settings, the T2V config's own data fields on top."""
     from speech_jax.train.restore import data_on_top, read_ar_stage
     workdir = config.pretrained.ar_workdir
-    ar = read_ar_stage(workdir, "T2V")
-    if ar.model.speaker != "learnable":
-        raise ValueError(f"the AR stage in {workdir!r} has no learnable speaker encoder "
-                         f"(speaker={ar.model.speaker!r}): there is no speaker space to generate voices in")
+    ar = read_ar_stage(workdir, "T2V", speaker_encoder=True)
     with config.unlocked():
         config.model, config.mel, config.data = ar.model, ar.mel, data_on_top(ar.data, config.data)
 
