@@ -4,6 +4,8 @@ proofs, stage by stage and end to end. Results are plain numpy (picklable): conf
 state as pure dicts (`restore` makes the module again)."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -16,6 +18,10 @@ from speech_jax.train.optim import make_optimizer
 from speech_jax.train.state import init_train_state
 
 from espeak_clips import UTTERANCES, clips, padded
+
+# The suite compiles with XLA's cheapest code generation (conftest.py); these loops run hundreds of steps,
+# where fully optimised code pays for its longer compile.
+OPTIMIZED = {"xla_backend_optimization_level": 3, "xla_llvm_disable_expensive_passes": False}
 
 
 def _numpy(state: nnx.State) -> dict:
@@ -62,7 +68,7 @@ def tokenizer(steps: int = 700) -> dict:
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx, _ = make_optimizer(config.optim, steps)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=OPTIMIZED)
     def step(params, rest, opt, rng):
         def loss_of(p):
             m = nnx.merge(graphdef, p, rest, copy=True)  # the loss updates the VQ's EMA state
@@ -89,20 +95,25 @@ def flow_vae(steps: int = 500) -> dict:
 
     config = tiny.get_config()
     config.model.update(dict(frame_dim=96, frame_mlp_dim=288, frame_layers=3, kl_warmup_steps=50,
-                             disc_start_step=1_000_000, lambda_stft=15.0))
+                             disc_start_step=-1, lambda_stft=15.0))
     config.optim.learning_rate = 2e-3
     audio, audio_len = padded(clips())
     batch = dict(audio=jnp.asarray(audio), audio_len=jnp.asarray(audio_len))
     model = task.build_model(config, nnx.Rngs(0))
     tx, schedule = task.make_optimizer(config.optim, steps)
     graphdef, state = init_train_state(model, tx)
-    step = jax.jit(task.make_train_step(task, graphdef, tx, schedule), donate_argnums=0)
+    discriminators = jax.device_get(state.params[task.DISC])
+    step = jax.jit(task.make_train_step(task, graphdef, tx, schedule), donate_argnums=0,
+                   compiler_options=OPTIMIZED)
     key = jax.random.key(0)
     for i in range(steps):
         state, metrics = step(state, batch, jax.random.fold_in(key, i))
+    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), discriminators,
+                         jax.device_get(state.params[task.DISC]))
     model = nnx.merge(graphdef, state.params, state.rest)
     out = jax.device_get(jax.jit(task.eval_fn)(model, batch))
     return dict(config=config.to_dict(), generator=_numpy(nnx.state(model.generator)), audio=audio,
                 audio_len=audio_len, wav_hat=out["wav_hat"], mel_distance=float(out["mel_distance"]),
                 latents=out["latent_mean"], frame_mask=out["frame_mask"].astype(bool),
-                skipped_steps=int(metrics["skipped_steps"]))
+                skipped_steps=int(metrics["skipped_steps"]),
+                discriminators_moved=max(jax.tree.leaves(moved)), d_loss=float(metrics["d_loss"]))

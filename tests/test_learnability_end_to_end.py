@@ -8,6 +8,7 @@ tokens and that speaker vector. Synthesis then runs as a user runs it: the servi
 (`jit_programs`) driven by `Synthesizer.synthesize`, zero-shot, sampled. The overfit tokenizer's CTC head,
 a recognizer of these sentences, transcribes the output. The same text is asked in both voices, so an AR or
 DiT that ignores the speaker cannot pass both; a text path that is cut says the wrong sentence."""
+import functools
 import math
 
 import jax
@@ -37,10 +38,10 @@ HOP = 320  # samples a latent frame (50 Hz); a token is two
 PARTNER = np.asarray([1, 0, 3, 2])  # each clip's reference: the other sentence in the same voice
 
 
-def _train(params, loss, steps: int, learning_rate: float):
+def _train(params, loss, steps: int, learning_rate: float, compiler_options=None):
     tx = optax.adam(learning_rate)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options)
     def step(p, opt, rng):
         value, g = jax.value_and_grad(loss)(p, rng)
         updates, opt = tx.update(g, opt, p)
@@ -81,7 +82,7 @@ def _flow_matching(ar_config, ar_model, vae, batch):
     def loss(p, rng):
         return fm_task.loss_fn(nnx.merge(graphdef, p, rest), batch, rng, jnp.int32(0))[0]
 
-    params, value = _train(params, loss, 500, 2e-3)
+    params, value = _train(params, loss, 500, 2e-3, overfit.OPTIMIZED)
     return nnx.merge(graphdef, params, rest), value
 
 

@@ -3,6 +3,7 @@ drops included) on a few latent sequences, each with its own tokens and speaker 
 them back from fresh noise with the inference ODE solver. Mismatched conditions give another
 utterance's latents, so the sample follows the conditions; broken conditioning or a wrong time
 convention cannot get close."""
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +15,8 @@ from experiments.flow_matching import tiny
 from speech_jax.infer import ode
 from speech_jax.models import cfm
 from speech_jax.models.flow_matching import FlowMatchingDiT
+
+from overfit import OPTIMIZED
 
 ROWS, TOKENS, DIM, SPK = 3, 8, 8, 16
 FRAMES = 2 * TOKENS
@@ -42,7 +45,7 @@ def trained():
     tx = optax.adam(2e-3)
     copies = lambda a: jnp.tile(a, (4,) + (1,) * (a.ndim - 1))  # noqa: E731  4 draws of (x0, t) a row
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=OPTIMIZED)
     def step(p, opt, rng):
         def loss(p):
             return cfm.cfm_loss(nnx.merge(graphdef, p, rest), copies(x1), copies(mask), copies(tokens),

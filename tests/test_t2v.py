@@ -1,6 +1,7 @@
 """Text-to-voice: descriptions drawn from the embedded corpus's speaker ids; the model learns which voice a
 description names (an overfit proof); the t2v stage trains through the training loop on the tiny AR's
 speaker space, AR untouched; voices from words through `speech-jax t2v` and `synthesize --voice-description`."""
+import functools
 import json
 import os
 
@@ -10,6 +11,7 @@ import pytest
 from speech_jax.cli import main
 from speech_jax.infer.voice import load_voice
 from speech_jax.text import voice_description as vd
+from overfit import OPTIMIZED
 from stages import FAST_COMPILE, ROOT
 
 CONFIG = os.path.join(ROOT, "experiments", "t2v", "tiny.py")
@@ -65,13 +67,20 @@ def test_the_model_learns_which_voice_a_description_names():
     model.mean.value, model.std.value = jnp.asarray(targets.mean(0)), jnp.asarray(targets.std(0))
     optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
 
-    @nnx.jit
-    def step(model, optimizer, v, ids, lengths, key):
+    graphdef, state = nnx.split((model, optimizer))
+
+    @functools.partial(jax.jit, compiler_options=OPTIMIZED)
+    def step(state, v, ids, lengths, key):
+        model, optimizer = nnx.merge(graphdef, state)
         loss, grads = nnx.value_and_grad(lambda m: jnp.mean(m.loss(v, ids, lengths, key)))(model)
         optimizer.update(model, grads)
-        return loss
+        return nnx.state((model, optimizer)), loss
 
-    losses = [float(step(model, optimizer, *batch(), jax.random.key(i))) for i in range(400)]
+    losses = []
+    for i in range(400):
+        state, loss = step(state, *batch(), jax.random.key(i))
+        losses.append(float(loss))
+    nnx.update((model, optimizer), state)
     assert np.mean(losses[-20:]) < 0.3 * np.mean(losses[:20]), losses[::40]
     ids = np.zeros((4, 32), np.int32)
     lengths = np.zeros(4, np.int32)

@@ -24,6 +24,8 @@ def model_defaults() -> ml_collections.ConfigDict:
         stft_ffts=(512, 1024, 2048), stft_channels=32, stft_bands=(0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
         # Losses (DAC weights); the KL weight ramps up linearly over kl_warmup_steps.
         mel_scales=DAC_MEL_SCALES, lambda_mel=15.0, lambda_adv=1.0, lambda_fm=2.0,
+        # disc_start_step: the GAN's first step; 0 from the start, -1 never (reconstruction only: the step
+        # leaves the discriminators out and compiles faster).
         kl_weight=1e-3, kl_warmup_steps=1000, disc_start_step=0,
         # Multi-resolution linear STFT magnitude loss (spectral convergence + log L1) at these windows; 0 is
         # DAC's recipe. Its fine frequency grid resolves harmonics, which only coherent phase across frames

@@ -106,13 +106,18 @@ def _with(params, **parts):
     return out
 
 
-def _when(static_true: bool, pred, on, off, operand):
-    """`lax.cond(pred, on, off, operand)`, or just `on(operand)` when the predicate is statically true.
+def _when(start_step: int, pred, on, off, operand):
+    """`lax.cond(pred, on, off, operand)` for discriminators that start at `start_step`; just `on(operand)`
+    when they start at step 0 and just `off(operand)` when they never do (`start_step < 0`).
 
     XLA:CPU runs a conditional's branches several times slower than the same ops outside one (its
     convolutions lose their parallelism), so the discriminators run outside any `cond` unless they are
-    configured to start late (`disc_start_step > 0`)."""
-    return on(operand) if static_true else jax.lax.cond(pred, on, off, operand)
+    configured to start late; a run without them does not compile them at all."""
+    if start_step == 0:
+        return on(operand)
+    if start_step < 0:
+        return off(operand)
+    return jax.lax.cond(pred, on, off, operand)
 
 
 def _sample_mask(batch):
@@ -129,8 +134,8 @@ def make_train_step(task, graphdef, tx: GanOptimizers, schedule):
         g_p, d_p = state.params[GEN], state.params[DISC]
         mask = _sample_mask(batch)
         wav = batch["audio"].astype(jnp.float32) * mask
-        started = state.step >= static.disc_start_step
-        always_on = static.disc_start_step <= 0
+        start = static.disc_start_step
+        started = (state.step >= start) & (start >= 0)
 
         def discriminate(d, x):
             return nnx.merge(graphdef, _with(state.params, **{DISC: d}), state.rest).discriminators(x)
@@ -160,7 +165,7 @@ def make_train_step(task, graphdef, tx: GanOptimizers, schedule):
             zero = jnp.zeros((), jnp.float32)
             return zero, d_view, state.opt_state[DISC], zero, jnp.array(True)
 
-        d_loss, d_next, d_opt, d_grad_norm, d_finite = _when(always_on, started, d_update, d_idle, None)
+        d_loss, d_next, d_opt, d_grad_norm, d_finite = _when(start, started, d_update, d_idle, None)
         d_new = d_unravel(d_next)
 
         # 2. Generator, against the updated discriminators.
@@ -173,7 +178,7 @@ def make_train_step(task, graphdef, tx: GanOptimizers, schedule):
 
         def g_loss_of(x, kl_value):
             mel = gan_losses.multiscale_mel_loss(wav, x, static.sample_rate, mask, static.mel_scales)
-            adv, fm = _when(always_on, started, adversarial, lambda _: (jnp.zeros(()), jnp.zeros(())), x)
+            adv, fm = _when(start, started, adversarial, lambda _: (jnp.zeros(()), jnp.zeros(())), x)
             loss = w["mel"] * mel + w["adv"] * adv + w["fm"] * fm + kl_weight * kl_value
             parts = dict(mel_loss=mel, g_adv=adv, g_fm=fm)
             if w["stft"]:  # linear-frequency magnitudes resolve harmonics, which need coherent phase
@@ -272,7 +277,8 @@ def _forward_flops(config_json: str, batch: int, length: int) -> tuple[float, fl
 def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
     """Generator forward + backward (3 G) and 10 discriminator-forward equivalents: the D step runs it on
     real and fake and back-propagates (6 D), the G step on fake and real and back-propagates through fake (4 D).
-    A run whose discriminators never start within `train.steps` does the 3 G only."""
+    A run whose discriminators never start within `train.steps` (or at all: `disc_start_step < 0`) does
+    the 3 G only."""
     b, t = batch_shapes["audio"][:2]
     g, d = _forward_flops(json.dumps(config.to_dict()), int(b), int(t))
-    return 3 * g + (10 * d if config.model.disc_start_step < config.train.steps else 0.0)
+    return 3 * g + (10 * d if 0 <= config.model.disc_start_step < config.train.steps else 0.0)
