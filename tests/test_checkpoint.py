@@ -46,3 +46,20 @@ def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
     corrupt(d, 1)
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
         Checkpointer(d).restore(jax.eval_shape(lambda: {"w": jnp.zeros(4)}), None)
+
+
+def test_saving_replicated_arrays_compiles_nothing(tmp_path, caplog):
+    """Small arrays replicated over devices are written whole, not sliced a replica each: slicing compiles
+    a program per array shape, hundreds at a run's first save. Restored, they hold what was saved."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    mesh = Mesh(np.asarray(jax.devices()).reshape(2, -1), ("data", "fsdp"))
+    sharding = NamedSharding(mesh, PartitionSpec(None, "fsdp"))
+    state = {f"w{i}": jax.device_put(np.full((3 + i, 8), float(i), np.float32), sharding) for i in range(6)}
+    ckpt = Checkpointer(str(tmp_path / "ck"), async_save=False)
+    it = iter(grain.MapDataset.range(4).to_iter_dataset())
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        ckpt.save(1, state, it, {}, force=True)
+    assert not [r for r in caplog.records if "Compiling" in r.getMessage()], caplog.text[:2000]
+    _, restored, _ = ckpt.restore(jax.eval_shape(lambda: state), None)
+    for k, v in state.items():
+        np.testing.assert_array_equal(np.asarray(restored[k]), np.asarray(v))
