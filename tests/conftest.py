@@ -17,7 +17,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 # Eight host devices, so meshes with data, fsdp and tensor axes run on the CPU; and XLA's cheapest CPU code
-# generation: most tests run a few steps of each program, where compiling dominates (a third less CPU time
+# generation: most tests run a few steps of each program, where compiling dominates (a quarter less CPU time
 # for the suite). Loops of hundreds of steps ask for optimised code (overfit.OPTIMIZED). Must precede
 # importing jax; subprocesses (the CLI, multi-process jobs) inherit it.
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8",

@@ -1,7 +1,5 @@
 """Flow-VAE, AR and flow-matching stages through the one training loop: metrics written by a real run,
 1-device and 8-device (data × fsdp × tensor) steps agree, a restored checkpoint continues exactly."""
-import os
-
 import jax
 import numpy as np
 import pytest

@@ -6,6 +6,7 @@ removes older steps after a newer one has committed, so the last good checkpoint
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -14,8 +15,7 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.metadata import array_metadata_store
-from orbax.checkpoint._src.serialization import jax_array_handlers
+from orbax.checkpoint._src.metadata import array_metadata_store  # as orbax's default handler has it
 
 # Orbax saves a replicated array in slices, one a replica, so that every replica writes a part. Slicing
 # compiles one small program per array shape and sharding: at a run's first save that is hundreds of
@@ -24,9 +24,10 @@ from orbax.checkpoint._src.serialization import jax_array_handlers
 MIN_SLICE_BYTES = 16 << 20
 
 
+@functools.cache  # once a process: orbax warns at every override
 def _register_array_handler():
-    handler = jax_array_handlers.ArrayHandler(array_metadata_store=array_metadata_store.Store(),
-                                              min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES)
+    handler = ocp.type_handlers.ArrayHandler(array_metadata_store=array_metadata_store.Store(),
+                                             min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES)
     ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
 
 
