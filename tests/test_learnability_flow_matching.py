@@ -4,6 +4,7 @@ them back from fresh noise with the inference ODE solver. Mismatched conditions 
 utterance's latents, so the sample follows the conditions; broken conditioning or a wrong time
 convention cannot get close."""
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
