@@ -18,6 +18,10 @@ def model_defaults() -> ml_collections.ConfigDict:
         one_shot_prob=0.5,        # share of training examples with the reference as in-context prompt
         text_ctc_weight=0.0,      # alignment aid: CTC from the target slots to the text (0: off, the paper)
         text_ctc_rate=2,          # CTC labels a slot
+        guided_attention_weight=0.0,  # alignment aid: diagonal prior on attention to the text (0: off, the paper)
+        guided_attention_layer=-1,    # which layer's attention (Python index)
+        guided_attention_heads=2,     # its first heads so guided (ESPnet's Transformer-TTS: 2, σ 0.4)
+        guided_attention_sigma=0.4,   # the diagonal's width, as a fraction of the utterance
         lora_rank=0,              # > 0: low-rank adapters on the decoder's projections (style stages)
         lora_alpha=16.0))         # adapters add (lora_alpha / lora_rank) · A·B
 

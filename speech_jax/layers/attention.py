@@ -245,10 +245,12 @@ class Attention(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
                  positions: jax.Array | None = None, *, causal: bool = False, key_valid=None,
-                 key_lengths=None) -> jax.Array:
+                 key_lengths=None, return_qk: bool = False):
         """Self-attention; `causal=True` promises that `mask` is causal, `key_valid` / `key_lengths`
-        describe it (see `dot_product_attention`)."""
+        describe it (see `dot_product_attention`). `return_qk` also returns (q, k) after RoPE, for a
+        loss on this layer's attention pattern (guided attention)."""
         if positions is None:
             positions = jnp.arange(x.shape[1])
         q, k, v = self.project_qkv(x, positions)
-        return self.project_out(self.attend(q, k, v, mask, causal, key_valid, key_lengths))
+        out = self.project_out(self.attend(q, k, v, mask, causal, key_valid, key_lengths))
+        return (out, (q, k)) if return_qk else out

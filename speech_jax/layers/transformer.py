@@ -35,11 +35,15 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(d_model, dtype=dtype, rngs=rngs)
         self.mlp = SwiGLU(d_model, mlp_dim, dtype=dtype, **lora, rngs=rngs)
 
-    def __call__(self, x, mask=None, positions=None, causal: bool = False, key_valid=None):
+    def __call__(self, x, mask=None, positions=None, causal: bool = False, key_valid=None, probe: bool = False):
+        """-> x, or (x, (q, k)) of this block's attention when `probe`."""
         x = constrain(x, ACT)
-        x = x + self.attn(self.attn_norm(x), mask, positions, causal=causal, key_valid=key_valid)
+        a = self.attn(self.attn_norm(x), mask, positions, causal=causal, key_valid=key_valid, return_qk=probe)
+        a, qk = a if probe else (a, None)
+        x = x + a
         x = x + self.mlp(self.mlp_norm(x))
-        return constrain(x, ACT)
+        x = constrain(x, ACT)
+        return (x, qk) if probe else x
 
     def extend(self, x, positions, k_cache, v_cache, mask, start):
         """New tokens x [B,T,E] at cache slots start..start+T-1: writes their k, v into the caches
@@ -55,8 +59,8 @@ class Block(nnx.Module):
         return constrain(x, ACT), k_cache, v_cache
 
 
-def _run_block(graphdef, causal, state, x, mask, positions, key_valid):
-    return nnx.merge(graphdef, state)(x, mask, positions, causal, key_valid)
+def _run_block(graphdef, causal, probe, state, x, mask, positions, key_valid):
+    return nnx.merge(graphdef, state)(x, mask, positions, causal, key_valid, probe)
 
 
 class Transformer(nnx.Module):
@@ -84,32 +88,50 @@ class Transformer(nnx.Module):
 
     def __call__(self, x: jax.Array, key_mask: jax.Array | None = None, *, causal: bool = False,
                  positions: jax.Array | None = None, mask: jax.Array | None = None,
-                 key_valid: jax.Array | None = None) -> jax.Array:
+                 key_valid: jax.Array | None = None, probe: int | None = None):
         """x [B,T,E]; key_mask [B,T] True on valid frames (padded keys are never attended).
 
         `mask` [B|1,T,T], when given, is used as is instead of key_mask; with causal=True it must itself
         be causal (hide every later key), which lets the attention skip the masked upper triangle.
         `key_valid` [B,T] alongside it says the mask is exactly the valid keys (and causality) on valid
-        rows, so that fused kernels need no dense mask; key_mask alone says so by itself."""
+        rows, so that fused kernels need no dense mask; key_mask alone says so by itself.
+        `probe` (a layer index) returns (output, (q, k)) with that layer's queries and keys after RoPE."""
+        if probe is not None and not 0 <= probe < self.num_layers:
+            raise ValueError(f"probe layer {probe} is not one of the {self.num_layers} layers")
         if mask is None:
             mask = attention_mask(key_mask, x.shape[1], x.shape[1], causal=causal)
             key_valid = key_mask
-        if self.remat == "none" and not self.scan_layers:
-            for block in self.blocks:
-                x = block(x, mask, positions, causal, key_valid)
-            return self.norm(x)
         run = _run_block
         if self.remat != "none":
-            run = jax.checkpoint(_run_block, static_argnums=(0, 1), policy=REMAT_POLICIES[self.remat])
+            run = jax.checkpoint(_run_block, static_argnums=(0, 1, 2), policy=REMAT_POLICIES[self.remat])
+        qk = None
         if self.scan_layers:
             graphdef, state = nnx.split(self.blocks)
-            x, _ = jax.lax.scan(lambda h, s: (run(graphdef, causal, s, h, mask, positions, key_valid), None),
-                                x, state)
+
+            def layers(h, lo, hi):  # layers [lo, hi) as one scan
+                if hi <= lo:
+                    return h
+                part = state if hi - lo == self.num_layers else jax.tree.map(lambda a: a[lo:hi], state)
+                return jax.lax.scan(lambda h, s: (run(graphdef, causal, False, s, h, mask, positions, key_valid),
+                                                  None), h, part)[0]
+
+            if probe is None:
+                x = layers(x, 0, self.num_layers)
+            else:
+                x = layers(x, 0, probe)
+                x, qk = run(graphdef, causal, True, jax.tree.map(lambda a: a[probe], state), x, mask, positions,
+                            key_valid)
+                x = layers(x, probe + 1, self.num_layers)
         else:
-            for block in self.blocks:
-                graphdef, state = nnx.split(block)
-                x = run(graphdef, causal, state, x, mask, positions, key_valid)
-        return self.norm(x)
+            for i, block in enumerate(self.blocks):
+                if self.remat == "none":
+                    y = block(x, mask, positions, causal, key_valid, i == probe)
+                else:
+                    graphdef, state = nnx.split(block)
+                    y = run(graphdef, causal, i == probe, state, x, mask, positions, key_valid)
+                x, qk = y if i == probe else (y, qk)
+        out = self.norm(x)
+        return out if probe is None else (out, qk)
 
     # --- KV cache -------------------------------------------------------------------------------
 

@@ -68,6 +68,13 @@ class ARTransformer(nnx.Module):
         if self.text_ctc_weight:
             self.text_ctc_head = dense(rngs, d, cfg.text_vocab_size * self.text_ctc_rate, ("embed", "vocab"),
                                        dtype=dtype, use_bias=True)
+        # Optional alignment aid (`guided_attention_weight` > 0; training only, no parameters): the first
+        # `guided_attention_heads` heads of layer `guided_attention_layer` are asked to read the target text
+        # along the diagonal (speech_jax/train/guided_attention.py).
+        self.guided_attention_weight = float(cfg.get("guided_attention_weight", 0.0))
+        self.guided_attention_layer = int(cfg.get("guided_attention_layer", -1)) % cfg.num_layers
+        self.guided_attention_heads = int(cfg.get("guided_attention_heads", 2))
+        self.guided_attention_sigma = float(cfg.get("guided_attention_sigma", 0.4))
 
     # --- conditioning ---------------------------------------------------------------------------
 
@@ -102,11 +109,12 @@ class ARTransformer(nnx.Module):
 
     # --- training / teacher forcing ----------------------------------------------------------------
 
-    def hidden(self, layout: dict, spk: jax.Array) -> jax.Array:
-        """Layout [B, S] (from `build_layout` or `build_prefix`), spk [B, d] -> final states [B, S, d]."""
+    def hidden(self, layout: dict, spk: jax.Array, probe: int | None = None):
+        """Layout [B, S] (from `build_layout` or `build_prefix`), spk [B, d] -> final states [B, S, d];
+        with `probe` (a layer index) also that layer's attention queries and keys ([B, S, H|K, D])."""
         valid = layout["valid"]
         return self.decoder(self.embed(layout, spk), positions=layout["positions"],
-                            mask=causal_mask(valid, valid), causal=True, key_valid=valid)
+                            mask=causal_mask(valid, valid), causal=True, key_valid=valid, probe=probe)
 
     def __call__(self, layout: dict, spk: jax.Array) -> jax.Array:
         """Layout [B, S], spk [B, d] -> logits [B, S, K+2] fp32 (every slot; training needs only the

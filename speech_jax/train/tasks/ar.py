@@ -19,6 +19,7 @@ from speech_jax.models.ar_layout import build_layout
 from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
 from speech_jax.models.speaker_encoder import speaker_encoder_flops
 from speech_jax.train.ctc import masked_ctc_loss
+from speech_jax.train.guided_attention import guided_attention_loss
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ARTransformer:
@@ -55,36 +56,51 @@ def loss_slots(batch: dict) -> slice:
 
 
 def _forward(model: ARTransformer, batch: dict, one_shot: jax.Array):
-    """(token cross-entropy, token accuracy, EOS accuracy, target slots, alignment CTC or None)."""
+    """(token cross-entropy, token accuracy, EOS accuracy, target slots, {alignment loss: value})."""
     return token_loss(model, batch, model.speaker_embedding(batch["ref_audio"], batch["ref_len"]), one_shot)
 
 
-def token_loss(model: ARTransformer, batch: dict, spk: jax.Array, one_shot: jax.Array, text_ctc: bool = True):
+def token_loss(model: ARTransformer, batch: dict, spk: jax.Array, one_shot: jax.Array, aids: bool = True):
     """`_forward` given the speaker slot spk [B, d_model] (PVC trains a voice through this very loss);
-    `text_ctc=False` leaves out the alignment CTC (None)."""
+    `aids=False` leaves out the alignment aids (an empty dict)."""
     layout = _layout(model, batch, one_shot)
+    guided = aids and model.guided_attention_weight > 0
+    out = model.hidden(layout, spk, model.guided_attention_layer if guided else None)
+    hidden, qk = out if guided else (out, None)
     # The output head and softmax only where the loss is taken (La + 1 of the S slots).
     slots = loss_slots(batch)
-    hidden = model.hidden(layout, spk)[:, slots]
-    out = _cross_entropy(model.logits(hidden), {k: layout[k][:, slots] for k in ("labels", "loss_mask")})
-    ctc = None
+    hidden = hidden[:, slots]
+    loss_mask = layout["loss_mask"][:, slots]
+    out = _cross_entropy(model.logits(hidden), {"labels": layout["labels"][:, slots], "loss_mask": loss_mask})
+    extra = {}
     # The slots predicting the target tokens and EOS read out the target's text.
-    if text_ctc and model.text_ctc_weight:
-        logits, mask = model.text_ctc_logits(hidden, layout["loss_mask"][:, slots])
-        ctc, _ = masked_ctc_loss(logits, mask, batch["text_ids"], batch["text_len"])
-    return (*out, ctc)
+    if aids and model.text_ctc_weight:
+        logits, mask = model.text_ctc_logits(hidden, loss_mask)
+        extra["text_ctc_loss"] = masked_ctc_loss(logits, mask, batch["text_ids"], batch["text_len"])[0]
+    if guided:  # the same slots' attention to the target text (after the prompt text's Lp slots)
+        q, k = qk
+        text = slice(1 + batch["prompt_text_ids"].shape[1], 1 + batch["prompt_text_ids"].shape[1]
+                     + batch["text_ids"].shape[1])
+        extra["guided_attention_loss"] = guided_attention_loss(
+            q[:, slots], k[:, text], loss_mask, jnp.clip(batch["text_len"], 0, batch["text_ids"].shape[1]),
+            model.guided_attention_heads, model.guided_attention_sigma)
+    return (*out, extra)
+
+
+def _aid_weights(model: ARTransformer) -> dict:
+    return {"text_ctc_loss": model.text_ctc_weight, "guided_attention_loss": model.guided_attention_weight}
 
 
 def loss_fn(model: ARTransformer, batch: dict, rng: jax.Array, step: jax.Array):
     del step
     available = batch["prompt_tokens_len"] > 0
     one_shot = jax.random.bernoulli(rng, model.one_shot_prob, available.shape) & available
-    loss, acc, eos_acc, n, ctc = _forward(model, batch, one_shot)
+    loss, acc, eos_acc, n, extra = _forward(model, batch, one_shot)
     metrics = dict(token_accuracy=acc, eos_accuracy=eos_acc, target_tokens=n,
                    one_shot_fraction=jnp.mean(one_shot.astype(jnp.float32)))
-    if ctc is not None:
-        metrics.update(token_loss=loss, text_ctc_loss=ctc)
-        loss = loss + model.text_ctc_weight * ctc
+    if extra:
+        metrics.update(token_loss=loss, **extra)
+        loss = loss + sum(_aid_weights(model)[name] * value for name, value in extra.items())
     return loss, metrics
 
 
@@ -92,10 +108,8 @@ def eval_fn(model: ARTransformer, batch: dict) -> dict:
     """Teacher-forced loss and accuracy zero-shot, and one-shot where the reference fits as a prompt;
     speaker vectors for the verification diagnostic."""
     zero = jnp.zeros_like(batch["text_len"], bool)
-    loss, acc, eos_acc, _, ctc = _forward(model, batch, zero)
-    out = dict(loss=loss, token_accuracy=acc, eos_accuracy=eos_acc)  # the token loss alone: comparable
-    if ctc is not None:
-        out["text_ctc_loss"] = ctc
+    loss, acc, eos_acc, _, extra = _forward(model, batch, zero)
+    out = dict(loss=loss, token_accuracy=acc, eos_accuracy=eos_acc, **extra)  # the token loss alone: comparable
     loss1, acc1, _, _, _ = _forward(model, batch, batch["prompt_tokens_len"] > 0)
     out.update(one_shot_loss=loss1, one_shot_token_accuracy=acc1)
     if model.speaker == "learnable":

@@ -47,7 +47,7 @@ def _loss(model: PVCModel, batch: dict):
     v = jnp.broadcast_to(model.voice[...], (batch["text_len"].shape[0], model.voice.shape[0]))
     # The AR's token loss alone: its alignment CTC (if it trained with one) is a training aid of the AR.
     loss, acc, eos_acc, n, _ = token_loss(model.frozen, batch, model.frozen.speaker_slot(v), one_shot,
-                                          text_ctc=False)
+                                          aids=False)
     return loss, acc, eos_acc, n
 
 
