@@ -72,9 +72,12 @@ class ARTransformer(nnx.Module):
         # `guided_attention_heads` heads of layer `guided_attention_layer` are asked to read the target text
         # along the diagonal (speech_jax/train/guided_attention.py).
         self.guided_attention_weight = float(cfg.get("guided_attention_weight", 0.0))
-        self.guided_attention_layer = int(cfg.get("guided_attention_layer", -1)) % cfg.num_layers
+        layer = int(cfg.get("guided_attention_layer", 2))
+        if self.guided_attention_weight and not -cfg.num_layers <= layer < cfg.num_layers:
+            raise ValueError(f"guided_attention_layer={layer} is not one of the {cfg.num_layers} layers")
+        self.guided_attention_layer = layer % cfg.num_layers
         self.guided_attention_heads = int(cfg.get("guided_attention_heads", 2))
-        self.guided_attention_sigma = float(cfg.get("guided_attention_sigma", 0.4))
+        self.guided_attention_sigma = float(cfg.get("guided_attention_sigma", 0.2))
 
     # --- conditioning ---------------------------------------------------------------------------
 
