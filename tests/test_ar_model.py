@@ -364,3 +364,5 @@ def test_guided_attention_trains_one_layer_on_the_target_text(refs, scanned):
     graphdef, state = nnx.split(model)
     evaluated = jax.jit(lambda s: task.eval_fn(nnx.merge(graphdef, s), batch))(state)
     assert 0 < float(evaluated["guided_attention_loss"]) < 1
+    with pytest.raises(ValueError, match="guided_attention_layer=2 is not one of the 2 layers"):
+        ARTransformer(tiny_cfg(guided_attention_weight=1.0, guided_attention_layer=2), SPEC, rngs=nnx.Rngs(0))

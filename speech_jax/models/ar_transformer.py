@@ -39,6 +39,9 @@ class ARTransformer(nnx.Module):
     def __init__(self, cfg: ml_collections.ConfigDict, spec: MelSpec, *, rngs: nnx.Rngs):
         if cfg.speaker not in SPEAKER_MODES:
             raise ValueError(f"unknown speaker mode {cfg.speaker!r}; use one of {SPEAKER_MODES}")
+        layer = int(cfg.get("guided_attention_layer", 2))
+        if cfg.get("guided_attention_weight", 0.0) and not -cfg.num_layers <= layer < cfg.num_layers:
+            raise ValueError(f"guided_attention_layer={layer} is not one of the {cfg.num_layers} layers")
         d, dtype = cfg.d_model, jnp.dtype(cfg.dtype)
         self.codebook_size = cfg.codebook_size
         self.sos_id, self.eos_id, self.audio_vocab = cfg.codebook_size, cfg.codebook_size + 1, cfg.codebook_size + 2
@@ -72,10 +75,7 @@ class ARTransformer(nnx.Module):
         # `guided_attention_heads` heads of layer `guided_attention_layer` are asked to read the target text
         # along the diagonal (speech_jax/train/guided_attention.py).
         self.guided_attention_weight = float(cfg.get("guided_attention_weight", 0.0))
-        layer = int(cfg.get("guided_attention_layer", 2))
-        if self.guided_attention_weight and not -cfg.num_layers <= layer < cfg.num_layers:
-            raise ValueError(f"guided_attention_layer={layer} is not one of the {cfg.num_layers} layers")
-        self.guided_attention_layer = layer % cfg.num_layers
+        self.guided_attention_layer = int(cfg.get("guided_attention_layer", 2)) % cfg.num_layers
         self.guided_attention_heads = int(cfg.get("guided_attention_heads", 2))
         self.guided_attention_sigma = float(cfg.get("guided_attention_sigma", 0.2))
 
