@@ -298,17 +298,21 @@ def test_flops_per_token_counts_every_matmul_weight_twice():
     assert flops_per_token(cfg, 10) - flops_per_token(cfg, 0) == 4 * 10 * cfg.d_model * cfg.num_layers
 
 
+def one_shot_batch(refs) -> dict:
+    """`ONE_SHOT` as a training batch, its references `refs`."""
+    names = ("text_ids", "text_len", "tokens", "tokens_len", "prompt_text_ids", "prompt_text_len",
+             "prompt_tokens", "prompt_tokens_len")
+    batch = {k: jnp.asarray(v, jnp.int32) for k, v in zip(names, ONE_SHOT.values())}
+    return dict(batch, ref_audio=refs[0], ref_len=refs[1])
+
+
 def test_alignment_ctc_reads_the_target_text_from_the_target_slots(refs):
     """`text_ctc_weight`: the loss adds CTC from the target slots to the target text (its own head trains);
     evaluation's loss stays the token loss alone; weight 0 builds no head."""
     from speech_jax.train.tasks import ar as task
     model = build(tiny_cfg(text_ctc_weight=0.5, text_ctc_rate=2))
     model.one_shot_prob = 0.0
-    audio, lens = refs
-    names = ("text_ids", "text_len", "tokens", "tokens_len", "prompt_text_ids", "prompt_text_len",
-             "prompt_tokens", "prompt_tokens_len")
-    batch = {k: jnp.asarray(v, jnp.int32) for k, v in zip(names, ONE_SHOT.values())}
-    batch.update(ref_audio=audio, ref_len=lens)
+    batch = one_shot_batch(refs)
     graphdef, p, rest = nnx.split(model, nnx.Param, ...)
 
     def loss_of(p):
@@ -332,11 +336,7 @@ def test_guided_attention_trains_one_layer_on_the_target_text(refs, scanned):
     guided = dict(guided_attention_weight=0.5, guided_attention_layer=0, guided_attention_heads=2)
     model = build(tiny_cfg(**guided))
     model.one_shot_prob = 1.0
-    audio, lens = refs
-    names = ("text_ids", "text_len", "tokens", "tokens_len", "prompt_text_ids", "prompt_text_len",
-             "prompt_tokens", "prompt_tokens_len")
-    batch = {k: jnp.asarray(v, jnp.int32) for k, v in zip(names, ONE_SHOT.values())}
-    batch.update(ref_audio=audio, ref_len=lens)
+    batch = one_shot_batch(refs)
 
     def loss_of(m):
         graphdef, p, rest = nnx.split(m, nnx.Param, ...)
