@@ -79,10 +79,9 @@ def token_loss(model: ARTransformer, batch: dict, spk: jax.Array, one_shot: jax.
         extra["text_ctc_loss"] = masked_ctc_loss(logits, mask, batch["text_ids"], batch["text_len"])[0]
     if guided:  # the same slots' attention to the target text (after the prompt text's Lp slots)
         q, k = qk
-        text = slice(1 + batch["prompt_text_ids"].shape[1], 1 + batch["prompt_text_ids"].shape[1]
-                     + batch["text_ids"].shape[1])
+        lp, lt = batch["prompt_text_ids"].shape[1], batch["text_ids"].shape[1]
         extra["guided_attention_loss"] = guided_attention_loss(
-            q[:, slots], k[:, text], loss_mask, jnp.clip(batch["text_len"], 0, batch["text_ids"].shape[1]),
+            q[:, slots], k[:, 1 + lp:1 + lp + lt], loss_mask, jnp.clip(batch["text_len"], 0, lt),
             model.guided_attention_heads, model.guided_attention_sigma)
     return (*out, extra)
 
