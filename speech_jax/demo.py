@@ -8,7 +8,10 @@ Every step records itself in `OUT/demo_state.json` when it completes; a second r
 and resumes an interrupted training stage from its last checkpoint. The training stages share what the
 budget leaves after the other steps, by weight, each one's share decided when it starts (so time a
 stage leaves unused goes to the next); a stage stops at its config's `train.steps` or when its share is
-spent (`train.max_minutes`), whichever comes first.
+spent (`train.max_minutes`), whichever comes first. The configs' `train.steps` are sized for 30 minutes; a
+longer budget (`--minutes 180`: the long recipe) lengthens every stage's schedule in proportion, so each
+learning rate still decays within its share. That scale is fixed by the first invocation and kept by the ones
+that resume it, whatever their `--minutes`.
 
 The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
 trains after the four stages on its own time (`judge_minutes`, default its config's `train.max_minutes`),
@@ -40,6 +43,8 @@ MODES = ("zero_shot", "one_shot")
 EXTRACT_MINUTES = 1.5
 EVALUATE_MINUTES_PER_UTTERANCE = 0.05
 EVALUATE_MINUTES_FIXED = 1.0
+# The budget the demo configs' `train.steps` are sized for on a 2-core CPU.
+CONFIG_MINUTES = 30.0
 
 
 class DemoError(RuntimeError):
@@ -153,6 +158,9 @@ class Demo:
         if stop_after is not None and stop_after not in STEPS:
             raise ValueError(f"stop_after must be one of {STEPS}, got {stop_after!r}")
         self.deadline = time.monotonic() + 60 * self.minutes if self.minutes else None
+        if "step_scale" not in self.state:
+            self.state["step_scale"] = max(1.0, self.minutes / CONFIG_MINUTES)
+            self._save_state()
         actions = {"prepare": self.prepare, "extract": self.extract, JUDGE: self.train_judge,
                    "evaluate": self.evaluate, "report": self.report,
                    **{s: (lambda s=s: self.train(s)) for s, _ in STAGES}}
@@ -187,6 +195,8 @@ class Demo:
         if stage == "flow_matching":
             config.pretrained.ar_workdir = self.workdirs["ar"]
             config.pretrained.flow_vae_workdir = self.workdirs["flow_vae"]
+        if stage != JUDGE:
+            config.train.steps = round(config.train.steps * self.state.get("step_scale", 1.0))
         config = apply_overrides(config, list(self.overrides.get(stage, [])))
         if max_minutes is not None:
             config.train.max_minutes = max_minutes

@@ -7,6 +7,7 @@ import pytest
 
 from speech_jax import demo as demo_lib
 from speech_jax.audio.io import load_audio
+from speech_jax.config import load_config
 from speech_jax.demo import Demo, DemoError
 
 
@@ -76,6 +77,31 @@ def test_training_shares_follow_the_budget_and_a_spent_budget_is_a_clear_error(t
     demo.deadline = demo_lib.time.monotonic() + 60 * reserve
     with pytest.raises(DemoError, match="too few to train ar"):
         demo._stage_minutes("ar")
+
+
+def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_stages, tmp_path):
+    with open(os.path.join(tiny_stages["demo"]["out"], demo_lib.STATE)) as f:
+        done = json.load(f)
+    state = {k: done[k] for k in ("corpus", "corpus_name", "bpe_model")}
+    with open(tmp_path / demo_lib.STATE, "w") as f:
+        json.dump(dict(state, steps={"prepare": done["steps"]["prepare"]}), f)
+    kwargs = dict(tiny_stages["demo"], out=str(tmp_path), overrides={})  # the fixture's overrides fix its steps
+    configured = {s: load_config(f).train.steps for s, f in Demo(**kwargs).config_files.items()}
+
+    Demo(**dict(kwargs, minutes=180)).run(stop_after="prepare")  # six times the configs' 30 minutes
+    resumed = Demo(**dict(kwargs, minutes=45))  # what is left of the budget: the schedules stay as begun
+    resumed.run(stop_after="prepare")
+    for stage, _ in demo_lib.STAGES:
+        assert resumed.stage_config(stage).train.steps == 6 * configured[stage]
+    assert resumed.stage_config(demo_lib.JUDGE).train.steps == configured[demo_lib.JUDGE]
+
+    short = tmp_path / "short"
+    short.mkdir()
+    with open(short / demo_lib.STATE, "w") as f:
+        json.dump(dict(state, steps={"prepare": done["steps"]["prepare"]}), f)
+    demo = Demo(**dict(kwargs, out=str(short), minutes=10))  # shorter: the time share stops a stage
+    demo.run(stop_after="prepare")
+    assert demo.stage_config("ar").train.steps == configured["ar"]
 
 
 def test_a_demo_directory_of_another_corpus_is_refused(tiny_stages):
