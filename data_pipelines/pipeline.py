@@ -1,9 +1,9 @@
 """The Grain input pipeline shared by every stage.
 
-record index ─shuffle/repeat─▶ load (decode, resample, length rule, crop,
-BPE ids and, for stages that need one, a same-speaker *different-utterance* reference) ─▶ drop unusable ─▶ global batch
-(length-grouped within a window) ─▶ this host's rows, padded to the global batch's static length bucket ─▶ optional
-multiprocess prefetch.
+record index ─shuffle/repeat─▶ plan (from the record index: usable for the stage? length after cropping)
+─▶ drop unusable ─▶ global batch (length-grouped within a window) ─▶ this host's rows loaded (decode, resample,
+crop, text ids and, for stages that need one, a same-speaker *different-utterance* reference) and padded to the
+global batch's static length bucket ─▶ optional multiprocess prefetch.
 
 Every random choice comes from Grain's per-element generator (seed + position), so the stream is a
 pure function of (seed, position) and the iterator state in a checkpoint replays it exactly.
@@ -11,7 +11,8 @@ pure function of (seed, position) and the iterator state in a checkpoint replays
 One global batch: every host runs the same global stream (the same shuffle, filter and length grouping) and
 keeps only its rows, so all hosts agree on each step's bucket and on who holds which example, whatever the
 number of processes; the iterator state is the same on every host, so a run may resume on another process
-count. The price is that each host loads the whole global batch (see `make_dataset`).
+count. Planning needs no audio (the record index holds each record's length and text), so each host reads
+and decodes only its own rows.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import jax
 import numpy as np
 
 from data_pipelines.grouping import LengthGroupedBatches
-from data_pipelines.sources import _str, corpus_dir, open_source, speaker_index
+from data_pipelines.sources import corpus_dir, open_source, split_index
 
 
 def bucket_lengths(seconds, sample_rate: int, multiple: int) -> tuple[int, ...]:
@@ -41,25 +42,28 @@ def default_bpe_path(cfg) -> str:
 
 
 class LoadExample:
-    """index → example dict (or None when the utterance is unusable for this stage)."""
+    """Two steps per record: `plan` (index → whether it is usable and its length, from the record index
+    without reading audio; every host plans the whole global batch) and `__call__` (a plan → the example's
+    arrays; each host loads only its own rows). Both draw from the plan's seed, so any host loads any row the
+    same way."""
 
-    def __init__(self, source, speakers: list[str], cfg, bpe_path: str, *, training: bool,
-                 ref_source=None, ref_speakers: list[str] | None = None, frame_multiple: int = 1,
+    def __init__(self, source, index: dict[str, list], cfg, bpe_path: str, *, training: bool,
+                 ref_source=None, ref_index: dict[str, list] | None = None, frame_multiple: int = 1,
                  extracted=None, ref_extracted=None, own_split_references: bool = True):
-        self.source = source
+        self.source, self.index = source, index
         # Tokens (25 Hz) and latents (50 Hz) of each record, when the stage trains on extracted features.
         self.extracted, self.ref_extracted = extracted, ref_extracted
         self.frame_multiple = frame_multiple  # samples per token (2 · hop)
-        self.speakers = speakers
+        self.speakers = index["speaker"]
         self.by_speaker: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(speakers):
+        for i, s in enumerate(self.speakers):
             self.by_speaker[s].append(i)
         # Optionally a second split to draw references from (validation has one utterance per seen
         # speaker; its references come from that speaker's training utterances).
-        self.ref_source = ref_source
+        self.ref_source, self.ref_index = ref_source, ref_index
         self.own_split_references = own_split_references  # False: references from ref_source only
         self.ref_by_speaker: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(ref_speakers or []):
+        for i, s in enumerate((ref_index or {}).get("speaker", [])):
             self.ref_by_speaker[s].append(i)
         self.speaker_ids = {s: k for k, s in enumerate(sorted(self.by_speaker))}
         self.cfg = cfg
@@ -78,16 +82,23 @@ class LoadExample:
         d["_bpe"] = None
         return d
 
-    def _text_ids(self, record) -> list[int]:
+    def _text_ids(self, text: str, language: str) -> list[int]:
         """The transcript as label ids: BPE pieces, or espeak phonemes when `data.text_units` says so
         (`data.phonemes` is their symbol inventory, `data.phoneme_marks` keeps stress and word spaces)."""
-        text = _str(record["text"])
         if self.cfg.get("text_units", "bpe") != "phonemes":
             return self.bpe.encode(text)
         if self._phonemes is None:
             from speech_jax.text import units
             self._phonemes = units.from_config(self.cfg)
-        return self._phonemes.encode(text, _str(record["language"]))
+        return self._phonemes.encode(text, language)
+
+    def _usable_text_ids(self, index: dict[str, list], i: int) -> list[int] | None:
+        """Record i's text ids, or None when its text is empty, unusable or longer than data.max_text_len."""
+        try:
+            ids = self._text_ids(index["text"][i], index["language"][i])
+        except ValueError:
+            return None
+        return ids if ids and len(ids) <= self.cfg.max_text_len else None
 
     @property
     def bpe(self):
@@ -122,16 +133,13 @@ class LoadExample:
                                  "run `speech-jax extract` with --flow-vae")
             example["latents"] = np.asarray(rec["latents"][2 * t0:2 * (t0 + n_tok)], np.float32)
 
-    def _prompt(self, example: dict, record, features) -> None:
+    def _prompt(self, example: dict, text_ids: list[int] | None, features) -> None:
         """One-shot prompt = the reference utterance whole: its transcript ids and its audio tokens.
 
         Empty (length 0) when it does not fit the static prompt lengths; the example then trains zero-shot."""
         tokens = np.asarray(features["tokens"], np.int32)
-        try:
-            ids = self._text_ids(record)  # the same units as the target's text
-        except ValueError:
-            ids = []
-        if not ids or len(ids) > self.cfg.max_text_len or not 0 < len(tokens) <= self.prompt_max_tokens:
+        ids = text_ids or []
+        if not ids or not 0 < len(tokens) <= self.prompt_max_tokens:
             ids, tokens = [], tokens[:0]
         example.update(prompt_text_ids=np.asarray(ids, np.int32), prompt_tokens=tokens)
 
@@ -145,59 +153,60 @@ class LoadExample:
         ids, _ = voice_description.encode(text, self.cfg.max_description_len)
         return ids
 
-    def __call__(self, index: int, rng: np.random.Generator):
-        index = int(index)
-        record = self.source[index]
-        audio = self._audio(record)
-        if len(audio) < self.min_len:
-            return None
-        start = 0
-        if len(audio) > self.max_len:
-            if self.cfg.long_utterances == "drop":  # stages that align text with audio cannot crop
-                return None
-            # Crops start on token boundaries, so extracted tokens and latents stay aligned.
-            start = self._crop_start(len(audio), self.max_len, rng, self.frame_multiple)
-            audio = audio[start:start + self.max_len]
-        try:
-            ids = self._text_ids(record)
-        except ValueError:  # empty or unusable text
-            return None
-        if not ids or len(ids) > self.cfg.max_text_len:
-            return None
+    def _references(self, index: int) -> list[tuple[bool, int]]:
+        """(from this split?, record) of every utterance that may be record `index`'s reference: never the
+        target itself; another corpus's rendering of this very utterance is not a different utterance."""
         speaker = self.speakers[index]
-        example = {"audio": audio, "text_ids": np.asarray(ids, np.int32), "index": index,
-                   "speaker_id": self.speaker_ids[speaker]}
+        candidates = ([(True, i) for i in self.by_speaker[speaker] if i != index]
+                      if self.own_split_references else [])
+        if self.own_split_references:
+            return candidates + [(False, i) for i in self.ref_by_speaker.get(speaker, [])]
+        utt = self.index["utt_id"][index]
+        return [(False, i) for i in self.ref_by_speaker.get(speaker, []) if self.ref_index["utt_id"][i] != utt]
+
+    def plan(self, index: int, rng: np.random.Generator) -> dict | None:
+        """Record `index`'s place in a global batch: None when it is unusable for this stage, else its
+        length once loaded (which picks the batch's bucket and length group) and the seed it loads with."""
+        from speech_jax.audio.io import resampled_length
+        index = int(index)
+        n = resampled_length(self.index["samples"][index], self.index["sample_rate"][index], self.cfg.sample_rate)
+        if n < self.min_len or (n > self.max_len and self.cfg.long_utterances == "drop"):
+            return None  # too short; or too long for a stage that aligns text with audio and cannot crop
+        if self._usable_text_ids(self.index, index) is None:
+            return None
+        if self.cfg.with_reference and not self._references(index):
+            return None  # no different utterance of this speaker: unusable for joint training
+        return {"index": index, "length": min(n, self.max_len), "seed": int(rng.integers(2**63 - 1))}
+
+    def __call__(self, plan: dict) -> dict:
+        index = plan["index"]
+        rng = np.random.default_rng(plan["seed"])
+        record = self.source[index]
+        if len(record["audio"]) != self.index["samples"][index]:
+            raise ValueError(f"record {index} holds {len(record['audio'])} samples where its index says "
+                             f"{self.index['samples'][index]}: delete the stale records.<split>.json in the "
+                             "corpus directory")
+        audio = self._audio(record)
+        # Crops start on token boundaries, so extracted tokens and latents stay aligned.
+        start = self._crop_start(len(audio), self.max_len, rng, self.frame_multiple)
+        audio = audio[start:start + self.max_len]
+        speaker = self.speakers[index]
+        example = {"audio": audio, "text_ids": np.asarray(self._usable_text_ids(self.index, index), np.int32),
+                   "index": index, "speaker_id": self.speaker_ids[speaker]}
         if self.extracted is not None:
             self._features(example, index, start)
         if self.cfg.get("with_description", False):  # .get: configs saved before the field
             example["description_ids"] = self._description(speaker, index, rng)
         if not self.cfg.with_reference:
             return example
-        # Never the target itself: other utterances of the speaker in this split, or in the ref split.
-        candidates = ([(self.source, i) for i in self.by_speaker[speaker] if i != index]
-                      if self.own_split_references else [])
-        candidates += [(self.ref_source, i) for i in self.ref_by_speaker.get(speaker, [])]
-        if not candidates:  # no different utterance of this speaker: unusable for joint training
-            return None
-        if self.own_split_references:
-            ref_src, ref_index = candidates[int(rng.integers(len(candidates)))]
-            ref_record = ref_src[ref_index]
-        else:  # another corpus of the speaker: any utterance but its rendering of this very one
-            ref_src = None
-            for k in rng.permutation(len(candidates)):
-                src, j = candidates[k]
-                rec = src[j]
-                if _str(rec["utt_id"]) != _str(record["utt_id"]):
-                    ref_src, ref_index, ref_record = src, j, rec
-                    break
-            if ref_src is None:
-                return None
-        ref = self._audio(ref_record)
+        candidates = self._references(index)
+        own, ref_index = candidates[int(rng.integers(len(candidates)))]
+        ref = self._audio((self.source if own else self.ref_source)[ref_index])
         if self.cfg.with_prompt:
-            feats = self.extracted if ref_src is self.source else self.ref_extracted
-            self._prompt(example, ref_record, feats[ref_index])
+            ids = self._usable_text_ids(self.index if own else self.ref_index, ref_index)
+            self._prompt(example, ids, (self.extracted if own else self.ref_extracted)[ref_index])
         # ref_index < 0 marks a reference taken from the other split: -(index + 1) there.
-        ref_index = ref_index if ref_src is self.source else -(ref_index + 1)
+        ref_index = ref_index if own else -(ref_index + 1)
         ref_len = int(rng.integers(self.ref_min, self.ref_max + 1)) if self.training else self.ref_max
         example.update(ref_audio=self._crop(ref, ref_len, rng), ref_index=ref_index)
         return example
@@ -210,10 +219,8 @@ class PadBatch:
     """
 
     def __init__(self, buckets: tuple[int, ...], ref_len: int | None, max_text_len: int, *,
-                 frame_multiple: int = 1, prompt_tokens: int = 0, rows: slice = slice(None),
-                 max_description_len: int = 0):
+                 frame_multiple: int = 1, prompt_tokens: int = 0, max_description_len: int = 0):
         self.buckets = buckets
-        self.rows = rows  # this host's share of the global batch; the bucket fits all of it
         self.ref_len = ref_len
         self.max_text_len = max_text_len
         self.frame_multiple = frame_multiple  # samples per token: tokens pad to bucket / frame_multiple
@@ -227,10 +234,11 @@ class PadBatch:
             out[i, :len(a)] = a[:length]
         return out
 
-    def __call__(self, examples):
-        longest = max(len(e["audio"]) for e in examples)
-        bucket = next((b for b in self.buckets if b >= longest), self.buckets[-1])
-        examples = examples[self.rows]
+    def bucket(self, longest: int) -> int:
+        return next((b for b in self.buckets if b >= longest), self.buckets[-1])
+
+    def __call__(self, examples, bucket: int | None = None):
+        bucket = bucket or self.bucket(max(len(e["audio"]) for e in examples))
         col = lambda k: [e[k] for e in examples]  # noqa: E731
         batch = {
             "audio": self._pad(col("audio"), bucket, np.float32),
@@ -266,14 +274,30 @@ class PadBatch:
         return batch
 
 
+class LoadRows:
+    """A planned global batch → this host's rows, loaded and padded to the bucket of the global batch's
+    longest example, so that every host feeds the same shapes to the step."""
+
+    def __init__(self, load: LoadExample, pad: PadBatch, rows: slice):
+        self.load, self.pad, self.rows = load, pad, rows
+
+    def __call__(self, plans: list[dict]) -> dict:
+        bucket = self.pad.bucket(max(p["length"] for p in plans))
+        return self.pad([self.load(p) for p in plans[self.rows]], bucket)
+
+
+def planned_length(plan: dict) -> int:
+    return plan["length"]
+
+
 def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
                  process_index: int | None = None, process_count: int | None = None,
                  rows: slice | None = None) -> grain.IterDataset:
     """This process's rows of each global batch of `data.batch_size`: `rows`, by default the
     process's contiguous block of batch_size / process_count.
 
-    Every process reads and loads the whole global batch (so that all agree on its grouping and bucket
-    without talking to each other) and pads only its rows: loading costs process_count times the work.
+    Every process plans the whole global batch from the record index (so that all agree on its grouping and
+    bucket without talking to each other) and reads and loads only its own rows.
     """
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
@@ -285,20 +309,18 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     source = open_source(cfg.name, cfg.data_dir, split)
     if len(source) == 0:
         raise ValueError(f"split {split!r} of {cfg.name} is empty")
-    cache = os.path.join(corpus_dir(cfg.name, cfg.data_dir), f"speakers.{split}.json")
-    speakers = speaker_index(source, cache)
+    index = split_index(cfg.name, cfg.data_dir, split, source)
     bpe_path = default_bpe_path(cfg)
     if not os.path.exists(bpe_path):
         raise FileNotFoundError(f"BPE model {bpe_path} not found; run `speech-jax prepare` or set data.bpe_model")
 
-    ref_source = ref_speakers = None
+    ref_source = ref_index = None
     # Another corpus of the same speakers (ids) may hold the references, e.g. neutral speech for a style
     # corpus's utterances: then every reference comes from there, none from this corpus.
     ref_corpus = cfg.get("reference_corpus", "") or cfg.name  # .get: configs saved before the field
     if cfg.with_reference and cfg.reference_split and (cfg.reference_split != split or ref_corpus != cfg.name):
         ref_source = open_source(ref_corpus, cfg.data_dir, cfg.reference_split)
-        ref_cache = os.path.join(corpus_dir(ref_corpus, cfg.data_dir), f"speakers.{cfg.reference_split}.json")
-        ref_speakers = speaker_index(ref_source, ref_cache)
+        ref_index = split_index(ref_corpus, cfg.data_dir, cfg.reference_split, ref_source)
     extracted = ref_extracted = None
     if cfg.extracted:
         from data_pipelines.extracted import ExtractedSource, extracted_dir
@@ -313,16 +335,16 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     elif cfg.with_latents or cfg.with_prompt:
         raise ValueError("data.with_latents / data.with_prompt need extracted features: set data.extracted "
                          "to the tag `speech-jax extract` wrote (default 'default')")
-    load = LoadExample(source, speakers, cfg, bpe_path, training=training, ref_source=ref_source,
-                       ref_speakers=ref_speakers, frame_multiple=frame_multiple, extracted=extracted,
+    load = LoadExample(source, index, cfg, bpe_path, training=training, ref_source=ref_source,
+                       ref_index=ref_index, frame_multiple=frame_multiple, extracted=extracted,
                        ref_extracted=ref_extracted, own_split_references=ref_corpus == cfg.name)
-    records = speaker_records(speakers, cfg.get("speaker", ""), f"{cfg.name}/{split}")  # .get: older configs
+    records = speaker_records(index["speaker"], cfg.get("speaker", ""), f"{cfg.name}/{split}")  # .get: older configs
     _check_some_usable(load, split, cfg, records)
     ds = grain.MapDataset.source(records)
     if training:
         ds = ds.shuffle(seed=cfg.shuffle_seed)
     ds = ds.repeat(None)  # evaluation also repeats so that every batch is full (static shapes)
-    ds = ds.random_map(load, seed=cfg.shuffle_seed + (0 if training else 1))
+    ds = ds.random_map(load.plan, seed=cfg.shuffle_seed + (0 if training else 1))
     ds = ds.filter(lambda x: x is not None)
     buckets = bucket_lengths(cfg.buckets_seconds, cfg.sample_rate, frame_multiple)
     if buckets[-1] < int(cfg.max_seconds * cfg.sample_rate):
@@ -330,13 +352,14 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     ref_len = (bucket_lengths((cfg.ref_seconds[1],), cfg.sample_rate, frame_multiple)[0]
                if cfg.with_reference else None)
     pad = PadBatch(buckets, ref_len, cfg.max_text_len, frame_multiple=frame_multiple,
-                   prompt_tokens=prompt_max_tokens(cfg, frame_multiple), rows=rows,
+                   prompt_tokens=prompt_max_tokens(cfg, frame_multiple),
                    max_description_len=cfg.get("max_description_len", 0))
+    batch_fn = LoadRows(load, pad, rows)
     if cfg.group_window > 1:
-        it = LengthGroupedBatches(ds.to_iter_dataset(), cfg.batch_size, cfg.group_window, pad,
-                                  seed=cfg.shuffle_seed)
+        it = LengthGroupedBatches(ds.to_iter_dataset(), cfg.batch_size, cfg.group_window, batch_fn,
+                                  seed=cfg.shuffle_seed, length_fn=planned_length)
     else:
-        it = ds.to_iter_dataset().batch(cfg.batch_size, drop_remainder=True, batch_fn=pad)
+        it = ds.to_iter_dataset().batch(cfg.batch_size, drop_remainder=True, batch_fn=batch_fn)
     if cfg.num_workers > 0:
         from absl import flags
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; we are not an absl app
@@ -366,7 +389,7 @@ def _check_some_usable(load: LoadExample, split: str, cfg, records, probe: int =
     rng = np.random.default_rng(0)
     n = len(records)
     step = max(n // probe, 1)
-    if any(load(records[i], rng) is not None for i in range(0, n, step)):
+    if any(load.plan(records[i], rng) is not None for i in range(0, n, step)):
         return
     raise ValueError(
         f"no usable example among {min(n, probe)} probed records of {cfg.name}/{split}"

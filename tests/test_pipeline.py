@@ -83,6 +83,42 @@ def test_processes_read_disjoint_shards(data_cfg):
     assert not seen[0] & seen[1]
 
 
+def test_each_process_loads_only_its_rows_of_the_one_global_batch(data_cfg, monkeypatch):
+    """Two processes' rows, side by side, are the one-process batch (same bucket, same rows), and each
+    process read the audio of its own rows only: the global batch is planned from the record index."""
+    from data_pipelines.pipeline import LoadExample
+    cfg = data_cfg.copy_and_resolve_references()
+    cfg.with_reference = True
+    whole = take(make_dataset(cfg, split="train", training=True, frame_multiple=HOP2), 3)
+    loads = []
+    real = LoadExample.__call__
+    monkeypatch.setattr(LoadExample, "__call__", lambda self, plan: loads.append(plan) or real(self, plan))
+    halves = [take(make_dataset(cfg, split="train", training=True, frame_multiple=HOP2, process_index=pi,
+                                process_count=2), 3) for pi in range(2)]
+    assert len(loads) == 3 * cfg.batch_size  # not 2 × that: neither read the other's rows
+    for want, a, b in zip(whole, *halves):
+        assert_same(want, {k: np.concatenate([a[k], b[k]]) for k in want})
+
+
+def test_a_stale_record_index_is_a_clear_error(data_cfg, tmp_path):
+    """The index no longer matches the records (a corpus prepared again in place): say which file to delete."""
+    import json
+    import shutil
+    c = data_cfg.copy_and_resolve_references()
+    c.data_dir = str(tmp_path / "data")
+    shutil.copytree(data_cfg.data_dir, c.data_dir)
+    take(make_dataset(c, split="train", training=False, frame_multiple=HOP2), 1)  # builds the index
+    from data_pipelines.sources import corpus_dir
+    path = f"{corpus_dir(c.name, c.data_dir)}/records.train.json"
+    with open(path) as f:
+        index = json.load(f)
+    index["samples"] = [n + 1 for n in index["samples"]]
+    with open(path, "w") as f:
+        json.dump(index, f)
+    with pytest.raises(ValueError, match="delete the stale records"):
+        take(make_dataset(c, split="train", training=False, frame_multiple=HOP2), 1)
+
+
 def test_batch_not_divisible_by_processes(data_cfg):
     c = data_cfg.copy_and_resolve_references()
     c.batch_size = 3
@@ -129,17 +165,20 @@ def test_references_from_another_corpus_are_its_other_utterances_of_the_speaker(
     """`data.reference_corpus`: every reference from the other corpus (here the same split read as one),
     of the same speaker, never its rendering of the target utterance itself."""
     from data_pipelines.pipeline import LoadExample, default_bpe_path
-    from data_pipelines.sources import speaker_index
+    from data_pipelines.sources import record_index
     train = open_source(data_cfg.name, data_cfg.data_dir, "train")
-    speakers = speaker_index(train)
+    index = record_index(train)
+    speakers = index["speaker"]
     cfg = data_cfg.copy_and_resolve_references()
     cfg.max_seconds = 8.0
     other = open_source(data_cfg.name, data_cfg.data_dir, "train")  # the "other corpus": same records
-    load = LoadExample(train, speakers, cfg, default_bpe_path(cfg), training=True, ref_source=other,
-                       ref_speakers=speakers, own_split_references=False)
+    load = LoadExample(train, index, cfg, default_bpe_path(cfg), training=True, ref_source=other,
+                       ref_index=index, own_split_references=False)
     rng = np.random.default_rng(0)
     for i in range(0, len(train), 5):
-        example = load(i, rng)
-        assert example is not None and example["ref_index"] < 0  # -(index + 1) in the other corpus
+        plan = load.plan(i, rng)
+        assert plan is not None
+        example = load(plan)
+        assert example["ref_index"] < 0  # -(index + 1) in the other corpus
         j = -example["ref_index"] - 1
         assert speakers[j] == speakers[i] and train[j]["utt_id"] != train[i]["utt_id"]

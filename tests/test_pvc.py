@@ -20,8 +20,8 @@ OVERRIDES = ["--config.train.steps=20", "--config.train.log_every=1", "--config.
 
 
 def unseen_speaker(corpus: dict) -> str:
-    from data_pipelines.sources import open_source, speaker_index
-    return sorted(set(speaker_index(open_source(corpus["name"], corpus["data_dir"], "test_unseen"))))[0]
+    from data_pipelines.sources import split_index
+    return sorted(set(split_index(corpus["name"], corpus["data_dir"], "test_unseen")["speaker"]))[0]
 
 
 def pvc_args(corpus, stages, speaker, out, workdir):

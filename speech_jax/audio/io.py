@@ -90,6 +90,11 @@ def check_audio(
   return np.ascontiguousarray(audio)
 
 
+def resampled_length(samples: int, sr_in: int, sr_out: int) -> int:
+  """The length `resample` gives `samples` frames (soxr rounds half up), known without the audio."""
+  return samples if sr_in == sr_out else (2 * samples * sr_out + sr_in) // (2 * sr_in)
+
+
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
   """Resamples `[frames]` or `[frames, channels]` float audio with soxr; float32 out."""
   sr_in, sr_out = _check_rate(sr_in, None), _check_rate(sr_out, None)

@@ -11,8 +11,6 @@ zero-shot layout: no reference, no prompt), as the AR stage computes it (`ar.tok
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -92,10 +90,10 @@ def speaker_audio(cfg, split: str) -> list[np.ndarray]:
     """float32 audio at `cfg.sample_rate` of `cfg.speaker`'s utterances in `split` (the usable lengths,
     at most data.max_seconds each)."""
     from data_pipelines.pipeline import speaker_records
-    from data_pipelines.sources import corpus_dir, open_source, speaker_index
+    from data_pipelines.sources import open_source, split_index
     from speech_jax.audio.io import resample, to_float32
     source = open_source(cfg.name, cfg.data_dir, split)
-    speakers = speaker_index(source, os.path.join(corpus_dir(cfg.name, cfg.data_dir), f"speakers.{split}.json"))
+    speakers = split_index(cfg.name, cfg.data_dir, split, source)["speaker"]
     out = []
     for i in speaker_records(speakers, cfg.speaker, f"{cfg.name}/{split}"):
         record = source[int(i)]
