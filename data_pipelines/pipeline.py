@@ -166,17 +166,20 @@ class LoadExample:
 
     def plan(self, index: int, rng: np.random.Generator) -> dict | None:
         """Record `index`'s place in a global batch: None when it is unusable for this stage, else its
-        length once loaded (which picks the batch's bucket and length group) and the seed it loads with."""
+        length once loaded (which picks the batch's bucket and length group), its text ids and the seed it
+        loads with."""
         from speech_jax.audio.io import resampled_length
         index = int(index)
         n = resampled_length(self.index["samples"][index], self.index["sample_rate"][index], self.cfg.sample_rate)
         if n < self.min_len or (n > self.max_len and self.cfg.long_utterances == "drop"):
             return None  # too short; or too long for a stage that aligns text with audio and cannot crop
-        if self._usable_text_ids(self.index, index) is None:
+        ids = self._usable_text_ids(self.index, index)
+        if ids is None:
             return None
         if self.cfg.with_reference and not self._references(index):
             return None  # no different utterance of this speaker: unusable for joint training
-        return {"index": index, "length": min(n, self.max_len), "seed": int(rng.integers(2**63 - 1))}
+        return {"index": index, "length": min(n, self.max_len), "seed": int(rng.integers(2**63 - 1)),
+                "text_ids": np.asarray(ids, np.int32)}
 
     def __call__(self, plan: dict) -> dict:
         index = plan["index"]
@@ -191,8 +194,7 @@ class LoadExample:
         start = self._crop_start(len(audio), self.max_len, rng, self.frame_multiple)
         audio = audio[start:start + self.max_len]
         speaker = self.speakers[index]
-        example = {"audio": audio, "text_ids": np.asarray(self._usable_text_ids(self.index, index), np.int32),
-                   "index": index, "speaker_id": self.speaker_ids[speaker]}
+        example = {"audio": audio, "text_ids": plan["text_ids"], "index": index, "speaker_id": self.speaker_ids[speaker]}
         if self.extracted is not None:
             self._features(example, index, start)
         if self.cfg.get("with_description", False):  # .get: configs saved before the field

@@ -69,6 +69,26 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint(preempted):
     assert [r["step"] for r in read_metrics(workdir) if "loss" in r] == [1, 2, 3]
 
 
+# Each process says what it sees; stop.agree must give every process one answer: a deadline on process 0's
+# clock, a SIGTERM on any process.
+AGREE = ("from speech_jax import sharding; sharding.maybe_initialize_distributed(); import jax; "
+         "from speech_jax.train import stop; p = jax.process_index(); "
+         "print('agreed', [stop.agree(False, p == 0), stop.agree(False, p == 1), stop.agree(p == 1, False)])")
+
+
+def test_process_zeros_deadline_and_any_sigterm_stop_every_process(tmp_path):
+    """`train.max_minutes` is decided on process 0's clock, where hosts' start times differ; the loop's save
+    path after agreeing is the SIGTERM test's."""
+    job = Job([sys.executable, "-c", AGREE], num_processes=2, devices=1, logdir=str(tmp_path))
+    try:
+        assert job.wait(timeout=120) == [0, 0], job.tail()
+    finally:
+        job.kill()
+    for log in job.logs:
+        said = [line.strip() for line in open(log) if line.startswith("agreed")]
+        assert said == ["agreed [(False, True), (False, False), (True, False)]"], job.tail()
+
+
 def test_two_processes_train_like_one(preempted, single, tiny_corpus):
     workdir = preempted[0]
     want = {r["step"]: r for r in read_metrics(single) if "loss" in r}
