@@ -5,8 +5,8 @@ mesh) with the same global batches.
 One 2-process job serves most tests of the tokenizer (each process costs about one compilation, ~37 CPU-seconds): it trains
 test_train's FAST config, agreeing every 3 steps whether to stop, and process 1 alone gets a SIGTERM
 after its first step; both must save step 3 and stop. Its checkpoint is then resumed by one process and
-by four (one device each). The AR and flow matching each train in a 2-process job of their own, against the
-demo's tiny stages trained in one process."""
+by four (one device each). The Flow-VAE, the AR and flow matching each train in a 2-process job of their own,
+against the demo's tiny stages trained in one process."""
 import os
 import re
 import shutil
@@ -113,10 +113,11 @@ def stage_argv(stage, corpus, stages, workdir):
             *pretrained]
 
 
-@pytest.mark.parametrize("stage", ["ar", "flow_matching"])
+@pytest.mark.parametrize("stage", ["flow_vae", "ar", "flow_matching"])
 def test_two_processes_train_each_stage_like_one(stage, tiny_corpus, tiny_stages, tmp_path):
-    """The AR's references, prompts and extracted tokens, and flow matching's latents and frozen AR and
-    Flow-VAE weights (restored onto the mesh on both hosts), give the one-process run's losses and gradients."""
+    """The Flow-VAE's generator and discriminator states, the AR's references, prompts and extracted tokens,
+    and flow matching's latents and frozen AR and Flow-VAE weights (restored onto the mesh on both hosts) give
+    the one-process run's losses and gradients."""
     workdir = str(tmp_path / "run")
     job = Job(stage_argv(stage, tiny_corpus, tiny_stages, workdir), num_processes=2, devices=4,
               logdir=str(tmp_path / "logs"))
