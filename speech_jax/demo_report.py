@@ -16,7 +16,7 @@ from speech_jax.eval import artifacts
 
 # Curves per stage: the keys drawn when the run logged them.
 CURVES = {
-    "tokenizer": ("loss", "mel_loss", "ctc_loss", "vq_loss"),
+    "tokenizer": ("loss", "mel_loss", "ctc_loss", "ctc_cer", "vq_loss"),
     "flow_vae": ("mel_loss", "kl", "d_loss", "g_adv", "g_fm"),
     "ar": ("loss", "token_accuracy"),
     "flow_matching": ("loss",),
@@ -68,7 +68,8 @@ def _curves(demo, fig_dir: str) -> dict[str, str]:
         path = os.path.join(demo.workdirs[stage], "metrics.jsonl")
         if os.path.exists(path):
             try:
-                out[stage] = artifacts.save_loss_curves(os.path.join(fig_dir, f"curves_{stage}.png"), path, keys)
+                out[stage] = artifacts.save_loss_curves(os.path.join(fig_dir, f"curves_{stage}.png"), path, keys,
+                                                       with_eval=True)
             except ValueError:  # nothing logged yet
                 pass
     return out

@@ -262,6 +262,16 @@ def test_save_loss_curves_with_eval_keys(tmp_path, caplog):
     assert _png_size(two_panels)[1] > _png_size(one_panel)[1]  # loss and eval/loss share a panel
     with pytest.raises(ValueError, match="eval/wer"):
         artifacts.save_loss_curves(tmp_path / "c.png", jsonl, ["eval/wer"])
+    # with_eval: each key's evaluation series on every split join its panel; an eval-only metric is no warning
+    rows = [{"step": s, "eval/ctc_cer": 0.5, "eval_test_unseen/ctc_cer": 0.6, "eval_test_unseen/loss": 4.0}
+            for s in (5, 10)]
+    with open(jsonl, "a") as f:
+        f.write("\n" + "".join(json.dumps(r) + "\n" for r in rows))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=artifacts.__name__):
+        grouped = artifacts.save_loss_curves(tmp_path / "d.png", jsonl, ["loss", "ctc_cer"], with_eval=True)
+    assert not [r for r in caplog.records if "no rows" in r.message]
+    assert _png_size(grouped)[1] == _png_size(two_panels)[1]  # two panels: loss (3 series), ctc_cer (2)
 
 
 def test_pitch_recall_tells_the_speakers_pitch_from_a_voiced_buzz_at_another(speech):

@@ -109,20 +109,25 @@ def read_jsonl(path) -> list[dict]:
     return rows
 
 
-def save_loss_curves(path, metrics_jsonl_path, keys) -> str:
-    """PNG of each key against `step`, one panel per metric: `loss` and `eval/loss` share a panel.
+def save_loss_curves(path, metrics_jsonl_path, keys, *, with_eval: bool = False) -> str:
+    """PNG of each key against `step`, one panel per metric: `loss`, `eval/loss` and `eval_<split>/loss`
+    share a panel. `with_eval` adds every evaluation series of each key (`eval/k`, `eval_<split>/k`).
 
     Eval rows are sparse, so they are drawn with markers. Keys with no rows are skipped with a warning;
     raises ValueError when none of `keys` has any data.
     """
     rows = read_jsonl(metrics_jsonl_path)
+    logged = {k for row in rows for k in row}
+    groups = {key: [key, *sorted(k for k in logged if k.startswith("eval") and k.split("/", 1)[-1] == key)]
+              if with_eval else [key] for key in keys}
     series = {}
-    for key in keys:
-        points = [(row["step"], row[key]) for row in rows
-                  if "step" in row and isinstance(row.get(key), (int, float))]
-        if points:
-            series[key] = np.array(sorted(points), dtype=np.float64).T
-        else:
+    for key, names in groups.items():
+        for name in names:
+            points = [(row["step"], row[name]) for row in rows
+                      if "step" in row and isinstance(row.get(name), (int, float))]
+            if points:
+                series[name] = np.array(sorted(points), dtype=np.float64).T
+        if not any(name in series for name in names):
             log.warning("%s: no rows with %r", metrics_jsonl_path, key)
     if not series:
         available = sorted({k for row in rows for k in row} - {"step"})
@@ -130,13 +135,13 @@ def save_loss_curves(path, metrics_jsonl_path, keys) -> str:
 
     panels = {}
     for key in series:
-        panels.setdefault(key.removeprefix("eval/"), []).append(key)
+        panels.setdefault(key.split("/", 1)[-1], []).append(key)
     fig = Figure(figsize=(8, 2.6 * len(panels) + 0.4), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (metric, members) in zip(axes, panels.items()):
         for key in members:
             steps, values = series[key]
-            style = dict(marker="o", markersize=3) if key.startswith("eval/") else dict(linewidth=1)
+            style = dict(marker="o", markersize=3) if key.startswith("eval") else dict(linewidth=1)
             ax.plot(steps, values, label=key, **style)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
