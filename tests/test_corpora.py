@@ -192,10 +192,17 @@ def test_held_out_speakers_are_stable_and_disjoint():
 
 
 
-def test_beam_builds_the_same_records_reports_and_counts(built, tmp_path):
+def test_beam_builds_the_same_records_reports_and_counts(built, tmp_path, monkeypatch):
     """Emilia's tree through TFDS's Beam path (DirectRunner): duplicates across splits, the quality filter and
-    the per-split reports come out as in the single-process build. Needs the 'beam' extra."""
+    the per-split reports come out as in the single-process build, with the shards listed by the pipeline's
+    workers, never by the driver. Needs the 'beam' extra."""
     pytest.importorskip("apache_beam")
+    from data_pipelines.corpora import Emilia
+
+    def driver_listing(*args):
+        raise AssertionError("the driver read the shards")
+
+    monkeypatch.setattr(Emilia, "list_utterances", driver_listing)
     plain, _, src = built["emilia"]
     beam = prepare("emilia", str(tmp_path / "data"), manual_dir=str(src), vocab_size=300, min_quality=3.0,
                    beam="--runner=DirectRunner")

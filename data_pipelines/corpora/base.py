@@ -96,6 +96,14 @@ class CorpusBuilder(LocalCodePath, tfds.core.GeneratorBasedBuilder, skip_registr
     def list_utterances(self, root: epath.Path) -> list[Utterance]:
         raise NotImplementedError
 
+    # A corpus whose listing is heavy and has no splits of its own may also list by source (Emilia: one tar
+    # shard each), so that a Beam pipeline lists in its workers: `list_sources` gives the sources in listing
+    # order, SOURCE_READER (a module-level function: Beam pickles it) a source's utterances in order.
+    SOURCE_READER = None
+
+    def list_sources(self, root: epath.Path) -> list[str]:
+        raise NotImplementedError
+
     # --- shared machinery ---------------------------------------------------------------------
 
     def download_and_prepare(self, *, download_config=None, **kwargs):
@@ -108,6 +116,17 @@ class CorpusBuilder(LocalCodePath, tfds.core.GeneratorBasedBuilder, skip_registr
         if not root.exists():
             raise FileNotFoundError(f"manual_dir {root} does not exist; it should hold:\n"
                                     f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        report_dir = epath.Path(self.data_dir)  # the build folder, renamed when complete
+        if getattr(self, "_use_beam", False) and self.SOURCE_READER is not None:
+            sources = self.list_sources(root)
+            if not sources:
+                raise FileNotFoundError(f"no utterances found under {root}; expected:\n"
+                                        f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            from data_pipelines.corpora import beam as beam_lib
+
+            spec, names = self.builder_config.split_spec, splits_lib.SPLITS
+            listing = beam_lib.listed_items(sources, type(self).SOURCE_READER, spec, names)
+            return beam_lib.split_transforms(listing, self.builder_config, report_dir, names)
         utts = self.list_utterances(root)
         if not utts:
             raise FileNotFoundError(f"no utterances found under {root}; expected:\n"
@@ -117,7 +136,6 @@ class CorpusBuilder(LocalCodePath, tfds.core.GeneratorBasedBuilder, skip_registr
         names = sorted(by_split, key=lambda s: (order.index(s) if s in order else len(order), s))
         # rank: the order in which duplicates are resolved, the same in both paths.
         items = [((i, j), s, u) for i, s in enumerate(names) for j, u in enumerate(by_split[s])]
-        report_dir = epath.Path(self.data_dir)  # the build folder, renamed when complete
         if getattr(self, "_use_beam", False):
             from data_pipelines.corpora import beam as beam_lib
 

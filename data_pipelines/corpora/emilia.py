@@ -2,7 +2,8 @@
 duration, dnsmos). No splits of its own: speaker-disjoint test_unseen and held-out validation.
 
 Listing reads each shard's JSON members once and remembers where each mp3 lies inside its tar, so
-decoding later reads just those bytes; the metadata's duration and DNSMOS are filtered before decoding."""
+decoding later reads just those bytes; the metadata's duration and DNSMOS are filtered before decoding.
+With Beam the shards are read by the workers, not the driver (base.CorpusBuilder.list_sources)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,11 @@ Keep only DNSMOS >= Q with --min-quality Q."""
     HOMEPAGE = "https://emilia-dataset.github.io/Emilia-Demo-Page/"
     EXTRA_FEATURES = {"dnsmos": tfds.features.Scalar(dtype=np.float32, doc="DNSMOS P.835 OVRL; NaN: none")}
 
-    def list_utterances(self, root):
+    SOURCE_READER = staticmethod(read_shard)  # with Beam, each worker reads shards: the driver only lists them
+
+    def list_sources(self, root):
         # epath refuses '**' globs (thousands of requests on a bucket); a walk lists each folder once.
-        shards = sorted(folder / f for folder, _, files in root.walk() for f in files if f.endswith(".tar"))
-        return [u for shard in shards for u in read_shard(str(shard))]
+        return sorted(str(folder / f) for folder, _, files in root.walk() for f in files if f.endswith(".tar"))
+
+    def list_utterances(self, root):
+        return [u for shard in self.list_sources(root) for u in read_shard(shard)]
