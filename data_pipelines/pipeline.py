@@ -157,12 +157,17 @@ class LoadExample:
         """(from this split?, record) of every utterance that may be record `index`'s reference: never the
         target itself; another corpus's rendering of this very utterance is not a different utterance."""
         speaker = self.speakers[index]
-        candidates = ([(True, i) for i in self.by_speaker[speaker] if i != index]
-                      if self.own_split_references else [])
+        others = [(False, i) for i in self.ref_by_speaker.get(speaker, [])]
         if self.own_split_references:
-            return candidates + [(False, i) for i in self.ref_by_speaker.get(speaker, [])]
+            return [(True, i) for i in self.by_speaker[speaker] if i != index] + others
         utt = self.index["utt_id"][index]
-        return [(False, i) for i in self.ref_by_speaker.get(speaker, []) if self.ref_index["utt_id"][i] != utt]
+        return [(own, i) for own, i in others if self.ref_index["utt_id"][i] != utt]
+
+    def _has_reference(self, index: int) -> bool:
+        speaker = self.speakers[index]
+        if self.own_split_references:  # without listing them: a speaker may have thousands of utterances
+            return len(self.by_speaker[speaker]) > 1 or bool(self.ref_by_speaker.get(speaker))
+        return bool(self._references(index))
 
     def plan(self, index: int, rng: np.random.Generator) -> dict | None:
         """Record `index`'s place in a global batch: None when it is unusable for this stage, else its
@@ -176,7 +181,7 @@ class LoadExample:
         ids = self._usable_text_ids(self.index, index)
         if ids is None:
             return None
-        if self.cfg.with_reference and not self._references(index):
+        if self.cfg.with_reference and not self._has_reference(index):
             return None  # no different utterance of this speaker: unusable for joint training
         return {"index": index, "length": min(n, self.max_len), "seed": int(rng.integers(2**63 - 1)),
                 "text_ids": np.asarray(ids, np.int32)}
@@ -194,7 +199,8 @@ class LoadExample:
         start = self._crop_start(len(audio), self.max_len, rng, self.frame_multiple)
         audio = audio[start:start + self.max_len]
         speaker = self.speakers[index]
-        example = {"audio": audio, "text_ids": plan["text_ids"], "index": index, "speaker_id": self.speaker_ids[speaker]}
+        example = {"audio": audio, "text_ids": plan["text_ids"], "index": index,
+                   "speaker_id": self.speaker_ids[speaker]}
         if self.extracted is not None:
             self._features(example, index, start)
         if self.cfg.get("with_description", False):  # .get: configs saved before the field
