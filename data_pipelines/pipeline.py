@@ -346,7 +346,8 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     load = LoadExample(source, index, cfg, bpe_path, training=training, ref_source=ref_source,
                        ref_index=ref_index, frame_multiple=frame_multiple, extracted=extracted,
                        ref_extracted=ref_extracted, own_split_references=ref_corpus == cfg.name)
-    records = speaker_records(index["speaker"], cfg.get("speaker", ""), f"{cfg.name}/{split}")  # .get: older configs
+    exclude = excluded_speakers(cfg.get("exclude_speakers_of", ()), cfg.data_dir)  # .get: older configs
+    records = speaker_records(index["speaker"], cfg.get("speaker", ""), f"{cfg.name}/{split}", exclude)
     _check_some_usable(load, split, cfg, records)
     ds = grain.MapDataset.source(records)
     if training:
@@ -379,14 +380,30 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     return it
 
 
-def speaker_records(speakers: list[str], speaker: str, where: str) -> np.ndarray:
+def excluded_speakers(names, data_dir: str) -> set[str]:
+    """The speakers of every "corpus:split" in `names` (`data.exclude_speakers_of`)."""
+    out = set()
+    for name in names:
+        corpus, _, split = name.rpartition(":")
+        if not corpus or not split:
+            raise ValueError(f"data.exclude_speakers_of takes 'corpus:split' names, e.g. "
+                             f"'espeak_tts/small:test_unseen', got {name!r}")
+        out |= set(split_index(corpus, data_dir, split)["speaker"])
+    return out
+
+
+def speaker_records(speakers: list[str], speaker: str, where: str,
+                    exclude: set[str] = frozenset()) -> np.ndarray:
     """The record indices a split contributes: all, or (`data.speaker`) one speaker's only, e.g. the few
-    minutes of a voice that professional voice cloning fits."""
+    minutes of a voice that professional voice cloning fits; never those of an `exclude`d speaker."""
     if not speaker:
-        return np.arange(len(speakers))
-    records = np.asarray([i for i, s in enumerate(speakers) if s == speaker], np.int64)
+        records = np.asarray([i for i, s in enumerate(speakers) if s not in exclude], np.int64)
+        if not len(records):
+            raise ValueError(f"every speaker of {where} is excluded (data.exclude_speakers_of)")
+        return records
+    records = np.asarray([i for i, s in enumerate(speakers) if s == speaker and s not in exclude], np.int64)
     if not len(records):
-        known = sorted(set(speakers))
+        known = sorted(set(speakers) - exclude)
         raise ValueError(f"data.speaker={speaker!r} has no utterances in {where}; its {len(known)} speakers "
                          f"include {', '.join(known[:8])}")
     return records

@@ -18,6 +18,8 @@ def base_config() -> ml_collections.ConfigDict:
         train_split="train",
         eval_split="validation",
         speaker="",              # only this speaker's utterances (e.g. PVC on one voice); "" = every speaker
+        exclude_speakers_of=(),  # "corpus:split" names whose speakers this run never reads (e.g. the test
+                                 # voices of the corpus a model will be scored on)
         extra_eval_splits=(),    # further splits evaluated alongside (logged as eval_<split>/...)
         sample_rate=16000,
         min_seconds=0.5,

@@ -119,6 +119,25 @@ def test_a_stale_record_index_is_a_clear_error(data_cfg, tmp_path):
         take(make_dataset(c, split="train", training=False, frame_multiple=HOP2), 1)
 
 
+def test_speakers_of_another_split_are_never_read(data_cfg):
+    """`data.exclude_speakers_of`: e.g. a judge trained on another corpus never hears the voices it scores."""
+    from data_pipelines.pipeline import excluded_speakers, speaker_records
+    from data_pipelines.sources import split_index
+    speakers = split_index(data_cfg.name, data_cfg.data_dir, "train")["speaker"]
+    held_out = excluded_speakers([f"{data_cfg.name}:validation"], data_cfg.data_dir)
+    some = set(sorted(held_out)[:3])
+    kept = speaker_records(speakers, "", "train", some)
+    assert len(kept) and not {speakers[i] for i in kept} & some
+    assert {speakers[i] for i in kept} | some == set(speakers)
+    c = data_cfg.copy_and_resolve_references()
+    c.exclude_speakers_of = (f"{c.name}:validation",)  # tiny's validation holds every seen speaker
+    with pytest.raises(ValueError, match="every speaker of .*/train is excluded"):
+        make_dataset(c, split="train", training=True, frame_multiple=HOP2)
+    c.exclude_speakers_of = ("validation",)
+    with pytest.raises(ValueError, match="'corpus:split'"):
+        make_dataset(c, split="train", training=True, frame_multiple=HOP2)
+
+
 def test_batch_not_divisible_by_processes(data_cfg):
     c = data_cfg.copy_and_resolve_references()
     c.batch_size = 3
