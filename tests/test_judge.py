@@ -50,6 +50,22 @@ def test_augmentation_warps_and_masks_only_as_asked():
                                        fill=0.0), mel)
 
 
+def test_utterance_normalisation_removes_each_channels_offset_and_gain():
+    """CMVN: a voice that shifts and scales every mel channel (tilt, loudness) gives the same features;
+    padding frames neither count nor come out non-zero."""
+    import jax.numpy as jnp
+    from speech_jax.models.ctc_recognizer import utterance_normalise
+    rng = np.random.default_rng(0)
+    mel = jnp.asarray(rng.standard_normal((2, 40, 8)), jnp.float32)
+    frames = jnp.arange(40)[None] < jnp.asarray([40, 25])[:, None]
+    voiced = mel * jnp.asarray(rng.uniform(0.5, 2.0, 8)) + jnp.asarray(rng.uniform(-3, 3, 8))
+    a, b = utterance_normalise(mel, frames), utterance_normalise(jnp.where(frames[..., None], voiced, 99.0), frames)
+    np.testing.assert_allclose(a, b, atol=5e-3)  # up to eps against the scaled variance
+    assert not np.asarray(b)[1, 25:].any()
+    np.testing.assert_allclose(np.asarray(a)[1, :25].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a)[1, :25].std(0), 1, atol=1e-3)
+
+
 @pytest.fixture(scope="module")
 def overfit_judge(tiny_corpus, tmp_path_factory):
     """The tiny judge trained through `train` on the 16 utterances of the tiny corpus's test_unseen only."""

@@ -13,6 +13,7 @@ def model_defaults() -> ml_collections.ConfigDict:
         attention_impl="einsum", dtype="float32",
         freq_masks=0, freq_width=10, time_masks=0, time_width=10,  # SpecAugment (0 masks: off)
         freq_warp=0.0,               # mel-axis stretch by 1 ± freq_warp (0: off)
+        utterance_norm=False,        # each mel channel normalised over the utterance (CMVN)
         mel_mean=-5.0, mel_std=3.0))  # fixed log-mel normalisation, as the tokenizer's
 
 
