@@ -190,6 +190,21 @@ def test_decoder_voice_conditions_the_decoder_only():
     assert "voice_proj" not in nnx.state(task.build_model(small_config(), nnx.Rngs(0)), nnx.Param)
 
 
+def test_encoder_utterance_norm_gives_the_same_codes_whatever_each_channels_level():
+    """`model.encoder_utterance_norm`: scaling and shifting every mel channel of an utterance (a voice's tilt
+    and loudness) leaves the encoder's features as they were; without it they move."""
+    mel = -5.0 + 3.0 * jax.random.normal(jax.random.key(1), (2, 64, 80))  # channels that vary, as speech's do
+    frames = jnp.arange(64)[None] < jnp.asarray([64, 50])[:, None]
+    gain, offset = jnp.linspace(0.8, 1.25, 80), jnp.linspace(-1.0, 1.0, 80)
+    for on in (True, False):
+        config = small_config()
+        config.model.encoder_utterance_norm = on
+        model = task.build_model(config, nnx.Rngs(0))
+        encode = jax.jit(lambda m, f: model.encode_frames(m, f)[0])  # noqa: B023
+        moved = float(jnp.abs(encode(mel * gain + offset, frames) - encode(mel, frames)).max())
+        assert (moved < 1e-2) if on else (moved > 1e-1), (on, moved)
+
+
 def test_straight_through_passes_gradients_to_the_encoder():
     vq = VectorQuantizer(16, 32, 8, l2norm=False, update="loss", rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(0), (2, 5, 16))

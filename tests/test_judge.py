@@ -54,7 +54,7 @@ def test_utterance_normalisation_removes_each_channels_offset_and_gain():
     """CMVN: a voice that shifts and scales every mel channel (tilt, loudness) gives the same features;
     padding frames neither count nor come out non-zero."""
     import jax.numpy as jnp
-    from speech_jax.models.ctc_recognizer import utterance_normalise
+    from speech_jax.audio.mel import utterance_normalise
     rng = np.random.default_rng(0)
     mel = jnp.asarray(rng.standard_normal((2, 40, 8)), jnp.float32)
     frames = jnp.arange(40)[None] < jnp.asarray([40, 25])[:, None]

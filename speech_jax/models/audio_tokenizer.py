@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from speech_jax.audio.mel import MelSpec, frame_lengths, log_mel
+from speech_jax.audio.mel import MelSpec, frame_lengths, log_mel, utterance_normalise
 from speech_jax.layers import Conv1d, ConvTranspose1d, Transformer, dense
 from speech_jax.models.vq import VectorQuantizer
 from speech_jax.sharding import constrain
@@ -65,6 +65,9 @@ class AudioTokenizer(nnx.Module):
         self.decoder_voice = bool(cfg.get("decoder_voice", False))
         if self.decoder_voice:
             self.voice_proj = dense(rngs, 2 * spec.n_mels, d, (None, "embed"), dtype=dtype, use_bias=True)
+        # Optionally the encoder reads each utterance's log-mel normalised over the utterance (CMVN): a voice's
+        # tilt and loudness no longer reach the codes (with `decoder_voice` the decoder gets them back).
+        self.encoder_utterance_norm = bool(cfg.get("encoder_utterance_norm", False))
         # Static settings the task's loss reads (loss_fn only receives the model).
         self.spec = spec
         self.mel_mean, self.mel_std = float(cfg.mel_mean), float(cfg.mel_std)
@@ -84,7 +87,9 @@ class AudioTokenizer(nnx.Module):
     def encode_frames(self, mel: jax.Array, frame_mask: jax.Array):
         """log-mel [B, F, M] -> encoder output [B, F/2, d] and token mask [B, F/2]."""
         token_mask = frame_mask[:, 1::2]  # token t covers frames 2t, 2t+1: valid iff both are
-        x = _masked((mel - self.mel_mean) / self.mel_std, frame_mask).astype(self.dtype)
+        x = (mel - self.mel_mean) / self.mel_std
+        x = utterance_normalise(x, frame_mask) if self.encoder_utterance_norm else x
+        x = _masked(x, frame_mask).astype(self.dtype)
         x = jax.nn.silu(self.enc_in(x))
         x = self.down(_masked(x, frame_mask))
         x = constrain(x, ACT)

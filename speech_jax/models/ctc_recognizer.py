@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from speech_jax.audio.mel import MelSpec, frame_lengths, log_mel
+from speech_jax.audio.mel import MelSpec, frame_lengths, log_mel, utterance_normalise
 from speech_jax.layers import Conv1d, Transformer, dense
 from speech_jax.sharding import constrain
 
@@ -54,17 +54,6 @@ def spec_augment(mel: jax.Array, rng: jax.Array, *, freq_masks: int, freq_width:
     if time_masks:
         hide |= masks(k_time, time_masks, time_width, t)[:, :, None]
     return jnp.where(hide, fill, mel)
-
-
-def utterance_normalise(mel: jax.Array, frames: jax.Array, eps: float = 1e-3) -> jax.Array:
-    """Per-utterance mean and variance normalisation of each channel over its valid frames (CMVN), the
-    classic speaker- and channel-robust front end: a voice's spectral tilt and loudness move the statistics,
-    not what is left."""
-    w = frames[..., None].astype(mel.dtype)
-    n = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
-    mean = jnp.sum(mel * w, axis=1, keepdims=True) / n
-    var = jnp.sum(jnp.square(mel - mean) * w, axis=1, keepdims=True) / n
-    return (mel - mean) * jax.lax.rsqrt(var + eps) * w
 
 
 class CtcRecognizer(nnx.Module):
