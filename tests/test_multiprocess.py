@@ -5,8 +5,7 @@ mesh) with the same global batches.
 One 2-process job serves most tests of the tokenizer (each process costs about one compilation, ~37 CPU-seconds): it trains
 test_train's FAST config, agreeing every 3 steps whether to stop, and process 1 alone gets a SIGTERM
 after its first step; both must save step 3 and stop. Its checkpoint is then resumed by one process and
-by four (one device each). The Flow-VAE, the AR and flow matching each train in a 2-process job of their own,
-against the demo's tiny stages trained in one process."""
+by four (one device each). The other stages: test_multiprocess_stages.py."""
 import os
 import re
 import shutil
@@ -98,39 +97,6 @@ def test_two_processes_train_like_one(preempted, single, tiny_corpus):
             np.testing.assert_allclose(row[key], want[row["step"]][key], rtol=1e-5, err_msg=f"{key}@{row['step']}")
     for x, y in zip(flat(params_of(workdir, tiny_corpus, 3)), flat(params_of(single, tiny_corpus, 3))):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
-
-
-def stage_argv(stage, corpus, stages, workdir):
-    """The demo's tiny stage as `tiny_stages` trained it in one process on 8 devices (2 × 2 × 2 mesh), for a
-    job whose processes hold 4 devices each."""
-    from stages import COMMON, MESH_8, OVERRIDES, ROOT, STEPS
-    pretrained = ([f"--config.pretrained.ar_workdir={stages['ar']}",
-                   f"--config.pretrained.flow_vae_workdir={stages['flow_vae']}"] if stage == "flow_matching" else [])
-    return [sys.executable, "-m", "speech_jax.cli", "train", "--config",
-            os.path.join(ROOT, "experiments", stage, "tiny.py"), "--workdir", workdir,
-            f"--config.data.name={corpus['name']}", f"--config.data.data_dir={corpus['data_dir']}",
-            f"--config.data.bpe_model={corpus['bpe_model']}", *COMMON, *OVERRIDES[stage], *STEPS, *MESH_8,
-            *pretrained]
-
-
-@pytest.mark.parametrize("stage", ["flow_vae", "ar", "flow_matching"])
-def test_two_processes_train_each_stage_like_one(stage, tiny_corpus, tiny_stages, tmp_path):
-    """The Flow-VAE's generator and discriminator states, the AR's references, prompts and extracted tokens,
-    and flow matching's latents and frozen AR and Flow-VAE weights (restored onto the mesh on both hosts) give
-    the one-process run's losses and gradients."""
-    workdir = str(tmp_path / "run")
-    job = Job(stage_argv(stage, tiny_corpus, tiny_stages, workdir), num_processes=2, devices=4,
-              logdir=str(tmp_path / "logs"))
-    try:
-        assert job.wait(timeout=300) == [0, 0], job.tail()
-    finally:
-        job.kill()
-    want = [r for r in read_metrics(tiny_stages[stage]) if "loss" in r]
-    got = [r for r in read_metrics(workdir) if "loss" in r]
-    assert [r["step"] for r in got] == [r["step"] for r in want] == [1, 2]
-    for a, b in zip(got, want):
-        for key in ("loss", "grad_norm"):
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=f"{stage} {key}@{a['step']}")
 
 
 def assert_continues_like_single(workdir, single, tiny_corpus):
