@@ -15,7 +15,9 @@ that resume it, whatever their `--minutes`.
 
 The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
 trains after the four stages on its own time (`judge_minutes`, default its config's `train.max_minutes`),
-which the budget does not count, and scores the synthesis and espeak's ground truth alike. Without
+which the budget does not count, and scores the synthesis and espeak's ground truth alike. A judge config
+that names another espeak corpus (more voices or sentences to generalise from) trains on that one, prepared
+beside the demo's, never hearing the demo's test_unseen voices. Without
 Whisper it is the demo's intelligibility figure; SIM comes from Resemblyzer when it is installed.
 """
 from __future__ import annotations
@@ -188,9 +190,13 @@ class Demo:
         """The stage's config for this demo; `max_minutes` None keeps the config's own time limit."""
         from speech_jax.config import apply_overrides, load_config
         config = load_config(self.config_files[stage])
+        judge_corpus = self._judge_corpus(config) if stage == JUDGE else None
         config.data.name = self.state["corpus_name"]
         config.data.data_dir = self.data_dir
         config.data.bpe_model = self.state["bpe_model"]
+        if judge_corpus:  # the judge learns from more voices, never from those it will score
+            config.data.name, config.data.bpe_model = judge_corpus, ""
+            config.data.exclude_speakers_of = (f"{self.state['corpus_name']}:test_unseen",)
         config.train.seed = self.seed
         if stage == "flow_matching":
             config.pretrained.ar_workdir = self.workdirs["ar"]
@@ -219,10 +225,21 @@ class Demo:
                 "planned_steps": config.train.steps, "time_budget_reached": bool(result.get("time_budget_reached")),
                 "final": losses}  # the last logged training metrics
 
+    def _judge_corpus(self, config) -> str | None:
+        """The espeak corpus a judge config names when it is not the demo's own (more voices to learn from)."""
+        name = config.data.name
+        return name if name.startswith("espeak_tts/") and name != self.state["corpus_name"] else None
+
     def train_judge(self) -> dict:
-        """Trains the judge for `judge_minutes` (None: its config's own `train.max_minutes`); resumes it."""
+        """Trains the judge for `judge_minutes` (None: its config's own `train.max_minutes`); resumes it.
+        A judge of another espeak corpus has it prepared first, beside the demo's."""
         if self.judge_minutes == 0:
             return {"skipped": "judge_minutes is 0"}
+        from speech_jax.config import load_config
+        corpus = self._judge_corpus(load_config(self.config_files[JUDGE]))
+        if corpus:
+            from data_pipelines.prepare import prepare
+            prepare("espeak_tts", self.data_dir, config=corpus.split("/", 1)[1])
         return self._train(JUDGE, self.stage_config(JUDGE, self.judge_minutes))
 
     def _judge(self):
