@@ -16,8 +16,8 @@ that resume it, whatever their `--minutes`.
 The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
 trains after the four stages on its own time (`judge_minutes`, default its config's `train.max_minutes`),
 which the budget does not count, and scores the synthesis and espeak's ground truth alike. A judge config
-that names another espeak corpus (more voices or sentences to generalise from) trains on that one, prepared
-beside the demo's, never hearing the demo's test_unseen voices. Without
+with `own_corpus` set keeps the espeak corpus it names (more voices to generalise from): prepared beside the
+demo's, trained on without ever hearing the demo's test_unseen voices. Without
 Whisper it is the demo's intelligibility figure; SIM comes from Resemblyzer when it is installed.
 """
 from __future__ import annotations
@@ -226,9 +226,10 @@ class Demo:
                 "final": losses}  # the last logged training metrics
 
     def _judge_corpus(self, config) -> str | None:
-        """The espeak corpus a judge config names when it is not the demo's own (more voices to learn from)."""
+        """The espeak corpus a judge config keeps (`own_corpus`: more voices to learn from than the demo's)."""
         name = config.data.name
-        return name if name.startswith("espeak_tts/") and name != self.state["corpus_name"] else None
+        keep = config.get("own_corpus", False) and name.startswith("espeak_tts/")
+        return name if keep and name != self.state["corpus_name"] else None
 
     def train_judge(self) -> dict:
         """Trains the judge for `judge_minutes` (None: its config's own `train.max_minutes`); resumes it.

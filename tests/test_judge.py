@@ -139,18 +139,18 @@ def test_the_demo_uses_its_own_judge_config_when_given_none():
 
 
 def test_a_judge_of_another_espeak_corpus_trains_there_and_never_hears_the_scored_voices(tmp_path):
-    """A judge config naming another espeak corpus (more voices, more sentences) keeps it, with the demo's
-    test_unseen voices excluded; one naming the demo's corpus (or none of espeak's) gets the demo's."""
+    """A judge config with `own_corpus` keeps the espeak corpus it names, with the demo's test_unseen voices
+    excluded; any other (the small judge's, inherited by a demo of another corpus) gets the demo's."""
     from speech_jax.demo import JUDGE, Demo
     config = tmp_path / "judge.py"
     config.write_text("from experiments.judge import tiny\n\n\ndef get_config():\n    c = tiny.get_config()\n"
-                      "    c.data.name = 'espeak_tts/medium'\n    return c\n")
+                      "    c.data.name = 'espeak_tts/medium'\n    c.own_corpus = True\n    return c\n")
     demo = Demo(str(tmp_path / "demo"), minutes=0, corpus="tiny", config_files={JUDGE: str(config)})
     demo.state.update(corpus_name="espeak_tts/tiny", bpe_model="tiny/bpe.model")
     c = demo.stage_config(JUDGE)
     assert (c.data.name, c.data.bpe_model) == ("espeak_tts/medium", "")
     assert tuple(c.data.exclude_speakers_of) == ("espeak_tts/tiny:test_unseen",)
-    demo.config_files[JUDGE] = os.path.join(ROOT, "experiments", "judge", "tiny.py")
+    demo.config_files[JUDGE] = os.path.join(ROOT, "experiments", "judge", "small.py")
     c = demo.stage_config(JUDGE)
     assert (c.data.name, c.data.bpe_model, tuple(c.data.exclude_speakers_of)) == (
         "espeak_tts/tiny", "tiny/bpe.model", ())

@@ -12,4 +12,5 @@ def get_config():
     c.data.name = "espeak_tts/many_voices"
     c.data.exclude_speakers_of = ("espeak_tts/small:test_unseen",)
     c.model.utterance_norm = True
+    c.own_corpus = True  # inside `speech-jax demo` too: this corpus, not the demo's
     return c
