@@ -1,4 +1,4 @@
-"""The Flow-VAE, the AR and flow matching each train in a 2-process job (2 × 4 CPU devices) like the demo's
+"""The AR and flow matching each train in a 2-process job (2 × 4 CPU devices) like the demo's
 tiny stages trained in one process on 8 (test_multiprocess.py does the tokenizer, preemption and resume). A
 file of its own, so that the test workers share the multi-process jobs."""
 import os
@@ -26,11 +26,12 @@ def stage_argv(stage, corpus, stages, workdir):
             *pretrained]
 
 
-@pytest.mark.parametrize("stage", ["flow_vae", "ar", "flow_matching"])
+# The Flow-VAE is left out: its data path is the tokenizer's (test_multiprocess.py) and its sharded two-optimizer
+# state is test_stage_training's 1-vs-8 test; two processes compiling its GAN cost ~2 CPU-minutes of the suite.
+@pytest.mark.parametrize("stage", ["ar", "flow_matching"])
 def test_two_processes_train_each_stage_like_one(stage, tiny_corpus, tiny_stages, tmp_path):
-    """The Flow-VAE's generator and discriminator states, the AR's references, prompts and extracted tokens,
-    and flow matching's latents and frozen AR and Flow-VAE weights (restored onto the mesh on both hosts) give
-    the one-process run's losses and gradients."""
+    """The AR's references, prompts and extracted tokens, and flow matching's latents and frozen AR and
+    Flow-VAE weights (restored onto the mesh on both hosts) give the one-process run's losses and gradients."""
     workdir = str(tmp_path / "run")
     job = Job(stage_argv(stage, tiny_corpus, tiny_stages, workdir), num_processes=2, devices=4,
               logdir=str(tmp_path / "logs"))
