@@ -138,11 +138,11 @@ def log_mel(audio: jax.Array, spec: MelSpec) -> jax.Array:
 
 
 def utterance_normalise(mel: jax.Array, frames: jax.Array, eps: float = 1e-3) -> jax.Array:
-    """Per-utterance mean and variance normalisation of each channel over its valid frames (CMVN), the
-    classic speaker- and channel-robust front end: a voice's spectral tilt and loudness move the statistics,
-    not what is left."""
-    w = frames[..., None].astype(mel.dtype)
-    n = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
-    mean = jnp.sum(mel * w, axis=1, keepdims=True) / n
-    var = jnp.sum(jnp.square(mel - mean) * w, axis=1, keepdims=True) / n
-    return (mel - mean) * jax.lax.rsqrt(var + eps) * w
+  """Per-utterance mean and variance normalisation of each channel over its valid frames (CMVN), the
+  classic speaker- and channel-robust front end: a voice's spectral tilt and loudness move the statistics,
+  not what is left."""
+  w = frames[..., None].astype(mel.dtype)
+  n = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
+  mean = jnp.sum(mel * w, axis=1, keepdims=True) / n
+  var = jnp.sum(jnp.square(mel - mean) * w, axis=1, keepdims=True) / n
+  return (mel - mean) * jax.lax.rsqrt(var + eps) * w

@@ -130,7 +130,7 @@ def save_loss_curves(path, metrics_jsonl_path, keys, *, with_eval: bool = False)
         if not any(name in series for name in names):
             log.warning("%s: no rows with %r", metrics_jsonl_path, key)
     if not series:
-        available = sorted({k for row in rows for k in row} - {"step"})
+        available = sorted(logged - {"step"})
         raise ValueError(f"none of {list(keys)} in {metrics_jsonl_path}; it has {available}")
 
     panels = {}
