@@ -38,13 +38,22 @@ def _compile(args, overrides) -> int:
     from speech_jax.config import apply_overrides, load_config
     from speech_jax.sharding_report import format_report
     from speech_jax.train.aot import DoesNotFit, compile_step, format_result
+    from speech_jax.train.fit_batch import fit_batch, format_fit
     config = apply_overrides(load_config(args.config), overrides)
     try:
-        result = compile_step(config, args.topology, chip=args.chip, hbm_fraction=args.hbm_fraction)
+        if args.fit_batch:
+            print(f"searching the largest global batch of {config.stage} on {args.topology} within "
+                  f"{100 * (args.hbm_fraction or 0.85):.0f} % of HBM:")
+            fit = fit_batch(config, args.topology, chip=args.chip, hbm_fraction=args.hbm_fraction or 0.85)
+            result = fit.result
+        else:
+            result = compile_step(config, args.topology, chip=args.chip, hbm_fraction=args.hbm_fraction or 1.0)
     except DoesNotFit as e:
         print(f"speech-jax compile: does not fit: {e}", file=sys.stderr)
         return 3
     print(format_result(result))
+    if args.fit_batch:
+        print(format_fit(fit))
     print("sharding (parameters and non-trained state; optimizer moments shard like their parameters):")
     print(format_report(result.rows, parts=("params", "rest"), limit=args.rows))
     return 0
@@ -294,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
                    "or cpu:N for the host's devices")
     c.add_argument("--chip", default=None, help="hold the step to this chip's HBM and peaks instead of the "
                    "topology's (v5e, v5p, v6e, h100, h200), e.g. for cpu:N")
-    c.add_argument("--hbm-fraction", type=float, default=1.0, help="fail when the step needs more than this "
-                   "share of a chip's HBM")
+    c.add_argument("--hbm-fraction", type=float, default=None, help="fail when the step needs more than this "
+                   "share of a chip's HBM (default 1; with --fit-batch, the share to fill: default 0.85)")
+    c.add_argument("--fit-batch", action="store_true", help="search the largest global batch within --hbm-fraction "
+                   "(a few compiles: the memory line through two batches, then checks) and report its step")
     c.add_argument("--rows", type=int, default=40, help="largest tensors listed (0 = all); flagged ones always")
     e = sub.add_parser("extract", help="write 25 Hz tokens (and 50 Hz Flow-VAE latents) for a corpus")
     e.add_argument("--tokenizer", required=True, help="workdir of a trained tokenizer stage")

@@ -2,10 +2,12 @@
 FLOPs and the sharding report. Host devices (cpu:8) always; a TPU topology when libtpu is installed."""
 import importlib.util
 import math
+import re
 
 import jax
 import pytest
 
+from speech_jax.chips import CHIPS
 from speech_jax.cli import main
 from speech_jax.sharding_report import totals
 from speech_jax.train.aot import abstract_batch, compile_step
@@ -65,3 +67,18 @@ def test_compile_for_a_tpu_topology(tiny_corpus):
     assert r.chip.name == "TPU v5e" and 0 < r.memory["total"] < r.chip.hbm_bytes
     assert r.memory["optimizer"] == totals(r.rows)["opt_state"]["bytes_per_device"]
     assert r.flops > 0 and min(r.step_time_bound) > 0
+
+
+def test_fit_batch_reports_the_largest_batch_that_fits_next_to_one_that_does_not(tiny_corpus, capsys):
+    config = stage_config("tokenizer", tiny_corpus, *FSDP_8)  # global batch 8 = the fsdp mesh: steps of 8
+    budget = 3.5 * compile_step(config, "cpu:8", chip="v5e").memory["total"]  # room for ~3 x 8 examples
+    assert _cli(tiny_corpus, "--topology", "cpu:8", "--chip", "v5e", "--fit-batch",
+                "--hbm-fraction", str(budget / CHIPS["v5e"].hbm_bytes)) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"largest global batch that fits: (\d+) \(1?\d+ per chip\)", out)
+    assert found and "the next larger batch does not fit" in out, out
+    batch = int(found.group(1))
+    probed = {int(b): float(mib) for b, mib in re.findall(r"batch (\d+): ([0-9.]+) MiB per chip", out)}
+    assert batch >= 16 and batch % 8 == 0 and len(probed) <= 5, probed
+    assert probed[batch] * 2 ** 20 <= budget * 1.001 < probed[batch + 8] * 2 ** 20  # MiB printed to 1 place
+    assert "tokenizer train step compiled for cpu:8" in out  # the fitting batch's own report follows
