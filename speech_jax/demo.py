@@ -123,6 +123,11 @@ class Demo:
     def done(self, step: str) -> bool:
         return step in self.state["steps"]
 
+    def _add_partial(self, name: str, seconds: float):
+        partial = self.state.setdefault("partial_minutes", {})
+        partial[name] = round(partial.get(name, 0.0) + seconds / 60, 3)
+        self._save_state()
+
     def _record(self, name: str, seconds: float, info: dict):
         self.state["steps"][name] = dict(info, minutes=round(seconds / 60, 3))
         self._save_state()
@@ -172,8 +177,13 @@ class Demo:
             else:
                 log.info("demo: %s", step)
                 t = time.monotonic()
-                info = actions[step]() or {}
-                self._record(step, time.monotonic() - t, info)
+                try:
+                    info = actions[step]() or {}
+                except BaseException:  # interrupted: its time so far counts when a later run finishes it
+                    self._add_partial(step, time.monotonic() - t)
+                    raise
+                self._record(step, time.monotonic() - t + 60 * self.state.get("partial_minutes", {}).pop(step, 0.0),
+                             info)
                 if step == JUDGE and self.deadline is not None:  # the judge's time is not the budget's
                     self.deadline += time.monotonic() - t
             if step == stop_after:

@@ -119,6 +119,16 @@ def _copy(src: str, directory: str, name: str) -> str:
     return dst
 
 
+def _budget(demo) -> str:
+    """This invocation's budget, and the long recipe's schedules when the first invocation set them."""
+    from speech_jax.demo import CONFIG_MINUTES
+    text = f"Budget of this invocation --minutes {demo.minutes:g}"
+    scale = demo.state.get("step_scale", 1.0)
+    if scale > 1:
+        text += f"; schedules {scale:g}x the demo configs' (the first invocation's --minutes {scale * CONFIG_MINUTES:g})"
+    return text
+
+
 def write_report(demo) -> dict:
     from speech_jax.demo import machine
     report_dir = os.path.join(demo.out, "report")
@@ -135,8 +145,8 @@ def write_report(demo) -> dict:
     judge = steps.get(JUDGE)
     context = dict(
         title=f"speech_jax demo: espeak_tts/{demo.corpus}",
-        intro=(f"{datetime.date.today().isoformat()} on {machine()}. Budget --minutes {demo.minutes:g}; the steps "
-               f"took {total:.1f} minutes in all ({per_step})."),
+        intro=(f"{datetime.date.today().isoformat()} on {machine()}. {_budget(demo)}; the steps took {total:.1f} "
+               f"minutes in all, over every invocation ({per_step})."),
         judge=(None if judge is None else f"The judge (CTC phoneme recognizer, for the judge CER) is not part of the "
                f"TTS system and trained outside the budget: {judge['minutes']:.1f} minutes"
                + (f" ({judge['skipped']})." if "skipped" in judge else ".")),

@@ -190,6 +190,11 @@ def test_many_voices_spreads_the_small_corpus_over_every_variant():
         assert len(readers) == 32 and len({v.variant for v in readers}) >= len(voices.VARIANTS) - 1
     assert collections.Counter(u.voice for u in train).most_common(1)[0][1] == 10
     assert not {u.voice for u in utts["test_unseen"]} & {u.voice for u in train}
+    # `varied`: the same voices and test lines, six times the distinct training sentences
+    varied = plan.make_plan(builder._SPECS["varied"])
+    assert [u.utt_id for u in varied["test_unseen"]] == [u.utt_id for u in utts["test_unseen"]]
+    assert {u.voice for u in varied["train"]} == {u.voice for u in train} and len(varied["train"]) == len(train)
+    assert len({u.text for u in varied["train"]}) > 5 * len({u.text for u in train})
     with pytest.raises(ValueError, match="many_voices"):  # the error names every size
         _builder("espeak_tts", "unused", "huge", None, "skip", 16000, None)
 

@@ -9,6 +9,7 @@ from speech_jax import demo as demo_lib
 from speech_jax.audio.io import load_audio
 from speech_jax.config import load_config
 from speech_jax.demo import Demo, DemoError
+from stages import demo_arguments
 
 
 def _must_not_run(*args, **kwargs):
@@ -45,6 +46,7 @@ def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
     report = os.path.join(demo.out, "report")
     md = open(state["steps"]["report"]["markdown"], encoding="utf-8").read()
     page = open(state["steps"]["report"]["html"], encoding="utf-8").read()
+    assert "minutes in all, over every invocation" in md
     for mode in ("zero-shot", "one-shot"):
         assert f"| {mode} | 2 / 2 |" in md
     audio = sorted(os.listdir(os.path.join(report, "audio")))
@@ -107,3 +109,30 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
 def test_a_demo_directory_of_another_corpus_is_refused(tiny_stages):
     with pytest.raises(DemoError, match="not small"):
         Demo(**dict(tiny_stages["demo"], corpus="small"))
+
+
+def test_a_stage_resumed_over_several_runs_counts_every_run_s_minutes(tmp_path, monkeypatch):
+    with open(tmp_path / demo_lib.STATE, "w") as f:  # prepared; no stage trained yet
+        json.dump({"corpus": "tiny", "steps": {"prepare": {"minutes": 0.5}}}, f)
+    clock = [0.0]
+    monkeypatch.setattr(demo_lib.time, "monotonic", lambda: clock[0])
+    calls = []
+
+    def train(stage):  # 5 minutes, stopped by SIGTERM the first time; 2 more minutes to finish
+        clock[0] += 300.0 if not calls else 120.0
+        calls.append(stage)
+        if len(calls) == 1:
+            raise DemoError(f"{stage} was stopped by SIGTERM at step 1: run the demo again to resume it")
+        return {"step": 2}
+
+    kwargs = demo_arguments({"data_dir": str(tmp_path)}, str(tmp_path))
+    demo = Demo(**kwargs)
+    monkeypatch.setattr(demo, "train", train)
+    with pytest.raises(DemoError, match="SIGTERM"):
+        demo.run(stop_after="tokenizer")
+    assert demo.state["partial_minutes"] == {"tokenizer": 5.0} and "tokenizer" not in demo.state["steps"]
+    demo = Demo(**kwargs)  # the next invocation finishes it
+    monkeypatch.setattr(demo, "train", train)
+    demo.run(stop_after="tokenizer")
+    assert calls == ["tokenizer", "tokenizer"]
+    assert demo.state["steps"]["tokenizer"]["minutes"] == pytest.approx(7.0) and demo.state["partial_minutes"] == {}

@@ -33,6 +33,10 @@ _SPECS = {
     # each): for speaker generalisation, which 7 training voices a language cannot teach.
     "many_voices": plan_lib.CorpusSpec(speakers_per_language=33, train_per_speaker=10,
                                        validation_per_speaker=1, test_per_speaker=6),
+    # many_voices' voices and test_unseen, each voice reading 3 of the training sentences and 7 re-mixed from
+    # their words: as many utterances again, 6x the distinct sentences (what the AR needs to read new text).
+    "varied": plan_lib.CorpusSpec(speakers_per_language=33, train_per_speaker=3, mixed_per_speaker=7,
+                                  validation_per_speaker=1, test_per_speaker=6),
 }
 # Style corpora (LoRA style control): small's speakers, splits and sentence pools, 15 training sentences a
 # seen voice, every utterance in the style; speaker ids are small's, so references can come from small.
