@@ -75,7 +75,7 @@ def test_fit_batch_reports_the_largest_batch_that_fits_next_to_one_that_does_not
     assert _cli(tiny_corpus, "--topology", "cpu:8", "--chip", "v5e", "--fit-batch",
                 "--hbm-fraction", str(budget / CHIPS["v5e"].hbm_bytes)) == 0
     out = capsys.readouterr().out
-    found = re.search(r"largest global batch that fits: (\d+) \(1?\d+ per chip\)", out)
+    found = re.search(r"largest global batch that fits: (\d+) \(\d+ per chip\)", out)
     assert found and "the next larger batch does not fit" in out, out
     batch = int(found.group(1))
     probed = {int(b): float(mib) for b, mib in re.findall(r"batch (\d+): ([0-9.]+) MiB per chip", out)}
