@@ -35,6 +35,9 @@ def _compile(args, overrides) -> int:
     if args.topology.startswith("cpu:"):  # read when jax starts its CPU backend, which has not happened yet
         flag = f"--xla_force_host_platform_device_count={args.topology.split(':', 1)[1]}"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    # Describing a topology uses no chip, so another JAX process on this host holding libtpu's lockfile (a
+    # training job: jax loads libtpu whenever it is installed) must not stop a compile. Read when libtpu loads.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from speech_jax.config import apply_overrides, load_config
     from speech_jax.sharding_report import format_report
     from speech_jax.train.aot import DoesNotFit, compile_step, format_result
