@@ -11,11 +11,13 @@ models themselves make, so the first rung whose CER jumps is the stage that hold
 
   python experiments/ceilings.py --workdirs DEMO/workdirs --data-dir DEMO/data [--judge W] \
       [--name espeak_tts/small] [--limit 12] [--ar W] [--flow-matching W] [--ar-steps 1000,2000]
+      [--fm-steps 10,32] [--cfg-weights 0,0.7,2]
 
 `--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` and `--flow-matching`
 other workdirs of those stages trained on the same tokens (each carries its own speaker encoder);
 `--ar-steps` scores the system at those AR checkpoints (a learning curve in the judge's CER), default the
-latest; `--temperatures 1,0.7` samples the AR at each. Prints one row per rung: judge CER, pYIN's
+latest; `--temperatures 1,0.7` samples the AR at each; `--fm-steps` × `--cfg-weights` repeat the tokens
+rung for each flow-matching sampler setting. Prints one row per rung: judge CER, pYIN's
 voiced-frame fraction relative to the ground truth's, and the duration relative to the ground truth's.
 """
 from __future__ import annotations
@@ -107,6 +109,9 @@ def main(argv=None):
     p.add_argument("--skip-resynthesis", action="store_true", help="only the tts rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperatures", default="1.0", help="comma-separated AR sampling temperatures")
+    p.add_argument("--fm-steps", default="10", help="comma-separated flow-matching ODE steps (tokens rung)")
+    p.add_argument("--cfg-weights", default="0.7", help="comma-separated classifier-free guidance weights "
+                                                       "(tokens rung)")
     args = p.parse_args(argv)
 
     workdirs = {s: f"{args.workdirs}/{s}" for s in ("tokenizer", "ar", "flow_matching", "judge")}
@@ -120,8 +125,13 @@ def main(argv=None):
         truth = seed_tts.espeak_ground_truth(sr)
         truths = [truth(line.utt, line.target_text)[0] for line in lines]
         rows = {} if args.skip_resynthesis else {"ground_truth": truths}
-        if not args.skip_resynthesis:
-            rows.update(resynthesis_rungs(workdirs, lines, truths, seed=args.seed))
+        settings = [(int(n), float(w)) for n in args.fm_steps.split(",") for w in args.cfg_weights.split(",")]
+        for i, (fm_steps, cfg_weight) in enumerate([] if args.skip_resynthesis else settings):
+            rungs = resynthesis_rungs(workdirs, lines, truths, seed=args.seed, cfg_weight=cfg_weight,
+                                      fm_steps=fm_steps)
+            if i == 0:
+                rows["flow_vae"] = rungs["flow_vae"]
+            rows["tokens" if len(settings) == 1 else f"tokens n={fm_steps} w={cfg_weight:g}"] = rungs["tokens"]
         print(f"{'rung':22s} {'judge CER':>9s} {'voiced':>7s} {'duration':>8s}", flush=True)
         for rung, wavs in rows.items():
             print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
