@@ -245,3 +245,24 @@ def test_frame_rate_vae_lengths_and_padding_independence():
     # Padding frames are silent and do not reach the valid samples.
     np.testing.assert_allclose(out[:, :6 * hop], z_short, atol=1e-5)
     assert float(jnp.abs(out[:, 8 * hop:]).max()) == 0.0
+
+
+def test_min_latent_std_floors_the_posterior_that_sampling_and_the_kl_see(base):
+    """With `min_latent_std` the training forward samples z at least that far from the mean and charges the KL
+    for the floored σ; the means, and the model without a floor, are unchanged."""
+    floor = 2.0  # above the encoder's σ at init (about 1)
+    floored = FlowVAE(config(strides=(2, 4), min_latent_std=floor), rngs=nnx.Rngs(0))
+    nnx.update(floored, nnx.state(base))
+    wav = 0.1 * jax.random.normal(jax.random.key(1), (2, 64))
+    lengths = jnp.asarray([64, 40])
+    plain, out = base(wav, lengths, jax.random.key(2)), floored(wav, lengths, jax.random.key(2))
+    m = np.asarray(out["frame_mask"])
+    np.testing.assert_array_equal(out["mean"], plain["mean"])
+    assert float(jnp.max(plain["log_std"])) < np.log(floor), "the test needs an encoder σ below the floor"
+    np.testing.assert_allclose(np.asarray(out["log_std"])[m], np.log(floor), rtol=1e-6)
+    spread = np.std(np.asarray(out["z"] - out["mean"])[m])
+    assert 0.7 * floor < spread < 1.3 * floor, spread
+    np.testing.assert_allclose(out["kl"], floored.kl(out["mean"], out["log_std"], out["z"], out["frame_mask"]))
+    assert not np.allclose(out["kl"], plain["kl"])
+    with pytest.raises(ValueError, match="min_latent_std"):
+        FlowVAE(config(strides=(2, 4), min_latent_std=-1.0), rngs=nnx.Rngs(0))

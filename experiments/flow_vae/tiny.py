@@ -27,6 +27,11 @@ def model_defaults() -> ml_collections.ConfigDict:
         # disc_start_step: the GAN's first step; 0 from the start, -1 never (reconstruction only: the step
         # leaves the discriminators out and compiles faster).
         kl_weight=1e-3, kl_warmup_steps=1000, disc_start_step=0,
+        # A floor on the posterior's σ (0: none, the paper's). At kl_weight 1e-3 σ settles near 1-2 % of the
+        # latent's spread, so the decoder never sees latents off the encoder's means, and renders the ones
+        # flow matching samples (about 0.65 of the spread from them) unvoiced; a floor trains it on a
+        # neighbourhood of every mean (docs/what_limits_quality.md).
+        min_latent_std=0.0,
         # Multi-resolution linear STFT magnitude loss (spectral convergence + log L1) at these windows; 0 is
         # DAC's recipe. Its fine frequency grid resolves harmonics, which only coherent phase across frames
         # renders, so the decoder learns voicing from it long before any discriminator starts.

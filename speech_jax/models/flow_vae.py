@@ -238,6 +238,10 @@ class FlowVAE(nnx.Module):
         dtype = jnp.dtype(cfg.dtype)
         self.hop, self.latent_dim = math.prod(cfg.strides), int(cfg.latent_dim)
         self.use_flow = bool(cfg.use_flow)
+        floor = float(cfg.get("min_latent_std", 0.0))
+        if floor < 0:
+            raise ValueError(f"model.min_latent_std must be >= 0, got {floor}")
+        self.min_log_std = math.log(floor) if floor > 0 else -9.0  # -9: the clip below
         encoder, decoder = cfg.get("encoder", "wave"), cfg.get("decoder", "wave")
         if encoder not in ENCODERS or decoder not in DECODERS:
             raise ValueError(f"model.encoder must be one of {ENCODERS} and model.decoder one of {DECODERS}, "
@@ -264,8 +268,9 @@ class FlowVAE(nnx.Module):
         frame_mask = _length_mask(wav_len // self.hop, num_frames)
         h = self.encoder(wav, wav_len)
         mean, log_std = jnp.split(h.astype(jnp.float32), 2, axis=-1)
-        # σ in [e^-9, e^4]: exp(2·log σ) in the KL cannot overflow early in training.
-        return mean, jnp.clip(log_std, -9.0, 4.0), frame_mask
+        # σ in [e^-9, e^4]: exp(2·log σ) in the KL cannot overflow early in training; the floor (when
+        # set) is what sampling and the KL both see.
+        return mean, jnp.clip(log_std, self.min_log_std, 4.0), frame_mask
 
     def decode(self, z: jax.Array, frame_mask: jax.Array | None = None) -> jax.Array:
         """z [B, F, D] -> wav [B, F·hop] fp32. With `frame_mask`, padding frames are zeroed so valid
