@@ -84,3 +84,16 @@ def test_evaluate_a_voice_on_its_speakers_lines(fitted, tiny_corpus, tiny_stages
     assert results["counts"]["synthesized"] == 2
     assert main([*args, "--voice", fitted["voice"], "--mode", "one_shot"]) == 2
     assert "zero-shot only" in capsys.readouterr().err
+
+
+def test_the_anchor_keeps_the_voice_near_its_start(fitted, tiny_corpus, tiny_stages, tmp_path):
+    """`pvc.anchor_weight` pulls the voice toward the starting mean vector: the same fit moves it far less."""
+    def shifts(workdir):
+        return [r["voice_shift"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+                if "voice_shift" in r]
+    free = shifts(fitted["workdir"])
+    assert free[0] < free[-1] and free[-1] > 1e-4, free
+    args = pvc_args(tiny_corpus, tiny_stages, fitted["speaker"], str(tmp_path / "v.npz"), str(tmp_path / "w"))
+    assert main([*args, "--config.pvc.anchor_weight=100"]) == 0
+    anchored = shifts(str(tmp_path / "w"))
+    assert len(anchored) == len(free) and anchored[-1] < 0.3 * free[-1], (anchored, free)

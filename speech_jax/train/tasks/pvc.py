@@ -7,7 +7,10 @@ voice (`speech_jax.infer.voice`) stands in for a reference recording at synthesi
 
 It starts at the mean speaker-encoder vector over the speaker's utterances (zero-shot cloning's answer,
 averaged) and descends the AR's next-token loss on those utterances (`data.speaker` selects them; the
-zero-shot layout: no reference, no prompt), as the AR stage computes it (`ar.token_loss`).
+zero-shot layout: no reference, no prompt), as the AR stage computes it (`ar.token_loss`), plus
+`pvc.anchor_weight` × ‖v − v₀‖² / ‖v₀‖²: a pull toward the starting vector, because flow matching reads v
+as it is and was trained on speaker-encoder outputs only (a vector fitted far from them rendered worse
+voices than the start; README, "Professional voice cloning").
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ class PVCModel(nnx.Module):
     def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         self.frozen = ARTransformer(config.model, MelSpec.from_config(config.mel), rngs=rngs)
         self.voice = param(rngs, nnx.initializers.zeros_init(), (config.model.spk_dim,), (None,))
+        self.start = nnx.Variable(jnp.zeros((config.model.spk_dim,), jnp.float32))  # v₀: set by load_pretrained
+        self.anchor_weight = float(config.get("pvc", {}).get("anchor_weight", 0.0))
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> PVCModel:
@@ -49,11 +54,19 @@ def _loss(model: PVCModel, batch: dict):
     return loss, acc, eos_acc, n
 
 
+def voice_shift(model: PVCModel) -> jax.Array:
+    """‖v − v₀‖² / ‖v₀‖²: how far the voice has moved from where it started, relative to its size."""
+    start = model.start[...]
+    return jnp.sum(jnp.square(model.voice[...] - start)) / jnp.maximum(jnp.sum(jnp.square(start)), 1e-12)
+
+
 def loss_fn(model: PVCModel, batch: dict, rng: jax.Array, step: jax.Array):
     del rng, step
-    loss, acc, eos_acc, n = _loss(model, batch)
-    return loss, dict(token_accuracy=acc, eos_accuracy=eos_acc, target_tokens=n,
-                      voice_norm=jnp.linalg.norm(model.voice[...]))
+    token, acc, eos_acc, n = _loss(model, batch)
+    shift = voice_shift(model)
+    return token + model.anchor_weight * shift, dict(
+        token_loss=token, token_accuracy=acc, eos_accuracy=eos_acc, target_tokens=n,
+        voice_norm=jnp.linalg.norm(model.voice[...]), voice_shift=shift)
 
 
 def eval_fn(model: PVCModel, batch: dict) -> dict:
@@ -139,6 +152,8 @@ def load_pretrained(state, config):
     if len(leaves) != 1 or leaves[0].shape != v.shape:
         raise ValueError(f"PVC trains the voice vector [{v.shape[0]}] only, its parameters are "
                          f"{[x.shape for x in leaves]}")
-    params = jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, x.sharding, lambda idx: v[idx]),
-                          state.params)
-    return state.replace(params=params)
+    def at_start(tree):
+        return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, x.sharding, lambda idx: v[idx]), tree)
+    rest = jax.tree.map(lambda x: x, state.rest)
+    rest["start"] = at_start(rest["start"])
+    return state.replace(params=at_start(state.params), rest=rest)
