@@ -53,6 +53,7 @@ def test_pvc_loss_falls_and_only_the_voice_moves(fitted, tiny_stages):
     _, ar = load_model(tiny_stages["ar"], "ar")
     start = pvc.mean_speaker_vector(ar, pvc.speaker_audio(config.data, "test_unseen"))
     assert np.linalg.norm(voice.v - start) > 1e-3
+    np.testing.assert_allclose(voice.v_fm, start, rtol=1e-5, atol=1e-6)  # flow matching keeps the start
     np.testing.assert_array_equal(voice.v, np.asarray(jax.tree.leaves(params)[0]))
     # The AR's weights, as checkpointed with the fitted voice, are bit-identical to the AR stage's.
     _, ar_graphdef, ar_params, ar_rest = load_stage(tiny_stages["ar"], "ar")

@@ -13,6 +13,16 @@ def test_voice_file_round_trips(tmp_path):
     assert voice.metadata == {"made_by": "pvc", "ar_workdir": "w", "ar_step": 3, "spk_dim": 16}
 
 
+def test_a_voice_with_its_own_flow_matching_vector_round_trips(tmp_path):
+    v, v_fm = np.random.default_rng(1).normal(size=(2, 16)).astype(np.float32)
+    voice = load_voice(save_voice(str(tmp_path / "a"), v, v_fm=v_fm, made_by="pvc"), spk_dim=16)
+    np.testing.assert_array_equal(voice.v, v)
+    np.testing.assert_array_equal(voice.flow_matching_vector, v_fm)
+    assert load_voice(save_voice(str(tmp_path / "b"), v)).flow_matching_vector is not None
+    with pytest.raises(ValueError, match="v_fm has shape"):
+        save_voice(str(tmp_path / "c"), v, v_fm=np.zeros(8, np.float32))
+
+
 def test_bad_voice_files_fail_clearly(tmp_path):
     path = save_voice(str(tmp_path / "a.npz"), np.zeros(16, np.float32))
     with pytest.raises(ValueError, match="spk_dim=16"):
@@ -58,6 +68,30 @@ def test_a_voice_synthesises_what_its_reference_does(synth, reference_voice):
     for ta, tb in zip(a.tokens, b.tokens):
         np.testing.assert_array_equal(ta, tb)
     np.testing.assert_allclose(b.wav, a.wav, rtol=0, atol=1e-5)
+
+
+def test_v_fm_reaches_flow_matching_and_v_the_ar(synth, reference_voice, monkeypatch):
+    """A voice whose v is another vector but whose v_fm is the reference's: the AR's tokens are v's, and flow
+    matching is handed the reference's vector (the tiny stages' flow matching barely hears its speaker vector,
+    so what it is handed is checked, not the audio)."""
+    from speech_jax.infer.backend import ProgramBackend
+    from speech_jax.infer.voice import Voice
+    _, path = reference_voice
+    ref_v = load_voice(path).v
+    other = ref_v + np.random.default_rng(3).normal(scale=2.0, size=ref_v.shape).astype(np.float32)
+    handed = []
+    original = ProgramBackend.fm_sample
+
+    def spy(self, *arrays):
+        handed.append(np.asarray(arrays[3]))  # x0, tokens, frame_mask, spk, ...
+        return original(self, *arrays)
+    monkeypatch.setattr(ProgramBackend, "fm_sample", spy)
+    plain = synth.run(TEXT, voice=Voice(other), seed=2)
+    split = synth.run(TEXT, voice=Voice(other, v_fm=ref_v), seed=2)
+    np.testing.assert_array_equal(split.tokens[0], plain.tokens[0])  # the AR read v in both
+    assert len(handed) == 2
+    np.testing.assert_allclose(handed[0], np.broadcast_to(other, handed[0].shape), rtol=1e-6)
+    np.testing.assert_allclose(handed[1], np.broadcast_to(ref_v, handed[1].shape), rtol=1e-6)
 
 
 def test_reference_or_voice_exactly_one(synth, reference_voice):

@@ -36,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 0
     c.optim.weight_decay = 0.0
     # The token loss plus anchor_weight × ‖v − v₀‖² / ‖v₀‖² (v₀: the starting mean vector); 0: token loss only.
-    c.pvc = ml_collections.ConfigDict(dict(anchor_weight=0.0))
+    # fit_flow_matching: the voice file gives flow matching the fitted v too; False keeps v₀ there (`v_fm`).
+    c.pvc = ml_collections.ConfigDict(dict(anchor_weight=0.0, fit_flow_matching=False))
     c.train.steps = 100
     c.train.log_every = 10
     c.train.eval_every = 0

@@ -114,20 +114,24 @@ class Synthesizer:
         audio = check_audio(reference, reference_sample_rate, "reference", min_seconds=MIN_REFERENCE_SECONDS)
         return resample(audio, reference_sample_rate, sr)
 
-    def load_voice(self, voice) -> np.ndarray:
-        """A voice file's path, a `Voice` or an array [spk_dim] -> float32 [spk_dim], checked against the model."""
+    def load_voice(self, voice):
+        """A voice file's path, a `Voice` or an array [spk_dim] -> a `Voice`, checked against the model."""
         from speech_jax.infer.voice import Voice, load_voice
         if isinstance(voice, (str, os.PathLike)):
-            return load_voice(os.fspath(voice), spk_dim=self.spec.spk_dim).v
-        v = np.asarray(voice.v if isinstance(voice, Voice) else voice, np.float32)
-        if v.shape != (self.spec.spk_dim,) or not np.all(np.isfinite(v)):
-            raise ValueError(f"a voice is a finite vector [{self.spec.spk_dim}] (this model's spk_dim), "
-                             f"got shape {v.shape}")
-        return v
+            return load_voice(os.fspath(voice), spk_dim=self.spec.spk_dim)
+        voice = voice if isinstance(voice, Voice) else Voice(np.asarray(voice, np.float32))
+        for v in (voice.v, voice.flow_matching_vector):
+            v = np.asarray(v, np.float32)
+            if v.shape != (self.spec.spk_dim,) or not np.all(np.isfinite(v)):
+                raise ValueError(f"a voice is a finite vector [{self.spec.spk_dim}] (this model's spk_dim), "
+                                 f"got shape {v.shape}")
+        return voice
 
-    def _voice_prompt(self, backend: ProgramBackend, v: np.ndarray) -> _Prompt:
+    def _voice_prompt(self, backend: ProgramBackend, voice) -> _Prompt:
         """A saved voice in place of a reference: zero-shot, no recording to encode."""
-        ar_spk, fm_spk = backend.voice(v[None])
+        ar_spk, fm_spk = backend.voice(np.asarray(voice.v, np.float32)[None])
+        if voice.v_fm is not None:  # flow matching's own vector (PVC fits the AR's only)
+            _, fm_spk = backend.voice(np.asarray(voice.v_fm, np.float32)[None])
         none = np.zeros((0,), np.int32)
         return _Prompt(ar_spk[0], fm_spk[0], none, none, np.zeros((0, backend.spec.latent_dim), np.float32))
 
