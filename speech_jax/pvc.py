@@ -36,7 +36,8 @@ def clone_voice(*, data_dir: str, speaker: str, ar: str, out: str, workdir: str,
     ar_step = load_stage_step(ar)
     voice, = jax.tree.leaves(params)  # the stage's one parameter
     # Flow matching keeps the starting vector (a speaker-encoder output, as it was trained on) unless told.
-    v_fm = None if trained.get("pvc", {}).get("fit_flow_matching", False) else np.asarray(jax.tree.leaves(rest["start"])[0])
+    fit_both = trained.get("pvc", {}).get("fit_flow_matching", False)
+    v_fm = None if fit_both else np.asarray(jax.tree.leaves(rest["start"])[0])
     path = save_voice(out, np.asarray(voice), v_fm=v_fm, made_by="pvc", speaker=speaker, corpus=trained.data.name,
                       split=split, steps=int(metrics["step"]), ar_workdir=os.path.abspath(ar), ar_step=ar_step)
     return {"voice": path, "metrics": metrics}

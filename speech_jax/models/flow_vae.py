@@ -239,8 +239,8 @@ class FlowVAE(nnx.Module):
         self.hop, self.latent_dim = math.prod(cfg.strides), int(cfg.latent_dim)
         self.use_flow = bool(cfg.use_flow)
         floor = float(cfg.get("min_latent_std", 0.0))
-        if floor < 0:
-            raise ValueError(f"model.min_latent_std must be >= 0, got {floor}")
+        if not 0 <= floor < math.exp(4.0):
+            raise ValueError(f"model.min_latent_std must be in [0, e^4), got {floor}")
         self.min_log_std = math.log(floor) if floor > 0 else -9.0  # -9: the clip below
         encoder, decoder = cfg.get("encoder", "wave"), cfg.get("decoder", "wave")
         if encoder not in ENCODERS or decoder not in DECODERS:

@@ -2,15 +2,15 @@
 
 The trained AR transformer (with its speaker encoder) sits frozen under `frozen`; the one trainable
 parameter is `voice` [spk_dim]: the vector the speaker encoder would give. It reaches the AR's speaker
-slot through the AR's own projection (`speaker_slot`) and goes to flow matching as it is, so a saved
-voice (`speech_jax.infer.voice`) stands in for a reference recording at synthesis.
+slot through the AR's own projection (`speaker_slot`), so a saved voice (`speech_jax.infer.voice`) stands in
+for a reference recording at synthesis.
 
 It starts at the mean speaker-encoder vector over the speaker's utterances (zero-shot cloning's answer,
 averaged) and descends the AR's next-token loss on those utterances (`data.speaker` selects them; the
 zero-shot layout: no reference, no prompt), as the AR stage computes it (`ar.token_loss`), plus
-`pvc.anchor_weight` × ‖v − v₀‖² / ‖v₀‖²: a pull toward the starting vector, because flow matching reads v
-as it is and was trained on speaker-encoder outputs only (a vector fitted far from them rendered worse
-voices than the start; README, "Professional voice cloning").
+`pvc.anchor_weight` × ‖v − v₀‖² / ‖v₀‖²: a pull toward the starting vector. Flow matching was trained on
+speaker-encoder outputs only and renders a vector fitted away from them unvoiced, so the voice file gives
+it v₀ (`v_fm`) unless `pvc.fit_flow_matching` (README, "Professional voice cloning").
 """
 from __future__ import annotations
 
