@@ -266,3 +266,34 @@ def test_min_latent_std_floors_the_posterior_that_sampling_and_the_kl_see(base):
     assert not np.allclose(out["kl"], plain["kl"])
     with pytest.raises(ValueError, match="min_latent_std"):
         FlowVAE(config(strides=(2, 4), min_latent_std=-1.0), rngs=nnx.Rngs(0))
+
+
+def test_min_latent_std_ratio_floors_sigma_at_a_share_of_each_channels_spread(base):
+    """The relative floor is `ratio` × each channel's spread of the means over valid frames: latents scaled up
+    k-fold get a floor k times higher (no escape by scaling), padding frames do not move it, and the training
+    forward samples and charges the KL with the floored σ."""
+    ratio = 0.5
+    model = FlowVAE(config(strides=(2, 4), min_latent_std_ratio=ratio), rngs=nnx.Rngs(0))
+    nnx.update(model, nnx.state(base))
+    rng = np.random.default_rng(0)
+    scales = np.asarray([0.1, 1.0, 4.0, 0.01], np.float32)[: base.latent_dim]
+    mean = jnp.asarray(rng.normal(size=(2, 6, base.latent_dim)).astype(np.float32) * scales)
+    mask = jnp.asarray([[True] * 6, [True] * 4 + [False] * 2])
+    tiny = jnp.full(mean.shape, -9.0)
+    floor = np.asarray(model.relative_std_floor(mean, tiny, mask))
+    spread = np.std(np.asarray(mean)[np.asarray(mask)], axis=0)
+    np.testing.assert_allclose(np.exp(floor[0, 0]), ratio * spread, rtol=1e-4, atol=2e-6)  # + the log's 1e-6
+    scaled = np.asarray(model.relative_std_floor(3 * mean, tiny, mask))
+    np.testing.assert_allclose(np.exp(scaled - floor), 3.0, rtol=1e-3)
+    garbage = mean.at[1, 4:].set(100.0)
+    np.testing.assert_allclose(model.relative_std_floor(garbage, tiny, mask), floor, rtol=1e-5)
+    high = jnp.full(mean.shape, 3.0)  # σ above the floor is left alone
+    np.testing.assert_array_equal(model.relative_std_floor(mean, high, mask), high)
+    wav = 0.1 * jax.random.normal(jax.random.key(1), (2, 64))
+    lengths = jnp.asarray([64, 40])
+    plain, out = base(wav, lengths, jax.random.key(2)), model(wav, lengths, jax.random.key(2))
+    np.testing.assert_allclose(out["log_std"], model.relative_std_floor(plain["mean"], plain["log_std"],
+                                                                        plain["frame_mask"]), rtol=1e-6)
+    np.testing.assert_allclose(out["kl"], model.kl(out["mean"], out["log_std"], out["z"], out["frame_mask"]))
+    with pytest.raises(ValueError, match="min_latent_std_ratio"):
+        FlowVAE(config(strides=(2, 4), min_latent_std_ratio=1.5), rngs=nnx.Rngs(0))

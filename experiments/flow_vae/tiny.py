@@ -30,8 +30,10 @@ def model_defaults() -> ml_collections.ConfigDict:
         # A floor on the posterior's σ (0: none, the paper's). At kl_weight 1e-3 σ settles near 1-2 % of the
         # latent's spread, so the decoder never sees latents off the encoder's means, and renders the ones
         # flow matching samples (about 0.65 of the spread from them) unvoiced; a floor trains it on a
-        # neighbourhood of every mean (docs/what_limits_quality.md).
-        min_latent_std=0.0,
+        # neighbourhood of every mean (docs/what_limits_quality.md). An absolute floor the encoder escapes by
+        # scaling its latents up; `min_latent_std_ratio` floors σ at that fraction of each channel's spread in
+        # the batch instead (0: none).
+        min_latent_std=0.0, min_latent_std_ratio=0.0,
         # Multi-resolution linear STFT magnitude loss (spectral convergence + log L1) at these windows; 0 is
         # DAC's recipe. Its fine frequency grid resolves harmonics, which only coherent phase across frames
         # renders, so the decoder learns voicing from it long before any discriminator starts.

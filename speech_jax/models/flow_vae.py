@@ -242,6 +242,9 @@ class FlowVAE(nnx.Module):
         if not 0 <= floor < math.exp(4.0):
             raise ValueError(f"model.min_latent_std must be in [0, e^4), got {floor}")
         self.min_log_std = math.log(floor) if floor > 0 else -9.0  # -9: the clip below
+        self.min_std_ratio = float(cfg.get("min_latent_std_ratio", 0.0))
+        if not 0 <= self.min_std_ratio <= 1:
+            raise ValueError(f"model.min_latent_std_ratio must be in [0, 1], got {self.min_std_ratio}")
         encoder, decoder = cfg.get("encoder", "wave"), cfg.get("decoder", "wave")
         if encoder not in ENCODERS or decoder not in DECODERS:
             raise ValueError(f"model.encoder must be one of {ENCODERS} and model.decoder one of {DECODERS}, "
@@ -318,9 +321,23 @@ class FlowVAE(nnx.Module):
         per = -log_std - 0.5 + 0.5 * u ** 2
         return (jnp.sum(m * per) - jnp.sum(logdet)) / frames
 
+    def relative_std_floor(self, mean: jax.Array, log_std: jax.Array, frame_mask: jax.Array) -> jax.Array:
+        """log σ floored at `min_latent_std_ratio` × each channel's spread of the means over the batch's
+        valid frames. The spread carries no gradient, so the encoder cannot escape the floor by scaling its
+        latents up (as it does an absolute `min_latent_std`)."""
+        if not self.min_std_ratio:
+            return log_std
+        m = frame_mask[..., None].astype(jnp.float32)
+        n = jnp.maximum(jnp.sum(m), 1.0)
+        centre = jnp.sum(m * mean, axis=(0, 1)) / n
+        spread = jnp.sqrt(jnp.sum(m * (mean - centre) ** 2, axis=(0, 1)) / n)
+        floor = jnp.log(self.min_std_ratio * jax.lax.stop_gradient(spread) + 1e-6)
+        return jnp.maximum(log_std, floor)
+
     def __call__(self, wav: jax.Array, wav_len: jax.Array, rng: jax.Array) -> dict:
         """Training forward: encode, sample z, decode (padding frames masked), KL."""
         mean, log_std, frame_mask = self.encode(wav, wav_len)
+        log_std = self.relative_std_floor(mean, log_std, frame_mask)
         z = self.sample_latent(mean, log_std, rng)
         return dict(wav_hat=self.decode(z, frame_mask), mean=mean, log_std=log_std, z=z,
                     frame_mask=frame_mask, kl=self.kl(mean, log_std, z, frame_mask))
