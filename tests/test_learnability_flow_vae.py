@@ -59,3 +59,34 @@ def test_envelope_noise_fails_the_same_bar(scored):
     assert _mean(scored["noise_voicing"], "voiced_recall") < 0.2, scored["noise_voicing"]
     assert _mean(scored["noise_voicing"], "voicing_agreement") < 0.8, scored["noise_voicing"]
     assert _mean(scored["noise_voicing"], "pitch_recall") < 0.2, scored["noise_voicing"]
+
+
+def test_evaluation_scores_the_voicing_the_decoder_keeps_off_its_means(overfit_flow_vae):
+    """`model.eval_latent_noise`: the stage's evaluation also decodes the posterior means plus noise (× each
+    utterance's latent spread) and scores its voicing. A trace of noise keeps the clean resynthesis' pitch;
+    noise twice the spread takes most of it (the decoder trained on its means only, as flow matching's
+    latents would find it)."""
+    import jax
+    import ml_collections
+    from flax import nnx
+
+    import overfit
+    from speech_jax.train.tasks import flow_vae as task
+
+    def evaluate(noise):
+        config = ml_collections.ConfigDict(overfit_flow_vae["config"])
+        config.model.eval_latent_noise = noise
+        model = task.build_model(config, nnx.Rngs(0))
+        overfit.load_into(model.generator, overfit_flow_vae["generator"])
+        batch = dict(audio=jnp.asarray(overfit_flow_vae["audio"]), audio_len=jnp.asarray(overfit_flow_vae["audio_len"]))
+        out = jax.device_get(jax.jit(task.eval_fn)(model, batch))
+        return out, task.host_eval(out, batch, None, config)
+
+    clean, scores = evaluate(1e-4)
+    np.testing.assert_allclose(clean["wav_noised"], clean["wav_hat"], atol=2e-3)
+    assert scores["noised_pitch_recall"] >= scores["pitch_recall"] - 0.05, scores
+    assert scores["noised_pitch_recall"] >= 0.7, scores
+    _, loud = evaluate(2.0)
+    assert loud["noised_pitch_recall"] < scores["noised_pitch_recall"] - 0.2, loud
+    unmeasured, unscored = evaluate(0.0)
+    assert "wav_noised" not in unmeasured and "noised_pitch_recall" not in unscored

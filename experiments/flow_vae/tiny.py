@@ -38,7 +38,11 @@ def model_defaults() -> ml_collections.ConfigDict:
         # DAC's recipe. Its fine frequency grid resolves harmonics, which only coherent phase across frames
         # renders, so the decoder learns voicing from it long before any discriminator starts.
         lambda_stft=0.0, stft_loss_ffts=(512, 1024, 2048),
-        eval_stft_ffts=(512, 1024, 2048)))  # the MS-STFT distance reported at evaluation
+        eval_stft_ffts=(512, 1024, 2048),  # the MS-STFT distance reported at evaluation
+        # Evaluation also decodes the means plus this much noise (× each utterance's latent spread) and reports
+        # the voicing kept (`noised_voiced_recall`, `noised_pitch_recall`): the decoder's robustness to latents
+        # off its encoder's means, such as flow matching's (0: not measured; it costs a decode and pYIN).
+        eval_latent_noise=0.0))
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -43,6 +43,15 @@ def _length_mask(n_valid, length: int):
     return None if n_valid is None else jnp.arange(length)[None] < n_valid[:, None]
 
 
+def latent_spread(mean: jax.Array, frame_mask: jax.Array, axes=(0, 1)) -> jax.Array:
+    """Each channel's standard deviation of `mean` [B, F, D] over the valid frames, reduced over `axes`
+    ((0, 1): the batch, (1,): each utterance) and kept as broadcastable size-1 dimensions."""
+    m = frame_mask[..., None].astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(m, axis=axes, keepdims=True), 1.0)
+    centre = jnp.sum(m * mean, axis=axes, keepdims=True) / n
+    return jnp.sqrt(jnp.sum(m * (mean - centre) ** 2, axis=axes, keepdims=True) / n)
+
+
 def _flip_odd(i: int, x):
     """The channel flip between couplings: odd couplings see the channels reversed, and the order is
     restored after them, so the flow permutes nothing overall (padding frames pass through exactly,
@@ -327,12 +336,8 @@ class FlowVAE(nnx.Module):
         latents up (as it does an absolute `min_latent_std`)."""
         if not self.min_std_ratio:
             return log_std
-        m = frame_mask[..., None].astype(jnp.float32)
-        n = jnp.maximum(jnp.sum(m), 1.0)
-        centre = jnp.sum(m * mean, axis=(0, 1)) / n
-        spread = jnp.sqrt(jnp.sum(m * (mean - centre) ** 2, axis=(0, 1)) / n)
-        floor = jnp.log(self.min_std_ratio * jax.lax.stop_gradient(spread) + 1e-6)
-        return jnp.maximum(log_std, floor)
+        spread = jax.lax.stop_gradient(latent_spread(mean, frame_mask, axes=(0, 1)))
+        return jnp.maximum(log_std, jnp.log(self.min_std_ratio * spread + 1e-6))
 
     def __call__(self, wav: jax.Array, wav_len: jax.Array, rng: jax.Array) -> dict:
         """Training forward: encode, sample z, decode (padding frames masked), KL."""

@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 
 from speech_jax.models import gan_losses
 from speech_jax.models.discriminators import Discriminators
-from speech_jax.models.flow_vae import FlowVAE
+from speech_jax.models.flow_vae import FlowVAE, latent_spread
 from speech_jax.train.decay_mask import flat_mask, mask_of
 from speech_jax.train.optim import make_optimizer as make_single_optimizer
 from speech_jax.train.state import TrainState
@@ -51,6 +51,10 @@ class FlowVAEGAN(nnx.Module):
         self.stft_loss_ffts = tuple(cfg.get("stft_loss_ffts", (512, 1024, 2048)))
         self.kl_warmup_steps = int(cfg.kl_warmup_steps)
         self.disc_start_step = int(cfg.disc_start_step)
+        # Evaluation also decodes the posterior means plus this much Gaussian noise (× each utterance's latent
+        # spread) and scores its voicing: how far off its encoder's means the decoder still voices, as it must
+        # for flow matching's latents (0: skipped).
+        self.eval_latent_noise = float(cfg.get("eval_latent_noise", 0.0))
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> FlowVAEGAN:
@@ -218,33 +222,54 @@ def eval_fn(model: FlowVAEGAN, batch: dict) -> dict:
     mean, log_std, frame_mask = vae.encode(wav, batch["audio_len"])
     wav_hat = vae.decode(mean, frame_mask)
     wav_hat = jnp.pad(wav_hat, ((0, 0), (0, wav.shape[1] - wav_hat.shape[1]))) * mask
-    return dict(mel_distance=gan_losses.multiscale_mel_loss(wav, wav_hat, model.sample_rate, mask, model.mel_scales),
-                stft_distance=gan_losses.multiresolution_stft_distance(wav, wav_hat, model.stft_ffts, mask),
-                kl=vae.kl(mean, log_std, mean, frame_mask),
-                wav=wav, wav_hat=wav_hat, latent_mean=mean, frame_mask=frame_mask.astype(jnp.int32))
+    out = dict(mel_distance=gan_losses.multiscale_mel_loss(wav, wav_hat, model.sample_rate, mask, model.mel_scales),
+               stft_distance=gan_losses.multiresolution_stft_distance(wav, wav_hat, model.stft_ffts, mask),
+               kl=vae.kl(mean, log_std, mean, frame_mask),
+               wav=wav, wav_hat=wav_hat, latent_mean=mean, frame_mask=frame_mask.astype(jnp.int32))
+    if model.eval_latent_noise:
+        # the same noise at every evaluation: the curve follows the decoder, not the draw
+        eps = jax.random.normal(jax.random.key(0), mean.shape, jnp.float32)
+        z = mean + model.eval_latent_noise * latent_spread(mean, frame_mask, axes=(1,)) * eps
+        noised = vae.decode(z, frame_mask)
+        out["wav_noised"] = jnp.pad(noised, ((0, 0), (0, wav.shape[1] - noised.shape[1]))) * mask
+    return out
 
 
-def _utterances(outputs, labels):
+def _utterances(outputs, labels, *keys):
+    """Each of `keys`' padded [B, T] audio as a list of its utterances' valid samples."""
     lens = np.asarray(labels["audio_len"])
-    return ([np.asarray(outputs["wav"][i, :n]) for i, n in enumerate(lens)],
-            [np.asarray(outputs["wav_hat"][i, :n]) for i, n in enumerate(lens)])
+    return tuple([np.asarray(outputs[key][i, :n]) for i, n in enumerate(lens)] for key in keys)
 
 
 def host_eval(outputs: dict, labels: dict, tokenizer, config) -> dict:
-    """PESQ (wide and narrow band), STOI and latent statistics, on the host."""
+    """PESQ (wide and narrow band), STOI and latent statistics, on the host; with `model.eval_latent_noise`,
+    the voicing of the noised latents' decoding (`noised_voiced_recall`, `noised_pitch_recall`)."""
     from speech_jax.eval.resynthesis import latent_stats, resynthesis_metrics
-    refs, ests = _utterances(outputs, labels)
+    refs, ests = _utterances(outputs, labels, "wav", "wav_hat")
     out = resynthesis_metrics(refs, ests, int(config.data.sample_rate))
+    if "wav_noised" in outputs:
+        noised, = _utterances(outputs, labels, "wav_noised")
+        out.update(_noised_voicing(refs, noised, int(config.data.sample_rate)))
     stats = latent_stats(np.asarray(outputs["latent_mean"]), np.asarray(outputs["frame_mask"]).astype(bool))
     out.update({f"latent_{k}": float(v) for k, v in stats.items() if np.ndim(v) == 0})
     return {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
+
+
+def _noised_voicing(refs, noised, sample_rate: int) -> dict:
+    """Recall of the references' voiced frames, and of their pitch within a semitone, in the noised
+    decodings; references with under 5 % voiced frames (whispered voices) have nothing to recall."""
+    from speech_jax.eval.voicing import voicing_agreement
+    rows = [voicing_agreement(r, n, sample_rate) for r, n in zip(refs, noised)]
+    rows = [r for r in rows if r["voiced_fraction_reference"] >= 0.05]
+    return {f"noised_{k}": float(np.mean([r[k] for r in rows])) if rows else float("nan")
+            for k in ("voiced_recall", "pitch_recall")}
 
 
 def eval_artifacts(outputs: dict, labels: dict, directory: str, config, count: int = 3) -> None:
     """A few resynthesised wavs beside their originals, and a mel-spectrogram comparison PNG."""
     from speech_jax.eval.artifacts import save_mel_comparison, save_wavs
     sample_rate = int(config.data.sample_rate)
-    refs, ests = _utterances(outputs, labels)
+    refs, ests = _utterances(outputs, labels, "wav", "wav_hat")
     items = {}
     for i in range(min(count, len(refs))):
         items[f"{i}_original"], items[f"{i}_resynth"] = refs[i], ests[i]
