@@ -366,3 +366,37 @@ def test_guided_attention_trains_one_layer_on_the_target_text(refs, scanned):
     assert 0 < float(evaluated["guided_attention_loss"]) < 1
     with pytest.raises(ValueError, match="guided_attention_layer=2 is not one of the 2 layers"):
         ARTransformer(tiny_cfg(guided_attention_weight=1.0, guided_attention_layer=2), SPEC, rngs=nnx.Rngs(0))
+
+
+def test_residual_dropout_acts_only_in_training_and_scanned_layers_draw_the_same_masks(learnable):
+    model, fwd, _, spk = learnable
+    lay = _layout(*ONE_SHOT.values())
+    rows = np.asarray(lay["valid"])
+
+    def hidden_fn(m):
+        graphdef, _ = nnx.split(m)
+        return jax.jit(lambda s, key: nnx.merge(graphdef, s).hidden(lay, spk, dropout_rng=key))
+
+    dropped = build(tiny_cfg(dropout=0.3))  # same seed: the learnable fixture's weights (dropout has none)
+    run = hidden_fn(dropped)
+    state = nnx.state(dropped)
+    clean = hidden_fn(model)(nnx.state(model), None)
+    # No key (evaluation, decoding): nothing is dropped.
+    np.testing.assert_allclose(run(state, None), clean, atol=1e-6)
+    a, b = run(state, jax.random.key(1)), run(state, jax.random.key(2))
+    assert np.abs(np.asarray(a - clean))[rows].mean() > 0.05
+    assert np.abs(np.asarray(a - b))[rows].mean() > 0.05
+    np.testing.assert_array_equal(run(state, jax.random.key(1)), a)
+    # The rate is the layer's: its branches lose that share of their values, and keep their mean.
+    y = jnp.ones((64, 512))
+    kept = dropped.decoder.blocks[0]._drop(y, jax.random.key(3))
+    assert abs(float(jnp.mean(kept == 0)) - 0.3) < 0.01
+    assert abs(float(jnp.mean(kept)) - 1.0) < 0.02
+    # Scanned (and rematerialised) layers draw layer i's masks from the same split as the unrolled ones.
+    scanned = build(tiny_cfg(dropout=0.3, scan_layers=True, remat="full"))
+    dst = nnx.state(scanned, nnx.Param)
+    nnx.replace_by_pure_dict(dst, _stack_blocks(nnx.state(dropped, nnx.Param).to_pure_dict()))
+    nnx.update(scanned, dst)
+    np.testing.assert_allclose(hidden_fn(scanned)(nnx.state(scanned), jax.random.key(1)), a, atol=1e-5)
+    with pytest.raises(ValueError, match="dropout"):
+        build(tiny_cfg(dropout=1.0))

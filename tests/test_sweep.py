@@ -17,7 +17,7 @@ from speech_jax.sweep_table import Done, markdown, table
 from stages import COMMON, MESH_8, OVERRIDES, STEPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = {"speaker_conditioning.py": 3, "flow_vae_vs_vae.py": 6, "tokenizer_lr_size.py": 12, "latent_floor.py": 3}
+SHIPPED = {"speaker_conditioning.py": 3, "flow_vae_vs_vae.py": 6, "tokenizer_lr_size.py": 12, "latent_floor.py": 3, "ar_dropout.py": 2}
 
 TINY_SWEEP = f'''"""Two seeds of the tiny tokenizer, each scored by `speech-jax validate` as an evaluation command."""
 from speech_jax.sweep import Evaluation, Sweep

@@ -46,6 +46,9 @@ class ARTransformer(nnx.Module):
         self.codebook_size = cfg.codebook_size
         self.sos_id, self.eos_id, self.audio_vocab = cfg.codebook_size, cfg.codebook_size + 1, cfg.codebook_size + 2
         self.speaker, self.d_model, self.dtype = cfg.speaker, d, dtype
+        # Residual dropout in training (`dropout` > 0): a regulariser against memorising the corpus's
+        # sentences, which the long recipe's AR does within 2000 steps (docs/what_limits_quality.md).
+        self.dropout = float(cfg.get("dropout", 0.0))
 
         self.speaker_encoder = SpeakerEncoder(cfg, spec, rngs=rngs) if cfg.speaker == "learnable" else None
         spk_in = {"learnable": cfg.spk_dim, "fixed": 2 * spec.n_mels}.get(cfg.speaker)
@@ -60,7 +63,8 @@ class ARTransformer(nnx.Module):
                                    rope_theta=cfg.rope_theta, impl=cfg.attention_impl, dtype=dtype,
                                    scan_layers=bool(cfg.scan_layers), remat=cfg.remat,
                                    lora_rank=int(cfg.get("lora_rank", 0)),
-                                   lora_alpha=float(cfg.get("lora_alpha", 16.0)), rngs=rngs)
+                                   lora_alpha=float(cfg.get("lora_alpha", 16.0)),
+                                   dropout=self.dropout, rngs=rngs)
         self.head = dense(rngs, d, self.audio_vocab, ("embed", "vocab"), dtype=dtype)
         # Optional alignment aid (`text_ctc_weight` > 0; training only): CTC from the hidden states that
         # predict the target tokens to the target's text units, `text_ctc_rate` labels a slot. It asks
@@ -112,12 +116,14 @@ class ARTransformer(nnx.Module):
 
     # --- training / teacher forcing ----------------------------------------------------------------
 
-    def hidden(self, layout: dict, spk: jax.Array, probe: int | None = None):
+    def hidden(self, layout: dict, spk: jax.Array, probe: int | None = None, dropout_rng: jax.Array | None = None):
         """Layout [B, S] (from `build_layout` or `build_prefix`), spk [B, d] -> final states [B, S, d];
-        with `probe` (a layer index) also that layer's attention queries and keys ([B, S, H|K, D])."""
+        with `probe` (a layer index) also that layer's attention queries and keys ([B, S, H|K, D]);
+        with `dropout_rng` (training) the decoder's residual dropout is on."""
         valid = layout["valid"]
         return self.decoder(self.embed(layout, spk), positions=layout["positions"],
-                            mask=causal_mask(valid, valid), causal=True, key_valid=valid, probe=probe)
+                            mask=causal_mask(valid, valid), causal=True, key_valid=valid, probe=probe,
+                            dropout_rng=dropout_rng if self.dropout else None)
 
     def __call__(self, layout: dict, spk: jax.Array) -> jax.Array:
         """Layout [B, S], spk [B, d] -> logits [B, S, K+2] fp32 (every slot; training needs only the

@@ -55,17 +55,20 @@ def loss_slots(batch: dict) -> slice:
     return slice(-n - 1, -1)
 
 
-def _forward(model: ARTransformer, batch: dict, one_shot: jax.Array):
+def _forward(model: ARTransformer, batch: dict, one_shot: jax.Array, dropout_rng: jax.Array | None = None):
     """(token cross-entropy, token accuracy, EOS accuracy, target slots, {alignment loss: value})."""
-    return token_loss(model, batch, model.speaker_embedding(batch["ref_audio"], batch["ref_len"]), one_shot)
+    return token_loss(model, batch, model.speaker_embedding(batch["ref_audio"], batch["ref_len"]), one_shot,
+                      dropout_rng=dropout_rng)
 
 
-def token_loss(model: ARTransformer, batch: dict, spk: jax.Array, one_shot: jax.Array, aids: bool = True):
+def token_loss(model: ARTransformer, batch: dict, spk: jax.Array, one_shot: jax.Array, aids: bool = True,
+               dropout_rng: jax.Array | None = None):
     """`_forward` given the speaker slot spk [B, d_model] (PVC trains a voice through this very loss);
-    `aids=False` leaves out the alignment aids (an empty dict)."""
+    `aids=False` leaves out the alignment aids (an empty dict); `dropout_rng` (training) turns the
+    decoder's dropout on."""
     layout = _layout(model, batch, one_shot)
     guided = aids and model.guided_attention_weight > 0
-    out = model.hidden(layout, spk, model.guided_attention_layer if guided else None)
+    out = model.hidden(layout, spk, model.guided_attention_layer if guided else None, dropout_rng)
     hidden, qk = out if guided else (out, None)
     # The output head and softmax only where the loss is taken (La + 1 of the S slots).
     slots = loss_slots(batch)
@@ -94,7 +97,8 @@ def loss_fn(model: ARTransformer, batch: dict, rng: jax.Array, step: jax.Array):
     del step
     available = batch["prompt_tokens_len"] > 0
     one_shot = jax.random.bernoulli(rng, model.one_shot_prob, available.shape) & available
-    loss, acc, eos_acc, n, extra = _forward(model, batch, one_shot)
+    # fold_in: the one-shot draw above is the same with and without dropout.
+    loss, acc, eos_acc, n, extra = _forward(model, batch, one_shot, jax.random.fold_in(rng, 1))
     metrics = dict(token_accuracy=acc, eos_accuracy=eos_acc, target_tokens=n,
                    one_shot_fraction=jnp.mean(one_shot.astype(jnp.float32)))
     if extra:
