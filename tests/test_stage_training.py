@@ -118,3 +118,26 @@ def test_ar_references_are_never_the_target(trainers):
         b = next(it)
         assert np.all(b["ref_index"] != b["index"])
         assert np.all(b["prompt_tokens_len"] <= b["prompt_tokens"].shape[1])
+
+
+def test_a_late_gan_start_switches_programs_and_matches_one_conditional_program(tiny_corpus, tiny_stages, tmp_path):
+    """disc_start_step 2: steps 0-1 run a program without the discriminators, steps 2-3 one with them, and
+    the run equals the single program that switches with `lax.cond` (what AOT compiling uses)."""
+    from speech_jax import sharding
+    from speech_jax.train.tasks import flow_vae
+    config = _config("flow_vae", tiny_corpus, tiny_stages, *MESH_1, "--config.model.disc_start_step=2")
+    trainer = Trainer(config, str(tmp_path))
+    assert [first for first, _ in trainer.train_phases] == [0, 2]
+    one_program = jax.jit(flow_vae.make_train_step(flow_vae, trainer.graphdef, trainer.tx, trainer.schedule))
+    it = trainer.data_iterator("train", training=True)
+    batches = [next(it) for _ in range(4)]
+    phased, single = trainer.initial_state(), trainer.initial_state()
+    for i, b in enumerate(batches):
+        phased, m = trainer.step(phased, b, i)
+        with sharding.activation_rules(trainer.mesh, trainer.rules):
+            single, m1 = one_program(single, trainer.to_device(b), jax.random.fold_in(trainer._rng, i))
+        assert (float(m["d_loss"]) > 0) == (i >= 2) and float(m["disc_active"]) == float(i >= 2)
+        np.testing.assert_allclose(float(m["loss"]), float(m1["loss"]), rtol=1e-5)
+        np.testing.assert_allclose(float(m["d_loss"]), float(m1["d_loss"]), rtol=1e-5)
+    for x, y in zip(flat(phased.params), flat(single.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)

@@ -57,7 +57,7 @@ class Trainer:
         self.task, self.mesh, self.rules, self.tx, self.schedule = p.task, p.mesh, p.rules, p.tx, p.schedule
         self.graphdef, self.abstract_state, self.state_shardings = p.graphdef, p.abstract_state, p.state_shardings
         self.batch_shardings, self._init, self._rng = p.batch_shardings, p.init, p.rng
-        self.train_step, self.eval_step = p.train_step, p.eval_step
+        self.train_step, self.train_phases, self.eval_step = p.train_step, p.train_phases, p.eval_step
         self._eval_ds: dict = {}
         self.frame_multiple = 2 * config.mel.hop_length
 
@@ -87,8 +87,9 @@ class Trainer:
 
     def step(self, state, batch, step: int):
         rng = jax.random.fold_in(self._rng, step)
+        train_step = [fn for first, fn in self.train_phases if first <= step][-1]
         with sharding.activation_rules(self.mesh, self.rules):
-            return self.train_step(state, self.to_device(batch), rng)
+            return train_step(state, self.to_device(batch), rng)
 
     def evaluate(self, state, artifacts_dir: str | None = None, split: str | None = None) -> dict:
         """Mean metrics over the first `train.eval_batches` batches of a split (the same each time).

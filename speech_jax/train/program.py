@@ -31,6 +31,9 @@ class Program:
     batch_shardings: dict      # device field -> NamedSharding
     init: Callable             # rng -> sharded fresh train state
     train_step: Callable       # (state, batch, rng) -> (state, metrics); donates the state
+    # (first step, train step) for each phase of a run whose step changes at fixed steps (a GAN's late start),
+    # in order; `train_step` is the last phase's, the steady state that ahead-of-time compiling sizes
+    train_phases: tuple
     eval_step: Callable        # (state, batch) -> (outputs, integer batch fields)
     rng: jax.Array
 
@@ -74,22 +77,29 @@ def build_program(config, devices=None) -> Program:
         if accum != 1:
             raise ValueError(f"train.grad_accum_steps={accum}: the {config.stage} stage's own train step "
                              "does not accumulate gradients")
-        step_fn = task.make_train_step(task, graphdef, tx, schedule)
+        # {first step: options of the task's step}; one phase unless the task's step changes mid-run
+        phases = task.train_phases(config) if hasattr(task, "train_phases") else {0: {}}
+        step_fns = [(first, task.make_train_step(task, graphdef, tx, schedule, **kw))
+                    for first, kw in sorted(phases.items())]
     else:
         if accum < 1 or config.data.batch_size % accum:
             raise ValueError(f"train.grad_accum_steps={accum} must be >= 1 and divide data.batch_size="
                              f"{config.data.batch_size}")
         sharding.check_batch(config.data.batch_size // accum, mesh)  # each micro-batch spans the mesh
-        step_fn = make_train_step(task, graphdef, tx, schedule, accum)
+        step_fns = [(0, make_train_step(task, graphdef, tx, schedule, accum))]
     batch_shardings = {k: sharding.batch_sharding(mesh, n) for k, n in device_fields(config.data).items()}
     repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     options = compiler_options(config.train.get("compiler_options", ""))  # .get: configs saved before it
+    # jit compiles on first call: a phase the run never reaches (or has passed, on resume) is never compiled.
+    train_phases = tuple((first, jax.jit(fn, in_shardings=(state_shardings, batch_shardings, repl),
+                                         out_shardings=(state_shardings, repl), donate_argnums=0,
+                                         compiler_options=options))
+                         for first, fn in step_fns)
     return Program(
         task=task, mesh=mesh, rules=rules, tx=tx, schedule=schedule, graphdef=graphdef,
         abstract_state=abstract, state_shardings=state_shardings, batch_shardings=batch_shardings,
         init=jax.jit(lambda r: init(r)[1], out_shardings=state_shardings, compiler_options=options),
-        train_step=jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, repl),
-                           out_shardings=(state_shardings, repl), donate_argnums=0, compiler_options=options),
+        train_step=train_phases[-1][1], train_phases=train_phases,
         # Outputs stay where they are computed (no all-gather onto every device); eval_fetch.py reads them.
         eval_step=jax.jit(make_eval_step(task, graphdef), in_shardings=(state_shardings, batch_shardings),
                           compiler_options=options),
