@@ -7,7 +7,8 @@ and the GFLOP/s it reaches against the machine's matmul peak.
 
 The GAN step runs the discriminators' gradient once (their update, on 2B clips) and about one more
 forward-and-backward on the generator's side (generated clips, with the real ones' features for feature
-matching), so the "all" row's gradient time is roughly half the step's discriminator cost.
+matching), so the "all" row's gradient time is roughly half the step's discriminator cost. A row's share is
+of the "all" row's gradient time (the parts, timed alone, add up to a little more).
 """
 from __future__ import annotations
 
