@@ -369,7 +369,7 @@ def test_guided_attention_trains_one_layer_on_the_target_text(refs, scanned):
 
 
 def test_residual_dropout_acts_only_in_training_and_scanned_layers_draw_the_same_masks(learnable):
-    model, fwd, _, spk = learnable
+    model, _, _, spk = learnable
     lay = _layout(*ONE_SHOT.values())
     rows = np.asarray(lay["valid"])
 

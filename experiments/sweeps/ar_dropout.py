@@ -4,7 +4,7 @@ On the long recipe the AR's teacher-forced accuracy on unseen voices stops risin
 training batches go on to 0.70 (`varied`, 2107 sentences; on `small`'s 361 the same by step 2100;
 docs/what_limits_quality.md). Each trial is the demo's AR (`experiments/demo/ar.py`) for 2000 steps on a
 finished demo's tokens, with or without dropout on every block's attention and MLP outputs (`model.dropout`),
-scored every 500 steps on held-out sentences of seen voices (validation) and on unseen voices. About 27
+scored every 500 steps on held-out sentences of seen voices (validation) and on unseen voices. About 19
 minutes a trial on a 2-core CPU:
 
     speech-jax sweep experiments/sweeps/ar_dropout.py --out sweeps/ar_dropout --config.data.data_dir=D/data \\

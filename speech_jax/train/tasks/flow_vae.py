@@ -110,13 +110,9 @@ def _with(params, **parts):
     return out
 
 
-def _when(start_step: int, active: bool | None, pred, on, off, operand):
-    """`on(operand)` when the discriminators run, else `off(operand)`: decided statically by `active` (the
-    phase of the run, `train_phases`), or by the start step when it is None: always from step 0, never for
-    `start_step < 0`, else `lax.cond(pred, ...)` (one program for both phases; what a single compiled step
-    needs, e.g. ahead of time for another topology)."""
-    if active is None:
-        active = True if start_step == 0 else False if start_step < 0 else None
+def _when(active: bool | None, pred, on, off, operand):
+    """`on(operand)` when the discriminators run (`active`), `off(operand)` when they do not; None (a late start
+    in one program) chooses at run time with `lax.cond(pred, ...)`."""
     if active is None:
         return jax.lax.cond(pred, on, off, operand)
     return on(operand) if active else off(operand)
@@ -124,9 +120,9 @@ def _when(start_step: int, active: bool | None, pred, on, off, operand):
 
 def train_phases(config: ml_collections.ConfigDict) -> dict:
     """{first step: make_train_step options}: a late start of the discriminators is a second program from
-    that step on, not a `lax.cond` in one: XLA:CPU runs a conditional's convolutions several times slower
-    than the same ops outside one (they lose their parallelism; measured in `experiments/bench_flow_vae.py`
-    with `--config.model.disc_start_step=1` against 0). A run without discriminators never compiles them."""
+    that step on, not a `lax.cond` in one: XLA:CPU runs a conditional's convolutions without their
+    parallelism (the demo's GAN step: 17.5 s inside the cond, 2.0 s outside; docs/what_limits_quality.md).
+    A run without discriminators never compiles them."""
     start = int(config.model.disc_start_step)
     if start <= 0:
         return {0: {"discriminators": start == 0}}
@@ -140,7 +136,8 @@ def _sample_mask(batch):
 
 def make_train_step(task, graphdef, tx: GanOptimizers, schedule, discriminators: bool | None = None):
     """The GAN step; `discriminators` True / False builds it with / without them (a phase of the run), None
-    with a `lax.cond` on the step when they start late (see `_when`)."""
+    decides by `model.disc_start_step`: with them from 0, never below 0, else a `lax.cond` on the step (one
+    program for the whole run, as ahead-of-time compiling wants)."""
     del task
 
     def train_step(state: TrainState, batch, rng):
@@ -151,6 +148,9 @@ def make_train_step(task, graphdef, tx: GanOptimizers, schedule, discriminators:
         wav = batch["audio"].astype(jnp.float32) * mask
         start = static.disc_start_step
         started = (state.step >= start) & (start >= 0)
+        active = discriminators
+        if active is None:
+            active = True if start == 0 else False if start < 0 else None
 
         def discriminate(d, x):
             return nnx.merge(graphdef, _with(state.params, **{DISC: d}), state.rest).discriminators(x)
@@ -180,8 +180,7 @@ def make_train_step(task, graphdef, tx: GanOptimizers, schedule, discriminators:
             zero = jnp.zeros((), jnp.float32)
             return zero, d_view, state.opt_state[DISC], zero, jnp.array(True)
 
-        d_loss, d_next, d_opt, d_grad_norm, d_finite = _when(start, discriminators, started, d_update, d_idle,
-                                                             None)
+        d_loss, d_next, d_opt, d_grad_norm, d_finite = _when(active, started, d_update, d_idle, None)
         d_new = d_unravel(d_next)
 
         # 2. Generator, against the updated discriminators.
@@ -194,8 +193,7 @@ def make_train_step(task, graphdef, tx: GanOptimizers, schedule, discriminators:
 
         def g_loss_of(x, kl_value):
             mel = gan_losses.multiscale_mel_loss(wav, x, static.sample_rate, mask, static.mel_scales)
-            adv, fm = _when(start, discriminators, started, adversarial,
-                            lambda _: (jnp.zeros(()), jnp.zeros(())), x)
+            adv, fm = _when(active, started, adversarial, lambda _: (jnp.zeros(()), jnp.zeros(())), x)
             loss = w["mel"] * mel + w["adv"] * adv + w["fm"] * fm + kl_weight * kl_value
             parts = dict(mel_loss=mel, g_adv=adv, g_fm=fm)
             if w["stft"]:  # linear-frequency magnitudes resolve harmonics, which need coherent phase
