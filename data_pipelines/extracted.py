@@ -64,3 +64,27 @@ class ExtractedSource:
 
     def __getitem__(self, index: int) -> dict:
         return decode_record(self._source[int(index)])
+
+
+def latent_statistics(directory: str, split: str = "train", max_records: int = 4096) -> dict:
+    """Per-channel mean and standard deviation of one split's latents, over the frames of up to
+    `max_records` records spread evenly over the split (deterministic: every host computes the same).
+
+    -> {"mean": float32 [D], "std": float32 [D], "frames": int}."""
+    source = ExtractedSource(directory, split)
+    n = len(source)
+    if n == 0:
+        raise ValueError(f"no {split} records in {directory!r} to take latent statistics from")
+    picks = np.unique(np.linspace(0, n - 1, min(n, max_records)).round().astype(int))
+    total = square = frames = 0
+    for i in picks:
+        rec = source[i]
+        if "latents" not in rec:
+            raise ValueError(f"{directory!r} holds no latents: extract with --flow-vae")
+        z = np.asarray(rec["latents"], np.float64)
+        total, square, frames = total + z.sum(0), square + np.square(z).sum(0), frames + z.shape[0]
+    if not frames:
+        raise ValueError(f"the sampled {split} records in {directory!r} have no latent frames")
+    mean = total / frames
+    std = np.sqrt(np.maximum(square / frames - np.square(mean), 0.0))
+    return {"mean": mean.astype(np.float32), "std": std.astype(np.float32), "frames": int(frames)}

@@ -28,7 +28,6 @@ from flax import nnx
 
 from data_pipelines.pipeline import make_dataset
 from speech_jax.eval import voicing
-from speech_jax.infer import ode
 from speech_jax.models import gan_losses
 from speech_jax.train.restore import load_model, read_config
 from speech_jax.train.tasks import flow_matching as fm_task
@@ -67,10 +66,11 @@ def main(argv=None):
     @jax.jit
     def sample(batch, key):
         model = nnx.merge(fm_graph, fm_state)
-        x1, frame_mask = fm_task._frames(batch)
+        _, frame_mask = fm_task._frames(model, batch)
+        x1 = batch["latents"].astype(jnp.float32)
         x0 = jax.random.normal(key, x1.shape, jnp.float32)
-        z = ode.sample(model.dit, x0, batch["tokens"], frame_mask, model.speaker_vector(batch),
-                       jnp.zeros_like(x1), jnp.zeros_like(frame_mask), **model.sample_settings)
+        z = model.sample_latents(x0, batch["tokens"], frame_mask, model.speaker_vector(batch),
+                                 jnp.zeros_like(x1), jnp.zeros_like(frame_mask), **model.sample_settings)
         return z, x1, frame_mask
 
     def windows(z, batch, frame_mask, key):

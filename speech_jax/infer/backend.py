@@ -163,7 +163,6 @@ class Template:
 
 def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Callable]:
     """The seven programs as pure functions (weights first, in `USES` order); see the module docstring."""
-    from speech_jax.infer import ode
     from speech_jax.infer.ar_decode import generate
     from speech_jax.models.ar_layout import build_prefix
     from speech_jax.models.audio_tokenizer import encode
@@ -198,9 +197,10 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
                         min_ratio=spec.min_ratio, max_ratio=spec.max_ratio)
 
     def fm_sample(fm_w, x0, tokens, frame_mask, spk, prompt, prompt_mask, cfg_weight):
-        return ode.sample(fm.module(fm_w).dit, x0, tokens, frame_mask, spk, prompt, prompt_mask,
-                          steps=spec.fm_steps, method=spec.fm_method, grid_kind=spec.fm_grid,
-                          cfg_weight=cfg_weight)
+        # prompt and result in Flow-VAE latents (the stage converts to and from its own latent statistics)
+        return fm.module(fm_w).sample_latents(x0, tokens, frame_mask, spk, prompt, prompt_mask,
+                                              steps=spec.fm_steps, method=spec.fm_method,
+                                              grid_kind=spec.fm_grid, cfg_weight=cfg_weight)
 
     def vae_decode(fm_w, z, frame_mask):
         return fm.module(fm_w).frozen.vae.decode(z, frame_mask)

@@ -18,6 +18,7 @@ from speech_jax.infer import ode
 from speech_jax.models import cfm, gan_losses
 from speech_jax.models.flow_matching import FlowMatchingDiT, flops_per_frame
 from speech_jax.models.flow_vae import FlowVAE
+from speech_jax.models.latent_norm import LatentNorm, scales
 from speech_jax.models.speaker_encoder import SpeakerEncoder
 
 
@@ -33,6 +34,9 @@ class FlowMatchingStage(nnx.Module):
     def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         cfg = config.model
         self.dit = FlowMatchingDiT(cfg, rngs=rngs)
+        # Older configs have no `latent_norm`: their checkpoints hold no statistics.
+        kind = cfg.get("latent_norm", "none")
+        self.latent_norm = LatentNorm(int(cfg.latent_dim), kind) if kind != "none" else None
         self.frozen = Frozen(SpeakerEncoder(config.speaker, MelSpec.from_config(config.mel), rngs=rngs),
                              FlowVAE(config.vae, rngs=rngs))
         c = cfg
@@ -46,20 +50,35 @@ class FlowMatchingStage(nnx.Module):
     def speaker_vector(self, batch):
         return jax.lax.stop_gradient(self.frozen.speaker_encoder(batch["ref_audio"], batch["ref_len"]))
 
+    def to_flow(self, z):
+        """Flow-VAE latents -> the space flow matching models."""
+        return z if self.latent_norm is None else self.latent_norm.normalize(z)
+
+    def from_flow(self, x):
+        """Flow matching's samples -> Flow-VAE latents."""
+        return x if self.latent_norm is None else self.latent_norm.denormalize(x)
+
+    def sample_latents(self, x0, tokens, frame_mask, spk, prompt, prompt_mask, **settings):
+        """Flow-VAE latents [B,F,D] sampled from noise x0 given the conditions; `prompt` is in Flow-VAE
+        latents too (only its `prompt_mask` frames are read)."""
+        x = ode.sample(self.dit, x0, tokens, frame_mask, spk, self.to_flow(prompt), prompt_mask, **settings)
+        return self.from_flow(x)
+
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> FlowMatchingStage:
     return FlowMatchingStage(config, rngs=rngs)
 
 
-def _frames(batch):
+def _frames(model: FlowMatchingStage, batch):
+    """The target latents in flow matching's space, zero on padded frames, and the frame mask."""
     latents = batch["latents"]
     frame_mask = jnp.arange(latents.shape[1])[None] < 2 * batch["tokens_len"][:, None]
-    return latents, frame_mask
+    return jnp.where(frame_mask[..., None], model.to_flow(latents), 0), frame_mask
 
 
 def loss_fn(model: FlowMatchingStage, batch: dict, rng: jax.Array, step: jax.Array):
     del step
-    x1, frame_mask = _frames(batch)
+    x1, frame_mask = _frames(model, batch)
     return cfm.cfm_loss(model.dit, x1, frame_mask, batch["tokens"], model.speaker_vector(batch), rng,
                         **model.loss_settings)
 
@@ -68,24 +87,47 @@ def eval_fn(model: FlowMatchingStage, batch: dict) -> dict:
     """Validation loss (fixed draws), then latents sampled from ground-truth tokens and speaker vectors,
     decoded by the Flow-VAE: the multi-scale mel distance to the real audio (and to the Flow-VAE's own
     resynthesis, the floor this stage can reach)."""
-    x1, frame_mask = _frames(batch)
+    x1, frame_mask = _frames(model, batch)
     spk = model.speaker_vector(batch)
     loss, _ = cfm.cfm_loss(model.dit, x1, frame_mask, batch["tokens"], spk, jax.random.key(0),
                            **model.loss_settings)
     x0 = jax.random.normal(jax.random.key(1), x1.shape, jnp.float32)
     none = jnp.zeros_like(frame_mask)
-    z = ode.sample(model.dit, x0, batch["tokens"], frame_mask, spk, jnp.zeros_like(x1), none,
-                   **model.sample_settings)
+    z = model.sample_latents(x0, batch["tokens"], frame_mask, spk, jnp.zeros_like(x1), none,
+                             **model.sample_settings)
     vae = model.frozen.vae
     wav_hat = vae.decode(z, frame_mask)
-    wav_vae = vae.decode(x1, frame_mask)
+    wav_vae = vae.decode(batch["latents"], frame_mask)
     t = min(wav_hat.shape[1], batch["audio"].shape[1])
     mask = jnp.arange(t)[None] < jnp.minimum(batch["audio_len"], 2 * batch["tokens_len"] * vae.hop)[:, None]
     wav = batch["audio"][:, :t] * mask
     wav_hat, wav_vae = wav_hat[:, :t] * mask, wav_vae[:, :t] * mask
     mel = lambda a, b: gan_losses.multiscale_mel_loss(a, b, model.sample_rate, mask)  # noqa: E731
     return dict(loss=loss, mel_distance=mel(wav, wav_hat), vae_mel_distance=mel(wav, wav_vae),
-                wav=wav, wav_hat=wav_hat, sample_len=jnp.sum(mask, 1).astype(jnp.int32))
+                wav=wav, wav_hat=wav_hat, wav_vae=wav_vae, sample_len=jnp.sum(mask, 1).astype(jnp.int32))
+
+
+def host_eval(outputs: dict, labels: dict, tokenizer, config) -> dict:
+    """With `model.eval_voicing`: is what the decoder makes of the sampled latents voiced? pYIN's
+    voiced-frame fraction relative to the real audio's (`voiced_ratio`, the tokens rung of
+    experiments/ceilings.py) and recall of its voiced frames (`voiced_recall`), beside the same for the
+    Flow-VAE's own resynthesis (`vae_*`: the ceiling). Utterances under 5 % voiced (whispered voices) are
+    left out: they have no voicing to keep."""
+    if not config.model.get("eval_voicing", False):
+        return {}
+    from speech_jax.eval.voicing import voicing_agreement
+    sr, lens = int(config.data.sample_rate), np.asarray(outputs["sample_len"])
+    out = {}
+    for prefix, key in (("", "wav_hat"), ("vae_", "wav_vae")):
+        rows = [voicing_agreement(np.asarray(outputs["wav"][i, :n]), np.asarray(outputs[key][i, :n]), sr)
+                for i, n in enumerate(lens)]
+        rows = [r for r in rows if r["voiced_fraction_reference"] >= 0.05]
+        if not rows:
+            return {}
+        out[f"{prefix}voiced_ratio"] = (sum(r["voiced_fraction_estimate"] for r in rows)
+                                        / sum(r["voiced_fraction_reference"] for r in rows))
+        out[f"{prefix}voiced_recall"] = float(np.mean([r["voiced_recall"] for r in rows]))
+    return out
 
 
 def eval_artifacts(outputs: dict, labels: dict, directory: str, config, count: int = 3) -> None:
@@ -131,7 +173,8 @@ def resolve_config(config) -> None:
 
 
 def load_pretrained(state, config):
-    """Copies the AR stage's speaker encoder and the Flow-VAE into the frozen parts of a fresh state."""
+    """Copies the AR stage's speaker encoder and the Flow-VAE into the frozen parts of a fresh state, and
+    measures the latent statistics (`model.latent_norm`) on the extracted training latents."""
     from speech_jax.train.restore import load_stage
     if not config.pretrained.ar_workdir or not config.pretrained.flow_vae_workdir:
         raise ValueError("flow matching trains on a pretrained speaker encoder and Flow-VAE: set "
@@ -146,6 +189,13 @@ def load_pretrained(state, config):
         if jax.tree.structure(dst) != jax.tree.structure(src):
             raise ValueError(f"the pretrained {name} does not match config.{'speaker' if name != 'vae' else 'vae'}")
         rest["frozen"][name] = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
+    kind = config.model.get("latent_norm", "none")
+    if kind != "none":
+        from data_pipelines.extracted import extracted_dir, latent_statistics
+        stats = latent_statistics(extracted_dir(config.data.name, config.data.data_dir, config.data.extracted))
+        for dst, value in zip(("mean", "std"), scales(kind, stats["mean"], stats["std"])):
+            var = rest["latent_norm"][dst]
+            var.value = jax.device_put(value.astype(var.value.dtype), var.value.sharding)
     return state.replace(rest=rest)
 
 
