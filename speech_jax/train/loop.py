@@ -210,19 +210,25 @@ def train(config, workdir: str) -> dict:
             logging.info("step %d: %s", step, metrics_lib.format_metrics(row))
         goodput.add("log", time.perf_counter() - now)
 
+    # Steps that compile a program: the first, and the first of each later phase (a task's `train_phases`).
+    compiling_steps = {start} | {first for first, _ in trainer.train_phases if first > start}
     with _Preemption() as preempt:
         step = start
         while step < tc.steps:
             with goodput.timing("data"):
                 batch = next(data_iter)
             profile.before_step(step)
-            with goodput.timing("compile" if step == start else "step"):
+            compiling = step in compiling_steps
+            if compiling and step > start:
+                with goodput.timing("step"):  # the steps queued before it are steps, not compilation
+                    jax.block_until_ready(state)
+            with goodput.timing("compile" if compiling else "step"):
                 state, m = trainer.step(state, batch, step)
-                if step == start:  # keep compilation out of step_time
+                if compiling:  # keep compilation out of step_time
                     jax.block_until_ready(m)
             step += 1
             timed += 1
-            if step == start + 1:
+            if compiling:
                 t_last, timed = time.perf_counter(), 0
             profile.after_step(step, m)
             behind.flush()  # the previous logged step's metrics, now that this step is queued
