@@ -38,6 +38,10 @@ def model_defaults() -> ml_collections.ConfigDict:
         # DAC's recipe. Its fine frequency grid resolves harmonics, which only coherent phase across frames
         # renders, so the decoder learns voicing from it long before any discriminator starts.
         lambda_stft=0.0, stft_loss_ffts=(512, 1024, 2048),
+        # Phase-derivative losses (instantaneous frequency and group delay against the input's, APNet's
+        # idea; models/gan_losses.py): voiced frames need harmonics whose phases advance coherently, which
+        # magnitude losses leave free. 0: off.
+        lambda_phase=0.0, phase_loss_ffts=(512, 1024),
         eval_stft_ffts=(512, 1024, 2048),  # the MS-STFT distance reported at evaluation
         # Evaluation also decodes the means plus this much noise (× each utterance's latent spread) and reports
         # the voicing kept (`noised_voiced_recall`, `noised_pitch_recall`): the decoder's robustness to latents

@@ -115,10 +115,15 @@ def _frames(audio: jax.Array, spec: MelSpec) -> jax.Array:
   return frames[..., :n_fft]
 
 
+def stft(audio: jax.Array, spec: MelSpec) -> jax.Array:
+  """[..., T] -> [..., T // hop, n_fft // 2 + 1] complex STFT (complex64)."""
+  audio = jnp.asarray(audio).astype(jnp.float32)
+  return jnp.fft.rfft(_frames(audio, spec) * _window(spec), n=spec.n_fft, axis=-1)
+
+
 def stft_magnitude(audio: jax.Array, spec: MelSpec) -> jax.Array:
   """[..., T] -> [..., T // hop, n_fft // 2 + 1] of |STFT| ** power, fp32."""
-  audio = jnp.asarray(audio).astype(jnp.float32)
-  spectrum = jnp.fft.rfft(_frames(audio, spec) * _window(spec), n=spec.n_fft, axis=-1)
+  spectrum = stft(audio, spec)
   energy = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
   if spec.power == 2.0:
     return energy

@@ -11,9 +11,9 @@ The STFT is fp32; convolutions run in the compute dtype; logits come back fp32.
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
+from speech_jax.audio.mel import MelSpec, stft
 from speech_jax.layers.conv2d import Conv2d
 
 SLOPE = 0.1  # leaky ReLU
@@ -66,19 +66,10 @@ class MultiPeriodDiscriminator(nnx.Module):
 
 def complex_stft(wav: jax.Array, n_fft: int) -> jax.Array:
     """[B, T] -> [B, T // hop, n_fft // 2 + 1, 2] (real, imag), hop n_fft / 4, periodic Hann, centred
-    zero-padded frames; fp32. Framing is four shifted slices of hop-sized blocks (no gather)."""
+    zero-padded frames; fp32."""
     if n_fft % 4:
         raise ValueError(f"n_fft {n_fft} must be a multiple of 4")
-    hop, r = n_fft // 4, 4
-    wav = wav.astype(jnp.float32)
-    b, t = wav.shape
-    frames = t // hop
-    needed = (frames + r - 1) * hop
-    padded = jnp.pad(wav, ((0, 0), (n_fft // 2, max(0, needed - n_fft // 2 - t))))[:, :needed]
-    blocks = padded.reshape(b, frames + r - 1, hop)
-    x = jnp.concatenate([blocks[:, k:k + frames] for k in range(r)], axis=-1)
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
-    spec = jnp.fft.rfft(x * window.astype(np.float32), axis=-1)
+    spec = stft(wav, MelSpec(n_fft=n_fft, hop_length=n_fft // 4, win_length=n_fft))
     return jnp.stack([jnp.real(spec), jnp.imag(spec)], axis=-1)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from speech_jax.audio.mel import MelSpec, mel_spectrogram, stft_magnitude
+from speech_jax.audio.mel import MelSpec, mel_spectrogram, stft, stft_magnitude
 
 # DAC's 7 mel scales: (window = n_fft, n_mels); hop = window / 4.
 DAC_MEL_SCALES = ((32, 5), (64, 10), (128, 20), (256, 40), (512, 80), (1024, 160), (2048, 320))
@@ -82,4 +82,45 @@ def multiresolution_stft_distance(wav: jax.Array, wav_hat: jax.Array, fft_sizes:
         sc = jnp.sqrt(jnp.sum((s - s_hat) ** 2, axis=(1, 2))) / jnp.sqrt(jnp.sum(s ** 2, axis=(1, 2)) + 1e-12)
         log_l1 = jnp.abs(jnp.log(jnp.maximum(s, MEL_FLOOR)) - jnp.log(jnp.maximum(s_hat, MEL_FLOOR)))
         terms.append(jnp.mean(sc) + jnp.mean(log_l1))
+    return sum(terms) / len(terms)
+
+
+def _phasor_distance(p: jax.Array, p_hat: jax.Array, valid: jax.Array, eps: float) -> jax.Array:
+    """Mean over utterances of Σ w·(1 − cos(∠p̂ − ∠p)) with w ∝ |p| on `valid` entries (summing to 1 per
+    utterance). Written with products, not angles: ∠ has no gradient at 0 and wraps at ±π."""
+    axes = tuple(range(1, p.ndim))
+    valid = jnp.broadcast_to(valid, p.shape)
+    mag = jnp.abs(p) * valid
+    scale = jnp.sum(mag, axes, keepdims=True) / jnp.maximum(jnp.sum(valid, axes, keepdims=True), 1.0)
+    cos = jnp.real(p_hat * jnp.conj(p)) / (jnp.abs(p_hat) * jnp.abs(p) + eps * scale ** 2)
+    w = mag / jnp.maximum(jnp.sum(mag, axes, keepdims=True), 1e-12)
+    return jnp.mean(jnp.sum(w * (1.0 - cos), axes))
+
+
+def phase_derivative_loss(wav: jax.Array, wav_hat: jax.Array, fft_sizes: Sequence[int] = (512, 1024),
+                          mask: jax.Array | None = None, eps: float = 1e-3) -> jax.Array:
+    """Phase losses without the absolute phase, after APNet (Ai & Ling 2023): per resolution (hop n/4, Hann
+    n), the instantaneous frequency (the phase advance of each bin from frame to frame) and the group delay
+    (the phase step from bin to bin) of the output against the input's, as 1 − cos of their difference,
+    weighted by the input's magnitude so that the harmonics count and noise-floor bins (random phase) do not.
+
+    A voiced frame is a set of harmonics whose phases advance steadily; the magnitude losses leave that free
+    and a frame-rate iSTFT decoder fills it with incoherent phases (pYIN hears noise). The absolute phase is
+    left out: a decoder of mel-derived latents cannot know it, and only its derivatives shape what is heard.
+    Averaged over resolutions and the two derivatives; 0 when the phases advance as the input's do."""
+    wav, wav_hat = _f32(wav), _f32(wav_hat)
+    if mask is not None:
+        wav, wav_hat = wav * _f32(mask), wav_hat * _f32(mask)
+    terms = []
+    for n in fft_sizes:
+        spec = MelSpec(n_fft=n, hop_length=n // 4, win_length=n, power=1.0)
+        s, s_hat = stft(wav, spec), stft(wav_hat, spec)
+        frames = jnp.ones(s.shape[:2]) if mask is None else _frame_mask(mask, s.shape[1], spec.hop_length)
+        frames = frames[..., None]
+        # instantaneous frequency: frame t+1 against frame t; group delay: bin k+1 against bin k
+        time = frames[:, 1:] * frames[:, :-1]
+        terms.append(_phasor_distance(s[:, 1:] * jnp.conj(s[:, :-1]), s_hat[:, 1:] * jnp.conj(s_hat[:, :-1]),
+                                      time, eps))
+        terms.append(_phasor_distance(s[..., 1:] * jnp.conj(s[..., :-1]),
+                                      s_hat[..., 1:] * jnp.conj(s_hat[..., :-1]), frames, eps))
     return sum(terms) / len(terms)

@@ -46,9 +46,11 @@ class FlowVAEGAN(nnx.Module):
         self.mel_scales = tuple(tuple(s) for s in cfg.mel_scales)
         self.stft_ffts = tuple(cfg.eval_stft_ffts)
         self.weights = dict(mel=float(cfg.lambda_mel), adv=float(cfg.lambda_adv), fm=float(cfg.lambda_fm),
-                            kl=float(cfg.kl_weight), stft=float(cfg.get("lambda_stft", 0.0)))
+                            kl=float(cfg.kl_weight), stft=float(cfg.get("lambda_stft", 0.0)),
+                            phase=float(cfg.get("lambda_phase", 0.0)))
         # .get: workdirs saved before the STFT loss existed restore with their own configs
         self.stft_loss_ffts = tuple(cfg.get("stft_loss_ffts", (512, 1024, 2048)))
+        self.phase_loss_ffts = tuple(cfg.get("phase_loss_ffts", (512, 1024)))
         self.kl_warmup_steps = int(cfg.kl_warmup_steps)
         self.disc_start_step = int(cfg.disc_start_step)
         # Evaluation also decodes the posterior means plus this much Gaussian noise (× each utterance's latent
@@ -199,6 +201,9 @@ def make_train_step(task, graphdef, tx: GanOptimizers, schedule, discriminators:
             if w["stft"]:  # linear-frequency magnitudes resolve harmonics, which need coherent phase
                 parts["stft_loss"] = gan_losses.multiresolution_stft_distance(wav, x, static.stft_loss_ffts, mask)
                 loss = loss + w["stft"] * parts["stft_loss"]
+            if w["phase"]:  # ... which the magnitudes leave free: the phases' advance, as the input's
+                parts["phase_loss"] = gan_losses.phase_derivative_loss(wav, x, static.phase_loss_ffts, mask)
+                loss = loss + w["phase"] * parts["phase_loss"]
             return loss, parts
 
         (g_loss, parts), (ct_wav, ct_kl) = jax.value_and_grad(g_loss_of, argnums=(0, 1), has_aux=True)(wav_hat, kl)
