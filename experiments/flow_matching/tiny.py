@@ -18,7 +18,10 @@ def model_defaults() -> ml_collections.ConfigDict:
         sigma_min=1e-6, time_sampling="uniform",  # or "logit_normal"
         prompt_prob=0.5, prompt_min_frac=0.0, prompt_max_frac=0.3,  # a prefix given as prompt, not in the loss
         drop_prob=0.2,            # all conditions dropped together (classifier-free guidance)
-        latent_norm="none",       # "channel" / "global": latents standardised on the data (models/latent_norm.py)
+        # Latents standardised on the extracted training latents (models/latent_norm.py): "global" (one scale),
+        # "channel", or "none" (as the Flow-VAE gives them: a decoder whose latents spread 17× voiced 6 % of
+        # its frames after 1000 steps against 31 % standardised; docs/what_limits_quality.md).
+        latent_norm="global",
         # evaluation sampling
         eval_steps=10, eval_method="euler", eval_grid="cosine", eval_cfg_weight=0.7,
         eval_voicing=False))      # pYIN voicing of the evaluation's samples (host_eval; seconds per batch)
