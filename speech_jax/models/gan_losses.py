@@ -41,6 +41,11 @@ def feature_matching_loss(real_feats: Sequence[Sequence[jax.Array]],
     return total
 
 
+def _masked(wav, mask):
+    """fp32 audio with padding samples zeroed (`mask` [B, T] or None)."""
+    return _f32(wav) if mask is None else _f32(wav) * _f32(mask)
+
+
 def _frame_mask(mask, num_frames: int, hop: int):
     """[B, T] sample mask -> [B, F] (frame i is valid when its centre sample i·hop is)."""
     return _f32(mask)[:, ::hop][:, :num_frames]
@@ -50,9 +55,7 @@ def multiscale_mel_loss(wav: jax.Array, wav_hat: jax.Array, sample_rate: int, ma
                         scales: Sequence[tuple[int, int]] = DAC_MEL_SCALES) -> jax.Array:
     """Sum over `scales` ((window, n_mels), hop window/4) of the mean L1 between log10 mel magnitudes
     (floored at 1e-5). `mask` [B, T]: padding samples are zeroed and frames centred in padding ignored."""
-    wav, wav_hat = _f32(wav), _f32(wav_hat)
-    if mask is not None:
-        wav, wav_hat = wav * _f32(mask), wav_hat * _f32(mask)
+    wav, wav_hat = _masked(wav, mask), _masked(wav_hat, mask)
     total = jnp.zeros((), jnp.float32)
     for window, n_mels in scales:
         spec = MelSpec(sample_rate=int(sample_rate), n_fft=window, hop_length=window // 4, win_length=window,
@@ -72,9 +75,7 @@ def multiresolution_stft_distance(wav: jax.Array, wav_hat: jax.Array, fft_sizes:
                                   mask: jax.Array | None = None) -> jax.Array:
     """The "MS-STFT" metric: per resolution (hop n/4, Hann n), spectral convergence ‖|S| − |Ŝ|‖_F / ‖|S|‖_F
     (per utterance, then averaged) plus mean |log|S| − log|Ŝ||; averaged over resolutions."""
-    wav, wav_hat = _f32(wav), _f32(wav_hat)
-    if mask is not None:
-        wav, wav_hat = wav * _f32(mask), wav_hat * _f32(mask)
+    wav, wav_hat = _masked(wav, mask), _masked(wav_hat, mask)
     terms = []
     for n in fft_sizes:
         spec = MelSpec(n_fft=n, hop_length=n // 4, win_length=n, power=1.0)
@@ -108,9 +109,7 @@ def phase_derivative_loss(wav: jax.Array, wav_hat: jax.Array, fft_sizes: Sequenc
     and a frame-rate iSTFT decoder fills it with incoherent phases (pYIN hears noise). The absolute phase is
     left out: a decoder of mel-derived latents cannot know it, and only its derivatives shape what is heard.
     Averaged over resolutions and the two derivatives; 0 when the phases advance as the input's do."""
-    wav, wav_hat = _f32(wav), _f32(wav_hat)
-    if mask is not None:
-        wav, wav_hat = wav * _f32(mask), wav_hat * _f32(mask)
+    wav, wav_hat = _masked(wav, mask), _masked(wav_hat, mask)
     terms = []
     for n in fft_sizes:
         spec = MelSpec(n_fft=n, hop_length=n // 4, win_length=n, power=1.0)
