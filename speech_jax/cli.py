@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default="demo", help="directory of the corpus, workdirs, evaluations and report")
     d.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of this run (0: none)")
     d.add_argument("--data-dir", default=None, help="where the corpus is built (default: OUT/data)")
-    d.add_argument("--corpus", default="small", choices=["small", "medium", "many_voices", "varied", "tiny"],
+    d.add_argument("--corpus", default="small",
+                   choices=["small", "medium", "many_voices", "varied", "varied_large", "tiny"],
                    help="espeak_tts builder config")
     d.add_argument("--utterances", type=int, default=8, help="test_unseen lines synthesised in each mode")
     d.add_argument("--seed", type=int, default=0)
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     from data_pipelines.prepare import DATASETS
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--config", default=None, help="builder config (espeak_tts: tiny | small | medium | many_voices | varied)")
+    p.add_argument("--config", default=None, help="builder config (espeak_tts: tiny | small | medium | many_voices | varied | varied_large)")
     p.add_argument("--manifest", default=None, help="CSV or JSONL with wav_path,text,speaker[,language]")
     p.add_argument("--on-error", default="skip", choices=["skip", "stop"])
     p.add_argument("--vocab-size", type=int, default=None)

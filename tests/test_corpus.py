@@ -195,6 +195,10 @@ def test_many_voices_spreads_the_small_corpus_over_every_variant():
     assert [u.utt_id for u in varied["test_unseen"]] == [u.utt_id for u in utts["test_unseen"]]
     assert {u.voice for u in varied["train"]} == {u.voice for u in train} and len(varied["train"]) == len(train)
     assert len({u.text for u in varied["train"]}) > 5 * len({u.text for u in train})
+    large = plan.make_plan(builder._SPECS["varied_large"])  # the same again, 4x the re-mixed sentences
+    assert [u.utt_id for u in large["test_unseen"]] == [u.utt_id for u in utts["test_unseen"]]
+    assert len(large["train"]) == 4 * len(train) and len({u.text for u in large["train"]}) > 3.5 * len(
+        {u.text for u in varied["train"]})
     with pytest.raises(ValueError, match="many_voices"):  # the error names every size
         _builder("espeak_tts", "unused", "huge", None, "skip", 16000, None)
 
