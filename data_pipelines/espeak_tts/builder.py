@@ -37,7 +37,7 @@ _SPECS = {
     # their words: as many utterances again, 6x the distinct sentences (what the AR needs to read new text).
     "varied": plan_lib.CorpusSpec(speakers_per_language=33, train_per_speaker=3, mixed_per_speaker=7,
                                   validation_per_speaker=1, test_per_speaker=6),
-    # varied with 4x its utterances (3 training sentences and 37 re-mixed a voice, ~10k utterances, ~9.5k distinct
+    # varied with 4x its utterances (3 training sentences and 37 re-mixed a voice, ~10k utterances, 9.8k distinct
     # sentences): whether more distinct sentences teach the AR to read text it has not seen.
     "varied_large": plan_lib.CorpusSpec(speakers_per_language=33, train_per_speaker=3, mixed_per_speaker=37,
                                         validation_per_speaker=1, test_per_speaker=6),
