@@ -67,6 +67,9 @@ class LoadExample:
             self.ref_by_speaker[s].append(i)
         self.speaker_ids = {s: k for k, s in enumerate(sorted(self.by_speaker))}
         self.cfg = cfg
+        # Read once: ConfigDict.get of an absent field builds a did-you-mean message, a tenth of a batch's load.
+        self.text_units = cfg.get("text_units", "bpe")  # .get: configs saved before these fields
+        self.with_description = cfg.get("with_description", False)
         self.bpe_path = bpe_path
         self.training = training
         self._bpe = None
@@ -85,7 +88,7 @@ class LoadExample:
     def _text_ids(self, text: str, language: str) -> list[int]:
         """The transcript as label ids: BPE pieces, or espeak phonemes when `data.text_units` says so
         (`data.phonemes` is their symbol inventory, `data.phoneme_marks` keeps stress and word spaces)."""
-        if self.cfg.get("text_units", "bpe") != "phonemes":
+        if self.text_units != "phonemes":
             return self.bpe.encode(text)
         if self._phonemes is None:
             from speech_jax.text import units
@@ -203,7 +206,7 @@ class LoadExample:
                    "speaker_id": self.speaker_ids[speaker]}
         if self.extracted is not None:
             self._features(example, index, start)
-        if self.cfg.get("with_description", False):  # .get: configs saved before the field
+        if self.with_description:
             example["description_ids"] = self._description(speaker, index, rng)
         if not self.cfg.with_reference:
             return example
@@ -364,11 +367,14 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
                    prompt_tokens=prompt_max_tokens(cfg, frame_multiple),
                    max_description_len=cfg.get("max_description_len", 0))
     batch_fn = LoadRows(load, pad, rows)
+    # Planning reads only the in-memory record index: reader threads would only contend for the GIL (and
+    # poll their futures) with the loading of rows, which is where a batch's time goes.
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0))
     if cfg.group_window > 1:
-        it = LengthGroupedBatches(ds.to_iter_dataset(), cfg.batch_size, cfg.group_window, batch_fn,
+        it = LengthGroupedBatches(ds, cfg.batch_size, cfg.group_window, batch_fn,
                                   seed=cfg.shuffle_seed, length_fn=planned_length)
     else:
-        it = ds.to_iter_dataset().batch(cfg.batch_size, drop_remainder=True, batch_fn=batch_fn)
+        it = ds.batch(cfg.batch_size, drop_remainder=True, batch_fn=batch_fn)
     if cfg.num_workers > 0:
         from absl import flags
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; we are not an absl app

@@ -58,9 +58,9 @@ def resolve_phonemes(config) -> None:
     if data.phonemes:
         PhonemeVocab(data.phonemes, marks)  # validates
         return
-    from data_pipelines.sources import _str, open_source
-    source = open_source(data.name, data.data_dir, data.train_split)
-    pairs = {(_str(source[i]["text"]), _str(source[i]["language"])) for i in range(len(source))}
+    from data_pipelines.sources import split_index
+    index = split_index(data.name, data.data_dir, data.train_split)  # texts without reading any audio
+    pairs = set(zip(index["text"], index["language"]))
     data.phonemes = PhonemeVocab.build(sorted(pairs), marks).symbols
 
 
