@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import os
 import sys
 
@@ -25,14 +26,18 @@ def load_python_file(path: str, prefix: str, import_roots) -> object:
     return module
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
+def load_config(path: str, **context) -> ml_collections.ConfigDict:
+    """The file's `get_config()`, locked. `context` (e.g. the demo's `step_scale`) goes to the keyword
+    arguments of the same names that `get_config` declares, and no further: a config that does not
+    depend on it takes none."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist")
     root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
     module = load_python_file(path, "_config", (os.path.dirname(root), root, os.getcwd()))
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} has no get_config()")
-    config = module.get_config()
+    accepted = inspect.signature(module.get_config).parameters
+    config = module.get_config(**{k: v for k, v in context.items() if k in accepted})
     config.lock()  # unknown keys in overrides are errors, not silently new fields
     return config
 

@@ -199,7 +199,8 @@ class Demo:
     def stage_config(self, stage: str, max_minutes: float | None = 0.0):
         """The stage's config for this demo; `max_minutes` None keeps the config's own time limit."""
         from speech_jax.config import apply_overrides, load_config
-        config = load_config(self.config_files[stage])
+        # A config may size its model by the budget (the long recipe's flow matching); every stage's steps scale.
+        config = load_config(self.config_files[stage], step_scale=self.state.get("step_scale", 1.0))
         judge_corpus = self._judge_corpus(config) if stage == JUDGE else None
         config.data.name = self.state["corpus_name"]
         config.data.data_dir = self.data_dir
