@@ -10,8 +10,9 @@ budget leaves after the other steps, by weight, each one's share decided when it
 stage leaves unused goes to the next); a stage stops at its config's `train.steps` or when its share is
 spent (`train.max_minutes`), whichever comes first. The configs' `train.steps` are sized for 30 minutes; a
 longer budget (`--minutes 180`: the long recipe) lengthens every stage's schedule in proportion, so each
-learning rate still decays within its share. That scale is fixed by the first invocation and kept by the ones
-that resume it, whatever their `--minutes`.
+learning rate still decays within its share; a config whose `get_config` takes `step_scale` may also size its
+model by it (flow matching's DiT is wider from two hours on). That scale is fixed by the first invocation and
+kept by the ones that resume it, whatever their `--minutes`.
 
 The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
 trains after the four stages on its own time (`judge_minutes`, default its config's `train.max_minutes`),
