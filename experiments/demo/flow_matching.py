@@ -2,14 +2,9 @@
 by the demo.
 
 `step_scale` is the demo's budget over 30 minutes (the demo multiplies every stage's steps by it). From 4
-on (two hours: the long recipe) the DiT is twice as wide and deep, at a quarter of the steps since each
-costs four times as much: measured on the long recipe's `varied` stages at the same 27 minutes, 3000 such
-steps against 12000 of the tiny DiT gave training loss 0.54 against 0.59 and, through the chain's
-rungs on 48 unseen-voice lines, judge CER 0.202 against 0.241 from the true tokens (voiced frames 0.57
-against 0.45 of the ground truth's) and 0.351 against 0.388 from the text (docs/what_limits_quality.md).
-At the 30-minute demo's share the tiny DiT is as good and voices more: on the 30-minute demo's stages, 650
-steps of the wider DiT against 2000 of the tiny one (5.6 minutes each) read the true tokens at 0.552 against
-0.549, voiced 0.23 against 0.29, and the text at 0.789 against 0.797; so the demo keeps the tiny DiT."""
+on (two hours: the long recipe) the DiT is twice as wide and deep at a quarter of the steps (each costs 4×):
+in the long recipe's 27 minutes it reads the true tokens at judge CER 0.202 against the tiny DiT's 0.241; at
+the 30-minute demo's share it is no better and voices less (docs/what_limits_quality.md)."""
 from experiments.flow_matching import tiny
 
 WIDE_FROM_SCALE = 4.0
