@@ -321,6 +321,9 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
     if len(source) == 0:
         raise ValueError(f"split {split!r} of {cfg.name} is empty")
     index = split_index(cfg.name, cfg.data_dir, split, source)
+    if cfg.get("text_units", "bpe") == "phonemes":
+        from speech_jax.text.units import cache_corpus_readings
+        cache_corpus_readings(cfg.name, cfg.data_dir, zip(index["text"], index["language"]))
     bpe_path = default_bpe_path(cfg)
     if not os.path.exists(bpe_path):
         raise FileNotFoundError(f"BPE model {bpe_path} not found; run `speech-jax prepare` or set data.bpe_model")

@@ -88,6 +88,16 @@ def test_the_judge_overfits_a_handful_of_utterances(overfit_judge):
     assert evals[-1]["eval/cer"] < 0.15, evals[-1]
 
 
+def test_training_keeps_espeaks_readings_beside_the_corpus(overfit_judge, tiny_corpus):
+    with open(os.path.join(tiny_corpus["corpus_dir"], "phonemes.json"), encoding="utf-8") as f:
+        readings = json.load(f)["readings"]
+    from data_pipelines.sources import split_index
+    index = split_index(tiny_corpus["name"], tiny_corpus["data_dir"], "test_unseen")
+    for text, language in zip(index["text"], index["language"]):
+        assert phonemize(text, language, marks=False) == "".join(
+            readings[language][text].replace("ˈ", "").replace("ˌ", "").split())
+
+
 def test_the_transcriber_reads_a_trained_workdir(overfit_judge, tiny_corpus):
     from data_pipelines.sources import _str, open_source
     judge = JudgeTranscriber(overfit_judge, bucket_seconds=1.5)

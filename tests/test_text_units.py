@@ -30,6 +30,31 @@ def test_vocab_saves_and_loads_with_its_marks(tmp_path):
     assert loaded.encode("Hello there", "en") == vocab.encode("Hello there", "en")
 
 
+def test_a_corpus_readings_file_spares_espeak_the_next_time(tmp_path, monkeypatch):
+    from speech_jax.text import phonemes
+    path, pairs = str(tmp_path / "phonemes.json"), [("Hello there", "en"), ("Guten Tag", "de")]
+    expected = [(phonemize(*p), phonemize(*p, marks=True)) for p in pairs]
+    asked = []
+    espeak = phonemes._espeak_reading
+    monkeypatch.setattr(phonemes, "_espeak_reading", lambda *p: asked.append(p) or espeak(*p))
+
+    def new_process_reads():
+        monkeypatch.setattr(phonemes, "_CORPUS_READINGS", {})
+        asked.clear()
+        phonemes.cache_readings(pairs + [("", "en")], path)  # an unusable text is skipped, not stored
+        assert [(phonemize(*p), phonemize(*p, marks=True)) for p in pairs] == expected
+        return sorted(asked)
+
+    assert new_process_reads() == sorted(pairs + [("", "en")])
+    assert new_process_reads() == [("", "en")]  # the file had the rest
+    monkeypatch.setattr(phonemes, "_espeak_version", lambda: "another")
+    assert new_process_reads() == sorted(pairs + [("", "en")])  # another espeak: read again
+    with open(path, "w") as f:
+        f.write('{"espeak": "anoth')  # a damaged file is rebuilt
+    assert new_process_reads() == sorted(pairs + [("", "en")])
+    assert new_process_reads() == [("", "en")]
+
+
 def test_from_config_rejects_unknown_units_and_an_unresolved_inventory():
     data = ml_collections.ConfigDict(dict(text_units="letters", phonemes="", phoneme_marks=False))
     with pytest.raises(ValueError, match="text_units must be one of"):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
+import uuid
 
 BLANK_ID, UNK_ID = 0, 1  # the CTC blank doubles as padding; unknown symbols map to UNK
 _NUM_SPECIALS = 2
@@ -26,20 +28,67 @@ _LANGUAGE_TAG = re.compile(r"\([a-z-]+\)")  # "(en)tʃˈaɪniːz(ja)": espeak sw
 _DROPPED = str.maketrans("", "", "ˈˌ")
 
 
+# (text, language) -> espeak's reading with its marks, of a corpus's texts: `cache_readings` fills it.
+_CORPUS_READINGS: dict[tuple[str, str], str] = {}
+
+
 @functools.lru_cache(maxsize=65536)
-def phonemize(text: str, language: str, marks: bool = False) -> str:
-  """The phoneme string the judge is trained to hear for `text` read in `language` (an espeak name);
-  with `marks`, stress marks and single spaces between words are kept."""
+def _espeak_reading(text: str, language: str) -> str:
+  """espeak's IPA with stress marks and word spaces, its language-switch tags dropped."""
   from data_pipelines.espeak_tts import synth
 
   try:
     ipa = synth.phonemes(text, language)
   except synth.EspeakError as e:  # e.g. a language espeak has no voice for: unusable, like empty text
     raise ValueError(str(e)) from e
-  ipa = _LANGUAGE_TAG.sub("", ipa)
-  if marks:
-    return " ".join(ipa.split())
-  return "".join(ipa.translate(_DROPPED).split())
+  return " ".join(_LANGUAGE_TAG.sub("", ipa).split())
+
+
+def phonemize(text: str, language: str, marks: bool = False) -> str:
+  """The phoneme string the judge is trained to hear for `text` read in `language` (an espeak name);
+  with `marks`, stress marks and single spaces between words are kept."""
+  reading = _CORPUS_READINGS.get((text, language)) or _espeak_reading(text, language)
+  return reading if marks else "".join(reading.translate(_DROPPED).split())
+
+
+def _espeak_version() -> str:
+  from importlib import metadata
+  return metadata.version("espeakng-loader")
+
+
+def cache_readings(texts_and_languages, path: str) -> None:
+  """Keeps espeak's readings of a corpus's texts in this process, read from the file at `path` (beside the
+  corpus's record index) where it has them and written back with the rest. espeak reads a sentence in a
+  few milliseconds in a process of its own, so without the file every stage would spend a minute a ten
+  thousand sentences at its start. A file of another espeak version is rebuilt; an unwritable one skipped."""
+  version, stored = _espeak_version(), {}
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    if isinstance(saved, dict) and saved.get("espeak") == version and isinstance(saved.get("readings"), dict):
+      stored = saved["readings"]
+  except (OSError, ValueError):
+    pass  # absent, damaged or half-written: rebuilt
+  added = 0
+  for text, language in set(texts_and_languages):
+    reading = stored.get(language, {}).get(text)
+    if reading is None:
+      try:
+        reading = _espeak_reading(text, language)
+      except ValueError:  # unusable text: the pipeline drops it
+        continue
+      stored.setdefault(language, {})[text] = reading
+      added += 1
+    _CORPUS_READINGS[(text, language)] = reading
+  if added:
+    # A name of its own: several processes (hosts) may write the file at once; the last complete one wins.
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+      with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(dict(espeak=version, readings=stored), f, ensure_ascii=False)
+      os.replace(tmp, path)
+    except OSError as e:
+      logging.info("could not cache espeak's readings at %s: %s", path, e)
 
 
 class PhonemeVocab:

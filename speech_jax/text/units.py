@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from speech_jax.text.bpe import BpeTokenizer
-from speech_jax.text.phonemes import PhonemeVocab
+from speech_jax.text.phonemes import PhonemeVocab, cache_readings
 
 KINDS = ("bpe", "phonemes")
 
@@ -61,7 +61,14 @@ def resolve_phonemes(config) -> None:
     from data_pipelines.sources import split_index
     index = split_index(data.name, data.data_dir, data.train_split)  # texts without reading any audio
     pairs = set(zip(index["text"], index["language"]))
+    cache_corpus_readings(data.name, data.data_dir, pairs)
     data.phonemes = PhonemeVocab.build(sorted(pairs), marks).symbols
+
+
+def cache_corpus_readings(name: str, data_dir: str, texts_and_languages) -> None:
+    """espeak's readings of a corpus's texts, kept in this process through the corpus's own cache file."""
+    from data_pipelines.sources import corpus_dir
+    cache_readings(texts_and_languages, os.path.join(corpus_dir(name, data_dir), "phonemes.json"))
 
 
 def from_config(data_config):
