@@ -59,7 +59,7 @@ def _espeak_version() -> str:
 def cache_readings(texts_and_languages, path: str) -> None:
   """Keeps espeak's readings of a corpus's texts in this process, read from the file at `path` (beside the
   corpus's record index) where it has them and written back with the rest. espeak reads a sentence in a
-  few milliseconds in a process of its own, so without the file every stage would spend a minute a ten
+  few milliseconds in a process of its own, so without the file every stage would spend a minute for every ten
   thousand sentences at its start. A file of another espeak version is rebuilt; an unwritable one skipped."""
   version, stored = _espeak_version(), {}
   try:
