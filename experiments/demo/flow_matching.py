@@ -5,9 +5,8 @@ by the demo.
 on (two hours: the long recipe) the DiT is twice as wide and deep at a quarter of the steps (each costs 4×):
 in the long recipe's 27 minutes it reads the true tokens at judge CER 0.202 against the tiny DiT's 0.241; at
 the 30-minute demo's share it is no better and voices less (docs/what_limits_quality.md)."""
+from experiments.demo import LONG_RECIPE_FROM_SCALE
 from experiments.flow_matching import tiny
-
-WIDE_FROM_SCALE = 4.0
 
 
 def get_config(step_scale: float = 1.0):
@@ -17,7 +16,7 @@ def get_config(step_scale: float = 1.0):
     c.train.steps = 2000
     c.train.eval_every = 0
     c.train.ckpt_every = 250
-    if step_scale >= WIDE_FROM_SCALE:
+    if step_scale >= LONG_RECIPE_FROM_SCALE:
         c.model.update(dict(d_model=128, num_layers=4, num_heads=8, num_kv_heads=4, mlp_dim=512,
                             token_encoder_layers=2))
         c.train.steps = 500
