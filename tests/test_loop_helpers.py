@@ -1,8 +1,12 @@
-"""The training loop's small helpers: logging one step behind, the profiler window's steps, goodput."""
+"""The training loop's small helpers: logging one step behind, the profiler window's steps, goodput, which
+evaluations fetch their arrays to the host."""
 import time
 
 import pytest
 
+from speech_jax.config import load_config
+from speech_jax.train.tasks import get_task
+from speech_jax.train.eval_fetch import host_eval_of
 from speech_jax.train.goodput import Goodput
 from speech_jax.train.one_behind import OneBehind
 from speech_jax.train.profile_window import parse_window
@@ -43,3 +47,13 @@ def test_goodput_shares_of_wall_time():
     shares = g.shares()
     assert 0.9 < shares["goodput/data"] + shares["goodput/init"] <= 1.0
     assert shares["goodput/step"] == 0.0
+
+
+def test_flow_matching_fetches_its_evaluation_audio_only_to_score_its_voicing():
+    config = load_config("experiments/flow_matching/tiny.py")
+    task = get_task("flow_matching")
+    assert not config.model.eval_voicing and host_eval_of(task, config) is None  # the audio stays on the devices
+    config.model.eval_voicing = True
+    assert host_eval_of(task, config) is task.host_eval
+    judge = get_task("judge")  # no `host_eval_wanted`: always computed
+    assert host_eval_of(judge, load_config("experiments/judge/tiny.py")) is judge.host_eval

@@ -23,3 +23,13 @@ def fetch(outputs: dict, labels: dict, arrays: bool) -> tuple[dict, dict]:
     if not arrays:
         return {k: to_host(v) for k, v in outputs.items() if np.ndim(v) == 0}, {}
     return jax.tree.map(to_host, outputs), jax.tree.map(to_host, labels)
+
+
+def host_eval_of(task, config):
+    """The task's `host_eval`, or None where it has none or its `host_eval_wanted(config)` says the
+    configuration computes nothing on the host (then the arrays stay on the devices)."""
+    host_eval = getattr(task, "host_eval", None)
+    wanted = getattr(task, "host_eval_wanted", None)
+    if host_eval is None or (wanted is not None and not wanted(config)):
+        return None
+    return host_eval

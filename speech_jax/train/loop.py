@@ -15,7 +15,7 @@ import numpy as np
 from data_pipelines.pipeline import device_batch, make_dataset
 from speech_jax import sharding
 from speech_jax.train import checkpoint, metrics as metrics_lib, stop
-from speech_jax.train.eval_fetch import fetch
+from speech_jax.train.eval_fetch import fetch, host_eval_of
 from speech_jax.train.goodput import Goodput
 from speech_jax.train.one_behind import OneBehind
 from speech_jax.train.profile_window import ProfileWindow
@@ -102,16 +102,17 @@ class Trainer:
         sums: dict[str, float] = {}
         kept = []  # every batch's outputs, for tasks that summarise the whole evaluation
         summarize = getattr(self.task, "summarize_eval", None)
+        host_eval = host_eval_of(self.task, self.config)
         n = 0
         for _ in range(self.config.train.eval_batches):
             batch = next(it)
             with sharding.activation_rules(self.mesh, self.rules):
                 out, labels = self.eval_step(state, self.to_device(batch))
             artifacts = n == 0 and artifacts_dir and hasattr(self.task, "eval_artifacts")
-            out, labels = fetch(out, labels, arrays=bool(artifacts or summarize or hasattr(self.task, "host_eval")))
+            out, labels = fetch(out, labels, arrays=bool(artifacts or summarize or host_eval))
             row = {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
-            if hasattr(self.task, "host_eval"):
-                row.update(self.task.host_eval(out, labels, self.text_units, self.config))
+            if host_eval is not None:
+                row.update(host_eval(out, labels, self.text_units, self.config))
             if artifacts and jax.process_index() == 0:
                 self.task.eval_artifacts(out, labels, artifacts_dir, self.config)
             if summarize is not None:

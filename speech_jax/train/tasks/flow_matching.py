@@ -107,13 +107,17 @@ def eval_fn(model: FlowMatchingStage, batch: dict) -> dict:
                 wav=wav, wav_hat=wav_hat, wav_vae=wav_vae, sample_len=jnp.sum(mask, 1).astype(jnp.int32))
 
 
+def host_eval_wanted(config) -> bool:
+    return bool(config.model.get("eval_voicing", False))
+
+
 def host_eval(outputs: dict, labels: dict, tokenizer, config) -> dict:
     """With `model.eval_voicing`: is what the decoder makes of the sampled latents voiced? pYIN's
     voiced-frame fraction relative to the real audio's (`voiced_ratio`, the tokens rung of
     experiments/ceilings.py) and recall of its voiced frames (`voiced_recall`), beside the same for the
     Flow-VAE's own resynthesis (`vae_*`: the ceiling). Utterances under 5 % voiced (whispered voices) are
     left out: they have no voicing to keep."""
-    if not config.model.get("eval_voicing", False):
+    if not host_eval_wanted(config):
         return {}
     from speech_jax.eval.voicing import voicing_agreement
     sr, lens = int(config.data.sample_rate), np.asarray(outputs["sample_len"])
