@@ -102,7 +102,7 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     demo_configs = dict(kwargs["config_files"], flow_matching=defaults["flow_matching"], judge=defaults["judge"])
     long = Demo(**dict(kwargs, minutes=45, config_files=demo_configs))
     wide = long.stage_config("flow_matching")
-    assert (wide.model.d_model, wide.train.steps) == (128, 6 * 500)
+    assert (wide.model.d_model, wide.train.steps) == (128, 6 * 1000)
     judge = long.stage_config(demo_lib.JUDGE, max_minutes=None)
     assert (judge.train.steps, judge.train.max_minutes) == (2 * 1800, 20.0)
 
