@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines.extracted import META, encode_record, extracted_dir, shard_path
+from data_pipelines.extracted import META, encode_record, extracted_dir, read_meta, shard_path
 from data_pipelines.sources import open_source
 
 
@@ -154,16 +154,8 @@ def _verify(enc: _Encoders, source, directory: str, split: str, n: int) -> dict:
     return {"records": n, "empty": empty}
 
 
-def _read_meta(directory: str) -> dict:
-    path = os.path.join(directory, META)
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
-
-
 def _write_meta(directory: str, update: dict) -> dict:
-    meta = _read_meta(directory)
+    meta = read_meta(directory, missing_ok=True)
     for k, v in update.items():
         if isinstance(v, dict) and isinstance(meta.get(k), dict):
             meta[k] = {**meta[k], **v}
@@ -197,7 +189,7 @@ def extract(tokenizer_workdir: str, *, flow_vae_workdir: str | None = None, name
                 "latent_dim": int(enc.vae.latent_dim) if enc.vae is not None else 0,
                 "latent_dtype": latent_dtype, "sample_rate": enc.sample_rate, "hop_length": enc.hop,
                 **enc.fingerprints}
-    old = _read_meta(directory)
+    old = read_meta(directory, missing_ok=True)
     stale = {k: (old.get(k), v) for k, v in identity.items() if k in old and old[k] != v}
     if stale and not replace_stale:  # every process read the same metadata: all raise
         raise ExtractError(f"{directory} holds features from different models ({stale}); "
@@ -210,7 +202,7 @@ def extract(tokenizer_workdir: str, *, flow_vae_workdir: str | None = None, name
     if lead:
         _write_meta(directory, identity)
     _barrier("extract: metadata")
-    meta = _read_meta(directory)
+    meta = read_meta(directory, missing_ok=True)
     for split in splits:
         if meta.get("complete", {}).get(split):
             logging.info("extract %s: already complete", split)
@@ -229,7 +221,7 @@ def extract(tokenizer_workdir: str, *, flow_vae_workdir: str | None = None, name
         _barrier(f"extract: {split} verified")
         if failed is not None:
             raise failed
-        meta = _read_meta(directory)
+        meta = read_meta(directory, missing_ok=True)
         if not meta.get("complete", {}).get(split):
             raise ExtractError(f"{split}: process 0 did not verify the extracted records (see its log)")
     return {"directory": directory, **meta}

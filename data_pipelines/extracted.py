@@ -38,12 +38,20 @@ def decode_record(raw: bytes) -> dict:
     return serialization.msgpack_restore(raw)
 
 
-def read_meta(directory: str) -> dict:
+def read_meta(directory: str, missing_ok: bool = False) -> dict:
+    """The extraction's metadata ({} where there is none yet and `missing_ok`); a damaged file is a clear error
+    that names it, not a JSON parser's message."""
     path = os.path.join(directory, META)
     if not os.path.exists(path):
+        if missing_ok:
+            return {}
         raise FileNotFoundError(f"no extracted features in {directory!r}: run `speech-jax extract` first")
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"damaged extraction metadata {path!r} ({e}): delete {directory!r} and run "
+                             "`speech-jax extract` again") from e
 
 
 class ExtractedSource:

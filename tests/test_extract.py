@@ -106,3 +106,10 @@ def test_two_processes_extract_what_one_does(tiny_stages, tiny_corpus, tmp_path)
                                        atol=2e-3, err_msg=f"{split} {i}")
     logs = [open(log).read() for log in job.logs]
     assert all("this process's shards" in log for log in logs)
+
+
+def test_damaged_extraction_metadata_is_a_clear_error_that_names_the_file(tmp_path):
+    (tmp_path / "meta.json").write_text("")  # e.g. a copy cut short
+    with pytest.raises(ValueError, match="damaged extraction metadata .*meta.json.*speech-jax extract"):
+        ExtractedSource(str(tmp_path), "train")
+    assert (tmp_path / "meta.json").read_text() == ""  # left for the user to inspect
