@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import defaultdict
 
 import grain
 import jax
 import numpy as np
 
 from data_pipelines.grouping import LengthGroupedBatches
+from data_pipelines.record_index import Categories, RecordIndex
 from data_pipelines.sources import corpus_dir, open_source, split_index
 
 
@@ -47,24 +47,20 @@ class LoadExample:
     arrays; each host loads only its own rows). Both draw from the plan's seed, so any host loads any row the
     same way."""
 
-    def __init__(self, source, index: dict[str, list], cfg, bpe_path: str, *, training: bool,
-                 ref_source=None, ref_index: dict[str, list] | None = None, frame_multiple: int = 1,
+    def __init__(self, source, index: RecordIndex, cfg, bpe_path: str, *, training: bool,
+                 ref_source=None, ref_index: RecordIndex | None = None, frame_multiple: int = 1,
                  extracted=None, ref_extracted=None, own_split_references: bool = True):
         self.source, self.index = source, index
         # Tokens (25 Hz) and latents (50 Hz) of each record, when the stage trains on extracted features.
         self.extracted, self.ref_extracted = extracted, ref_extracted
         self.frame_multiple = frame_multiple  # samples per token (2 · hop)
         self.speakers = index["speaker"]
-        self.by_speaker: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(self.speakers):
-            self.by_speaker[s].append(i)
+        self.by_speaker = self.speakers.groups()  # each speaker's records
         # Optionally a second split to draw references from (validation has one utterance per seen
         # speaker; its references come from that speaker's training utterances).
         self.ref_source, self.ref_index = ref_source, ref_index
         self.own_split_references = own_split_references  # False: references from ref_source only
-        self.ref_by_speaker: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate((ref_index or {}).get("speaker", [])):
-            self.ref_by_speaker[s].append(i)
+        self.ref_by_speaker = ref_index["speaker"].groups() if ref_index is not None else {}
         self.speaker_ids = {s: k for k, s in enumerate(sorted(self.by_speaker))}
         self.cfg = cfg
         # Read once: ConfigDict.get of an absent field builds a did-you-mean message, a tenth of a batch's load.
@@ -95,7 +91,7 @@ class LoadExample:
             self._phonemes = units.from_config(self.cfg)
         return self._phonemes.encode(text, language)
 
-    def _usable_text_ids(self, index: dict[str, list], i: int) -> list[int] | None:
+    def _usable_text_ids(self, index: RecordIndex, i: int) -> list[int] | None:
         """Record i's text ids, or None when its text is empty, unusable or longer than data.max_text_len."""
         try:
             ids = self._text_ids(index["text"][i], index["language"][i])
@@ -156,21 +152,23 @@ class LoadExample:
         ids, _ = voice_description.encode(text, self.cfg.max_description_len)
         return ids
 
-    def _references(self, index: int) -> list[tuple[bool, int]]:
-        """(from this split?, record) of every utterance that may be record `index`'s reference: never the
-        target itself; another corpus's rendering of this very utterance is not a different utterance."""
+    def _references(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The records of this split and of the reference split that may be record `index`'s reference:
+        never the target itself; another corpus's rendering of this very utterance is not a different one."""
         speaker = self.speakers[index]
-        others = [(False, i) for i in self.ref_by_speaker.get(speaker, [])]
+        others = self.ref_by_speaker.get(speaker, np.zeros(0, np.int64))
         if self.own_split_references:
-            return [(True, i) for i in self.by_speaker[speaker] if i != index] + others
+            own = self.by_speaker[speaker]
+            return own[own != index], others
         utt = self.index["utt_id"][index]
-        return [(own, i) for own, i in others if self.ref_index["utt_id"][i] != utt]
+        return np.zeros(0, np.int64), np.asarray([i for i in others if self.ref_index["utt_id"][i] != utt],
+                                                 np.int64)
 
     def _has_reference(self, index: int) -> bool:
         speaker = self.speakers[index]
         if self.own_split_references:  # without listing them: a speaker may have thousands of utterances
-            return len(self.by_speaker[speaker]) > 1 or bool(self.ref_by_speaker.get(speaker))
-        return bool(self._references(index))
+            return len(self.by_speaker[speaker]) > 1 or speaker in self.ref_by_speaker
+        return len(self._references(index)[1]) > 0
 
     def plan(self, index: int, rng: np.random.Generator) -> dict | None:
         """Record `index`'s place in a global batch: None when it is unusable for this stage, else its
@@ -178,7 +176,8 @@ class LoadExample:
         loads with."""
         from speech_jax.audio.io import resampled_length
         index = int(index)
-        n = resampled_length(self.index["samples"][index], self.index["sample_rate"][index], self.cfg.sample_rate)
+        n = resampled_length(int(self.index["samples"][index]), int(self.index["sample_rate"][index]),
+                             self.cfg.sample_rate)
         if n < self.min_len or (n > self.max_len and self.cfg.long_utterances == "drop"):
             return None  # too short; or too long for a stage that aligns text with audio and cannot crop
         ids = self._usable_text_ids(self.index, index)
@@ -195,8 +194,8 @@ class LoadExample:
         record = self.source[index]
         if len(record["audio"]) != self.index["samples"][index]:
             raise ValueError(f"record {index} holds {len(record['audio'])} samples where its index says "
-                             f"{self.index['samples'][index]}: delete the stale records.<split>.json in the "
-                             "corpus directory")
+                             f"{self.index['samples'][index]}: delete the stale records.<split> directory in "
+                             "the corpus directory")
         audio = self._audio(record)
         # Crops start on token boundaries, so extracted tokens and latents stay aligned.
         start = self._crop_start(len(audio), self.max_len, rng, self.frame_multiple)
@@ -210,8 +209,10 @@ class LoadExample:
             example["description_ids"] = self._description(speaker, index, rng)
         if not self.cfg.with_reference:
             return example
-        candidates = self._references(index)
-        own, ref_index = candidates[int(rng.integers(len(candidates)))]
+        own_split, other_split = self._references(index)
+        k = int(rng.integers(len(own_split) + len(other_split)))
+        own = k < len(own_split)
+        ref_index = int(own_split[k] if own else other_split[k - len(own_split)])
         ref = self._audio((self.source if own else self.ref_source)[ref_index])
         if self.cfg.with_prompt:
             ids = self._usable_text_ids(self.index if own else self.ref_index, ref_index)
@@ -370,7 +371,7 @@ def make_dataset(cfg, *, split: str, training: bool, frame_multiple: int,
                    prompt_tokens=prompt_max_tokens(cfg, frame_multiple),
                    max_description_len=cfg.get("max_description_len", 0))
     batch_fn = LoadRows(load, pad, rows)
-    # Planning reads only the in-memory record index: reader threads would only contend for the GIL (and
+    # Planning reads only the record index: reader threads would only contend for the GIL (and
     # poll their futures) with the loading of rows, which is where a batch's time goes.
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0))
     if cfg.group_window > 1:
@@ -397,22 +398,22 @@ def excluded_speakers(names, data_dir: str) -> set[str]:
         if not corpus or not split:
             raise ValueError(f"data.exclude_speakers_of takes 'corpus:split' names, e.g. "
                              f"'espeak_tts/small:test_unseen', got {name!r}")
-        out |= set(split_index(corpus, data_dir, split)["speaker"])
+        out |= set(split_index(corpus, data_dir, split)["speaker"].names)
     return out
 
 
-def speaker_records(speakers: list[str], speaker: str, where: str,
+def speaker_records(speakers: Categories, speaker: str, where: str,
                     exclude: set[str] = frozenset()) -> np.ndarray:
     """The record indices a split contributes: all, or (`data.speaker`) one speaker's only, e.g. the few
     minutes of a voice that professional voice cloning fits; never those of an `exclude`d speaker."""
     if not speaker:
-        records = np.asarray([i for i, s in enumerate(speakers) if s not in exclude], np.int64)
+        records = np.flatnonzero(~speakers.isin(exclude))
         if not len(records):
             raise ValueError(f"every speaker of {where} is excluded (data.exclude_speakers_of)")
         return records
-    records = np.asarray([i for i, s in enumerate(speakers) if s == speaker and s not in exclude], np.int64)
+    records = np.flatnonzero(speakers.isin({speaker} - set(exclude)))
     if not len(records):
-        known = sorted(set(speakers) - exclude)
+        known = sorted(set(speakers.names) - set(exclude))
         raise ValueError(f"data.speaker={speaker!r} has no utterances in {where}; its {len(known)} speakers "
                          f"include {', '.join(known[:8])}")
     return records

@@ -101,21 +101,16 @@ def test_each_process_loads_only_its_rows_of_the_one_global_batch(data_cfg, monk
 
 
 def test_a_stale_record_index_is_a_clear_error(data_cfg, tmp_path):
-    """The index no longer matches the records (a corpus prepared again in place): say which file to delete."""
-    import json
+    """The index no longer matches the records (a corpus prepared again in place): say what to delete."""
     import shutil
     c = data_cfg.copy_and_resolve_references()
     c.data_dir = str(tmp_path / "data")
     shutil.copytree(data_cfg.data_dir, c.data_dir)
     take(make_dataset(c, split="train", training=False, frame_multiple=HOP2), 1)  # builds the index
     from data_pipelines.sources import corpus_dir
-    path = f"{corpus_dir(c.name, c.data_dir)}/records.train.json"
-    with open(path) as f:
-        index = json.load(f)
-    index["samples"] = [n + 1 for n in index["samples"]]
-    with open(path, "w") as f:
-        json.dump(index, f)
-    with pytest.raises(ValueError, match="delete the stale records"):
+    path = f"{corpus_dir(c.name, c.data_dir)}/records.train/samples.npy"
+    np.save(path, np.load(path) + 1)
+    with pytest.raises(ValueError, match="delete the stale records.<split> directory"):
         take(make_dataset(c, split="train", training=False, frame_multiple=HOP2), 1)
 
 
@@ -184,7 +179,7 @@ def test_references_from_another_corpus_are_its_other_utterances_of_the_speaker(
     """`data.reference_corpus`: every reference from the other corpus (here the same split read as one),
     of the same speaker, never its rendering of the target utterance itself."""
     from data_pipelines.pipeline import LoadExample, default_bpe_path
-    from data_pipelines.sources import record_index
+    from data_pipelines.record_index import record_index
     train = open_source(data_cfg.name, data_cfg.data_dir, "train")
     index = record_index(train)
     speakers = index["speaker"]
