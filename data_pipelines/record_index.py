@@ -131,21 +131,30 @@ def load(directory: str) -> RecordIndex:
 
 def build(source) -> RecordIndex:
     """The index of `source`, by reading every record once (its audio's length included: slow)."""
+    def rows():
+        for i in range(len(source)):
+            r = source[i]
+            yield (_str(r["speaker"]), _str(r["utt_id"]), _str(r["text"]),
+                   _str(r["language"]) if "language" in r else "", len(r["audio"]), int(r["sample_rate"]))
+    return _from_rows(rows())
+
+
+def _from_rows(rows) -> RecordIndex:
+    """An index from each record's values in `FIELDS` order."""
     codes = {f: array("i") for f in _CATEGORIES}
     seen: dict[str, dict[str, int]] = {f: {} for f in _CATEGORIES}
     buffers = {f: bytearray() for f in _STRINGS}
     offsets = {f: array("q", [0]) for f in _STRINGS}
     integers = {f: array("q") for f in _INTEGERS}
-    for i in range(len(source)):
-        record = source[i]
+    for row in rows:
+        record = dict(zip(FIELDS, row))
         for f in _CATEGORIES:
-            value = _str(record[f]) if f in record else ""
-            codes[f].append(seen[f].setdefault(value, len(seen[f])))
+            codes[f].append(seen[f].setdefault(record[f], len(seen[f])))
         for f in _STRINGS:
-            buffers[f] += _str(record[f]).encode("utf-8")
+            buffers[f] += record[f].encode("utf-8")
             offsets[f].append(len(buffers[f]))
-        integers["samples"].append(len(record["audio"]))
-        integers["sample_rate"].append(int(record["sample_rate"]))
+        for f in _INTEGERS:
+            integers[f].append(int(record[f]))
     arrays, names = {}, {}
     for f in _CATEGORIES:  # codes renumbered so that names are sorted: groups come out in name order
         names[f] = sorted(seen[f])
@@ -160,6 +169,18 @@ def build(source) -> RecordIndex:
     return RecordIndex(arrays, names)
 
 
+def _from_json(path: str, num_records: int) -> RecordIndex | None:
+    """The index an earlier version kept as JSON lists beside the data (saves reading every record again)."""
+    try:
+        with open(path) as f:
+            lists = json.load(f)
+        if isinstance(lists, dict) and all(len(lists.get(f, ())) == num_records for f in FIELDS):
+            return _from_rows(zip(*(lists[f] for f in FIELDS)))
+    except (OSError, ValueError, TypeError):
+        pass  # missing or damaged: read the records
+    return None
+
+
 def record_index(source, directory: str | None = None) -> RecordIndex:
     """`source`'s index, from `directory` when it holds one of as many records; else built (reading every
     record) and saved there, replacing a stale or damaged one."""
@@ -170,7 +191,7 @@ def record_index(source, directory: str | None = None) -> RecordIndex:
                 return index
         except (OSError, ValueError, KeyError, TypeError) as e:
             logging.info("rebuilding the record index %s: %s", directory, e)
-    index = build(source)
+    index = (directory and _from_json(directory + ".json", len(source))) or build(source)
     if not directory:
         return index
     # A name of its own: several processes (hosts, Grain workers) may build the index at once.

@@ -71,3 +71,14 @@ def test_a_stale_or_damaged_index_is_rebuilt(train, tmp_path, damage):
     index = record_index(train, directory)
     assert list(index["text"]) == want["text"] and list(index["samples"]) == want["samples"]
     assert sorted(os.listdir(tmp_path)) == ["records.train"]  # no temporary directory left behind
+
+
+def test_an_index_kept_as_json_by_an_earlier_version_is_converted_without_reading_the_records(train, tmp_path):
+    import json
+    want = as_read(train)
+    directory = str(tmp_path / "records.train")
+    with open(directory + ".json", "w") as f:
+        json.dump(want, f)
+    index = record_index([{} for _ in range(len(train))], directory)  # records that cannot be read
+    for field in FIELDS:
+        assert list(index[field]) == want[field], field
