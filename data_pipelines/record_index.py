@@ -14,15 +14,13 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from data_pipelines.sources import _str
+
 FIELDS = ("speaker", "utt_id", "text", "language", "samples", "sample_rate")
 _CATEGORIES = ("speaker", "language")  # few distinct values: a code per record into a list of names
 _STRINGS = ("utt_id", "text")  # one UTF-8 buffer per field and each record's offset into it
 _INTEGERS = ("samples", "sample_rate")
 _FORMAT = 1
-
-
-def _str(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
 class Strings(Sequence[str]):

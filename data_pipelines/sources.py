@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from data_pipelines.record_index import RecordIndex, record_index
+if TYPE_CHECKING:
+    from data_pipelines.record_index import RecordIndex
+
+
+def _str(x) -> str:
+    """A record's string field as TFDS returns it (bytes) or as a str."""
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
 def open_source(name: str, data_dir: str, split: str):
@@ -21,6 +28,7 @@ def open_source(name: str, data_dir: str, split: str):
 
 def split_index(name: str, data_dir: str, split: str, source=None) -> RecordIndex:
     """The record index of a prepared split, kept in its corpus directory (`records.<split>/`)."""
+    from data_pipelines.record_index import record_index
     source = open_source(name, data_dir, split) if source is None else source
     return record_index(source, os.path.join(corpus_dir(name, data_dir), f"records.{split}"))
 
