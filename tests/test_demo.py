@@ -96,11 +96,12 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     for stage, _ in demo_lib.STAGES:
         assert resumed.stage_config(stage).train.steps == 6 * configured[stage]
     assert resumed.stage_config(demo_lib.JUDGE).train.steps == configured[demo_lib.JUDGE]
-    # The demo's flow-matching and judge configs size themselves by the budget the run began with, not this
-    # invocation's: the wide DiT, the judge's schedule twice over.
+    # The demo's AR, flow-matching and judge configs size themselves by the budget the run began with, not
+    # this invocation's: the AR's longer schedule, the wide DiT, the judge's schedule twice over.
     defaults = demo_lib.default_config_files()
-    demo_configs = dict(kwargs["config_files"], flow_matching=defaults["flow_matching"], judge=defaults["judge"])
+    demo_configs = dict(kwargs["config_files"], **{s: defaults[s] for s in ("ar", "flow_matching", "judge")})
     long = Demo(**dict(kwargs, minutes=45, config_files=demo_configs))
+    assert long.stage_config("ar").train.steps == 6 * 970
     wide = long.stage_config("flow_matching")
     assert (wide.model.d_model, wide.train.steps) == (128, 6 * 1000)
     judge = long.stage_config(demo_lib.JUDGE, max_minutes=None)
