@@ -73,8 +73,8 @@ class Categories(Sequence[str]):
 
 
 class RecordIndex(Mapping[str, Sequence]):
-    """The index's columns by field name (`FIELDS`): strings for the first four, integer arrays for the
-    lengths. `len` is the number of fields, `num_records` that of records."""
+    """The index's columns by field name (`FIELDS`): sequences of strings for the first four, integer arrays
+    for the lengths. `len` is the number of fields, `num_records` that of records."""
 
     def __init__(self, arrays: dict[str, np.ndarray], names: dict[str, list[str]], directory: str | None = None):
         self.arrays, self.names, self.directory = arrays, names, directory
@@ -189,7 +189,8 @@ def record_index(source, directory: str | None = None) -> RecordIndex:
                 return index
         except (OSError, ValueError, KeyError, TypeError) as e:
             logging.info("rebuilding the record index %s: %s", directory, e)
-    index = (directory and _from_json(directory + ".json", len(source))) or build(source)
+    legacy = directory and _from_json(directory + ".json", len(source))
+    index = legacy or build(source)
     if not directory:
         return index
     # A name of its own: several processes (hosts, Grain workers) may build the index at once.
@@ -203,4 +204,6 @@ def record_index(source, directory: str | None = None) -> RecordIndex:
         shutil.rmtree(tmp, ignore_errors=True)
         logging.info("did not save the record index at %s: %s", directory, e)
         return index
+    if legacy:  # converted: the JSON goes, so that deleting a stale index rebuilds it from the records
+        os.remove(directory + ".json")
     return load(directory)

@@ -82,3 +82,4 @@ def test_an_index_kept_as_json_by_an_earlier_version_is_converted_without_readin
     index = record_index([{} for _ in range(len(train))], directory)  # records that cannot be read
     for field in FIELDS:
         assert list(index[field]) == want[field], field
+    assert sorted(os.listdir(tmp_path)) == ["records.train"]  # the JSON is gone: a deleted index is rebuilt
