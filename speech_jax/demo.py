@@ -9,10 +9,11 @@ and resumes an interrupted training stage from its last checkpoint. The training
 budget leaves after the other steps, by weight, each one's share decided when it starts (so time a
 stage leaves unused goes to the next); a stage stops at its config's `train.steps` or when its share is
 spent (`train.max_minutes`), whichever comes first. The configs' `train.steps` are sized for 30 minutes; a
-longer budget (`--minutes 180`: the long recipe) lengthens every stage's schedule in proportion, so each
-learning rate still decays within its share; a config whose `get_config` takes `step_scale` may also size its
-model by it (flow matching's DiT is wider from two hours on). That scale is fixed by the first invocation and
-kept by the ones that resume it, whatever their `--minutes`.
+longer budget lengthens every stage's schedule in proportion (`step_scale`), so each learning rate still decays
+within its share; a config whose `get_config` takes `step_scale` may also size its model by it (flow matching's
+DiT is wider from two hours on: the long recipe, `--minutes 230`), and those configs cost 35 minutes per unit of
+the scale, so from there on the scale is the budget over 35 and the shares are the stages' measured costs. That
+scale is fixed by the first invocation and kept by the ones that resume it, whatever their `--minutes`.
 
 The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
 trains after the four stages on its own time (`judge_minutes`, default its config's `train.max_minutes`),
@@ -38,6 +39,11 @@ STATE = "demo_state.json"
 # decoding is where most of the words are lost (docs/what_limits_quality.md): the demo's AR, twice tiny's width,
 # says more of its text at each of its first 1000 steps, which a 2-core CPU takes 10 minutes for.
 STAGES = (("tokenizer", 0.27), ("flow_vae", 0.22), ("ar", 0.33), ("flow_matching", 0.18))
+# The long recipe's configs (LONG_RECIPE_FROM_SCALE on: the AR's longer schedule, the wide DiT) cost more per
+# unit of step_scale than the 30-minute demo's: minutes per unit measured on espeak_tts/varied_large (2-core CPU,
+# the AR's evaluations every 700 steps included). Shared by these costs, the four schedules end together; at
+# the 30-minute demo's weights, 195 minutes left flow matching 57 % of its schedule.
+LONG_STAGES = (("tokenizer", 7.5), ("flow_vae", 7.9), ("ar", 9.7), ("flow_matching", 9.4))
 JUDGE = "judge"
 STEPS = ("prepare", "tokenizer", "flow_vae", "extract", "ar", "flow_matching", JUDGE, "evaluate", "report")
 MODES = ("zero_shot", "one_shot")
@@ -46,8 +52,24 @@ MODES = ("zero_shot", "one_shot")
 EXTRACT_MINUTES = 1.5
 EVALUATE_MINUTES_PER_UTTERANCE = 0.05
 EVALUATE_MINUTES_FIXED = 1.0
-# The budget the demo configs' `train.steps` are sized for on a 2-core CPU.
+# The budget the demo configs' `train.steps` are sized for on a 2-core CPU; the long recipe's, per unit of
+# step_scale: its four stages' 34.5 minutes and the steps around them.
 CONFIG_MINUTES = 30.0
+LONG_CONFIG_MINUTES = 35.0
+
+
+def long_recipe_from_scale() -> float:
+    """The step_scale from which the demo's configs are the long recipe's (experiments/demo/__init__.py)."""
+    from speech_jax.config import load_python_file
+    return load_python_file(os.path.join(ROOT, "experiments", "demo", "__init__.py"), "_demo_configs",
+                            (ROOT,)).LONG_RECIPE_FROM_SCALE
+
+
+def step_scale(minutes: float) -> float:
+    """How many times the demo configs' schedules a budget of `minutes` holds: the budget over what one unit
+    costs, the 30-minute demo's configs below the long recipe and the long recipe's from it on."""
+    scale, long_from = max(1.0, minutes / CONFIG_MINUTES), long_recipe_from_scale()
+    return scale if scale < long_from else max(long_from, minutes / LONG_CONFIG_MINUTES)
 
 
 class DemoError(RuntimeError):
@@ -121,6 +143,10 @@ class Demo:
             json.dump(self.state, f, indent=1)
         os.replace(path + ".tmp", path)
 
+    @property
+    def long_recipe(self) -> bool:
+        return self.state.get("step_scale", 1.0) >= long_recipe_from_scale()
+
     def done(self, step: str) -> bool:
         return step in self.state["steps"]
 
@@ -151,8 +177,9 @@ class Demo:
         """This stage's share of the training time left (0: no budget)."""
         if not self.minutes:
             return 0.0
-        pending = [w for s, w in STAGES if not self.done(s)]
-        weight = dict(STAGES)[stage]
+        stages = LONG_STAGES if self.long_recipe else STAGES
+        pending = [w for s, w in stages if not self.done(s)]
+        weight = dict(stages)[stage]
         share = (self._minutes_left() - self._reserved_minutes()) * weight / sum(pending)
         if share < 0.5:
             raise DemoError(f"{self._minutes_left():.1f} minutes are left of --minutes {self.minutes:g}, "
@@ -167,7 +194,7 @@ class Demo:
             raise ValueError(f"stop_after must be one of {STEPS}, got {stop_after!r}")
         self.deadline = time.monotonic() + 60 * self.minutes if self.minutes else None
         if "step_scale" not in self.state:
-            self.state["step_scale"] = max(1.0, self.minutes / CONFIG_MINUTES)
+            self.state["step_scale"], self.state["first_minutes"] = step_scale(self.minutes), self.minutes
             self._save_state()
         actions = {"prepare": self.prepare, "extract": self.extract, JUDGE: self.train_judge,
                    "evaluate": self.evaluate, "report": self.report,

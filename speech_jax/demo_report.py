@@ -124,8 +124,9 @@ def _budget(demo) -> str:
     from speech_jax.demo import CONFIG_MINUTES
     text = f"Budget of this invocation --minutes {demo.minutes:g}"
     scale = demo.state.get("step_scale", 1.0)
-    if scale > 1:
-        text += f"; schedules {scale:g}x the demo configs' (the first invocation's --minutes {scale * CONFIG_MINUTES:g})"
+    if scale > 1:  # a demo directory begun before `first_minutes` was kept: its scale was the budget over 30
+        first = demo.state.get("first_minutes", scale * CONFIG_MINUTES)
+        text += f"; schedules {scale:.3g}x the demo configs' (the first invocation's --minutes {first:g})"
     return text
 
 

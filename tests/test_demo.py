@@ -81,6 +81,21 @@ def test_training_shares_follow_the_budget_and_a_spent_budget_is_a_clear_error(t
         demo._stage_minutes("ar")
 
 
+def test_the_long_recipe_scales_and_shares_by_what_its_stages_cost(tiny_stages, tmp_path):
+    # The budget over 30 minutes up to the long recipe, then over its configs' 35 a unit, never below 4.
+    scales = [demo_lib.step_scale(m) for m in (10, 60, 119.9, 120, 140, 210, 230)]
+    assert scales == pytest.approx([1, 2, 3.997, 4, 4, 6, 230 / 35], abs=1e-3)
+    demo = Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=230.0))
+    demo.state["step_scale"] = demo_lib.step_scale(230)
+    assert demo.long_recipe
+    demo.deadline = demo_lib.time.monotonic() + 230 * 60
+    costs = dict(demo_lib.LONG_STAGES)
+    for stage, cost in costs.items():  # each share holds its schedule at the measured cost per unit
+        share = demo._stage_minutes(stage)
+        assert share == pytest.approx((230 - demo._reserved_minutes()) * cost / sum(costs.values()), rel=1e-3)
+        assert share >= cost * demo.state["step_scale"]
+
+
 def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_stages, tmp_path):
     with open(os.path.join(tiny_stages["demo"]["out"], demo_lib.STATE)) as f:
         done = json.load(f)
@@ -90,7 +105,7 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     kwargs = dict(tiny_stages["demo"], out=str(tmp_path), overrides={})  # the fixture's overrides fix its steps
     configured = {s: load_config(f).train.steps for s, f in Demo(**kwargs).config_files.items()}
 
-    Demo(**dict(kwargs, minutes=180)).run(stop_after="prepare")  # six times the configs' 30 minutes
+    Demo(**dict(kwargs, minutes=210)).run(stop_after="prepare")  # the long recipe: six units of 35 minutes
     resumed = Demo(**dict(kwargs, minutes=45))  # what is left of the budget: the schedules stay as begun
     resumed.run(stop_after="prepare")
     for stage, _ in demo_lib.STAGES:

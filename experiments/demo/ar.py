@@ -13,7 +13,7 @@ schedule has decayed when the share runs out. Guided attention (a diagonal prior
 attention to the text) makes the free-running tokens say more of their text at the same steps (CER 0.72
 against 0.76–0.80 unguided after 700 steps, docs/what_limits_quality.md).
 
-From two hours on (the long recipe) the schedule is 970 × `step_scale` steps (6300 at `--minutes 195`) where
+From two hours on (the long recipe) the schedule is 970 × `step_scale` steps (6370 at `--minutes 230`) where
 700 × would follow the 30-minute demo: on `varied_large` the AR's teacher-forced accuracy on unseen voices is
 flat from 4200 steps, but its free-running decoding is not: behind the same flow matching, 6300 steps read at
 judge CER 0.172 against 4550's 0.208 (48 lines, three sampling seeds; docs/what_limits_quality.md)."""
