@@ -32,7 +32,7 @@ import numpy as np
 from speech_jax.eval import seed_tts, voicing
 from speech_jax.eval.judge import JudgeTranscriber
 from speech_jax.infer.backend import ProgramBackend, jit_programs
-from speech_jax.infer.synthesizer import Synthesizer, load_stages
+from speech_jax.infer.synthesizer import TEMPERATURE, Synthesizer, load_stages
 
 
 def _padded(wav: np.ndarray, samples: int):
@@ -71,7 +71,7 @@ def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7,
 
 
 def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0.7, fm_steps=10,
-             temperature=1.0) -> list:
+             temperature=TEMPERATURE) -> list:
     """Zero-shot synthesis of every line with the AR checkpoint at `ar_step` (None: the latest)."""
     steps = None if ar_step is None else {"ar": ar_step}
     templates, weights, spec, text_units, _ = load_stages(workdirs["tokenizer"], workdirs["ar"],
@@ -108,7 +108,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=12)
     p.add_argument("--skip-resynthesis", action="store_true", help="only the tts rows")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperatures", default="1.0", help="comma-separated AR sampling temperatures")
+    p.add_argument("--temperatures", default=str(TEMPERATURE), help="comma-separated AR sampling temperatures")
     p.add_argument("--fm-steps", default="10", help="comma-separated flow-matching ODE steps (tokens rung)")
     p.add_argument("--cfg-weights", default="0.7", help="comma-separated classifier-free guidance weights "
                                                        "(tokens rung)")

@@ -73,6 +73,7 @@ def _extract(args) -> int:
 
 def _synthesize(args) -> int:
     from speech_jax.audio.io import save_audio
+    from speech_jax.infer.synthesizer import TEMPERATURE
     synth = _load_synthesizer(args)
     pick = lambda value, default: default if value is None else value  # noqa: E731  a bundle's own settings
     voice = args.voice
@@ -86,7 +87,7 @@ def _synthesize(args) -> int:
                             "in %s: the voice is only meaningful for the former", voice.metadata["ar_workdir"], args.ar)
     wav = synth.synthesize(args.text, args.reference, voice=voice, prompt_text=args.prompt_text,
                            language=args.language, seed=args.seed,
-                           temperature=args.temperature, top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
+                           temperature=pick(args.temperature, TEMPERATURE), top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
                            cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_audio(args.out, wav, synth.sample_rate)
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                    "of --ar, or with --bundle the name of one of its styles: speaks in that style")
     s.add_argument("--bundle", default=None, help="a serving bundle (speech-jax export) instead of workdirs")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--temperature", type=float, default=None, help="the AR's sampling temperature (default 0.6)")
     s.add_argument("--top-k", type=int, default=None, help="default: 25 (a bundle: the exported value)")
     s.add_argument("--top-p", type=float, default=0.8)
     s.add_argument("--cfg-weight", type=float, default=0.7)

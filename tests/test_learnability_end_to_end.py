@@ -166,7 +166,7 @@ def test_each_synthesis_is_in_its_references_voice(system):
 
 
 def test_the_ar_reproduces_the_memorised_tokens_and_stops(system):
-    """Sampled (temperature 1, top-p 0.8, top-k 25) from a memorised distribution: the clip's own tokens,
+    """Sampled (temperature 0.6, top-p 0.8, top-k 25) from a memorised distribution: the clip's own tokens,
     EOS at the right place; the length guard of the text units lets it stop there."""
     for out, tokens in zip(system["outputs"], system["tokens"]):
         np.testing.assert_array_equal(out.tokens[0], tokens)
