@@ -11,8 +11,8 @@ stage leaves unused goes to the next); a stage stops at its config's `train.step
 spent (`train.max_minutes`), whichever comes first. The configs' `train.steps` are sized for 30 minutes; a
 longer budget lengthens every stage's schedule in proportion (`step_scale`), so each learning rate still decays
 within its share; a config whose `get_config` takes `step_scale` may also size its model by it (flow matching's
-DiT is wider from two hours on: the long recipe, `--minutes 230`), and those configs cost 35 minutes per unit of
-the scale, so from there on the scale is the budget over 35 and the shares are the stages' measured costs. That
+DiT is wider from two hours on: the long recipe, `--minutes 240`), and those configs cost 37 minutes per unit of
+the scale, so from there on the scale is the budget over 37 and the shares are the stages' measured costs. That
 scale is fixed by the first invocation and kept by the ones that resume it, whatever their `--minutes`.
 
 The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
@@ -39,11 +39,11 @@ STATE = "demo_state.json"
 # decoding is where most of the words are lost (docs/what_limits_quality.md): the demo's AR, twice tiny's width,
 # says more of its text at each of its first 1000 steps, which a 2-core CPU takes 10 minutes for.
 STAGES = (("tokenizer", 0.27), ("flow_vae", 0.22), ("ar", 0.33), ("flow_matching", 0.18))
-# The long recipe's configs (LONG_RECIPE_FROM_SCALE on: the AR's longer schedule, the wide DiT) cost more per
-# unit of step_scale than the 30-minute demo's: minutes per unit measured on espeak_tts/varied_large (2-core CPU,
-# the AR's evaluations every 700 steps included). Shared by these costs, the four schedules end together; at
+# The long recipe's configs (LONG_RECIPE_FROM_SCALE on: the larger AR, the wide DiT) cost more per unit of
+# step_scale than the 30-minute demo's: minutes per unit measured on espeak_tts/varied_large (2-core CPU, the
+# AR's evaluations every 700 steps included). Shared by these costs, the four schedules end together; at
 # the 30-minute demo's weights, 195 minutes left flow matching 57 % of its schedule.
-LONG_STAGES = (("tokenizer", 7.5), ("flow_vae", 7.9), ("ar", 9.7), ("flow_matching", 9.4))
+LONG_STAGES = (("tokenizer", 7.5), ("flow_vae", 7.9), ("ar", 11.4), ("flow_matching", 9.4))
 JUDGE = "judge"
 STEPS = ("prepare", "tokenizer", "flow_vae", "extract", "ar", "flow_matching", JUDGE, "evaluate", "report")
 MODES = ("zero_shot", "one_shot")
@@ -53,9 +53,9 @@ EXTRACT_MINUTES = 1.5
 EVALUATE_MINUTES_PER_UTTERANCE = 0.05
 EVALUATE_MINUTES_FIXED = 1.0
 # The budget the demo configs' `train.steps` are sized for on a 2-core CPU; the long recipe's, per unit of
-# step_scale: its four stages' 34.5 minutes and the steps around them.
+# step_scale: its four stages' 36.2 minutes and the steps around them.
 CONFIG_MINUTES = 30.0
-LONG_CONFIG_MINUTES = 35.0
+LONG_CONFIG_MINUTES = 37.0
 
 
 def long_recipe_from_scale() -> float:

@@ -82,17 +82,17 @@ def test_training_shares_follow_the_budget_and_a_spent_budget_is_a_clear_error(t
 
 
 def test_the_long_recipe_scales_and_shares_by_what_its_stages_cost(tiny_stages, tmp_path):
-    # The budget over 30 minutes up to the long recipe, then over its configs' 35 a unit, never below 4.
-    scales = [demo_lib.step_scale(m) for m in (10, 60, 119.9, 120, 140, 210, 230)]
-    assert scales == pytest.approx([1, 2, 3.997, 4, 4, 6, 230 / 35], abs=1e-3)
-    demo = Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=230.0))
-    demo.state["step_scale"] = demo_lib.step_scale(230)
+    # The budget over 30 minutes up to the long recipe, then over its configs' 37 a unit, never below 4.
+    scales = [demo_lib.step_scale(m) for m in (10, 60, 119.9, 120, 140, 222, 240)]
+    assert scales == pytest.approx([1, 2, 3.997, 4, 4, 6, 240 / 37], abs=1e-3)
+    demo = Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=240.0))
+    demo.state["step_scale"] = demo_lib.step_scale(240)
     assert demo.long_recipe
-    demo.deadline = demo_lib.time.monotonic() + 230 * 60
+    demo.deadline = demo_lib.time.monotonic() + 240 * 60
     costs = dict(demo_lib.LONG_STAGES)
     for stage, cost in costs.items():  # each share holds its schedule at the measured cost per unit
         share = demo._stage_minutes(stage)
-        assert share == pytest.approx((230 - demo._reserved_minutes()) * cost / sum(costs.values()), rel=1e-3)
+        assert share == pytest.approx((240 - demo._reserved_minutes()) * cost / sum(costs.values()), rel=1e-3)
         assert share >= cost * demo.state["step_scale"]
 
 
@@ -105,18 +105,19 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     kwargs = dict(tiny_stages["demo"], out=str(tmp_path), overrides={})  # the fixture's overrides fix its steps
     configured = {s: load_config(f).train.steps for s, f in Demo(**kwargs).config_files.items()}
 
-    Demo(**dict(kwargs, minutes=210)).run(stop_after="prepare")  # the long recipe: six units of 35 minutes
+    Demo(**dict(kwargs, minutes=222)).run(stop_after="prepare")  # the long recipe: six units of 37 minutes
     resumed = Demo(**dict(kwargs, minutes=45))  # what is left of the budget: the schedules stay as begun
     resumed.run(stop_after="prepare")
     for stage, _ in demo_lib.STAGES:
         assert resumed.stage_config(stage).train.steps == 6 * configured[stage]
     assert resumed.stage_config(demo_lib.JUDGE).train.steps == configured[demo_lib.JUDGE]
     # The demo's AR, flow-matching and judge configs size themselves by the budget the run began with, not
-    # this invocation's: the AR's longer schedule, the wide DiT, the judge's schedule twice over.
+    # this invocation's: the larger AR, the wide DiT, the judge's schedule twice over.
     defaults = demo_lib.default_config_files()
     demo_configs = dict(kwargs["config_files"], **{s: defaults[s] for s in ("ar", "flow_matching", "judge")})
     long = Demo(**dict(kwargs, minutes=45, config_files=demo_configs))
-    assert long.stage_config("ar").train.steps == 6 * 970
+    ar = long.stage_config("ar")
+    assert (ar.model.d_model, ar.model.num_layers, ar.train.steps) == (192, 6, 6 * 540)
     wide = long.stage_config("flow_matching")
     assert (wide.model.d_model, wide.train.steps) == (128, 6 * 1000)
     judge = long.stage_config(demo_lib.JUDGE, max_minutes=None)

@@ -13,10 +13,11 @@ schedule has decayed when the share runs out. Guided attention (a diagonal prior
 attention to the text) makes the free-running tokens say more of their text at the same steps (CER 0.72
 against 0.76–0.80 unguided after 700 steps, docs/what_limits_quality.md).
 
-From two hours on (the long recipe) the schedule is 970 × `step_scale` steps (6370 at `--minutes 230`) where
-700 × would follow the 30-minute demo: on `varied_large` the AR's teacher-forced accuracy on unseen voices is
-flat from 4200 steps, but its free-running decoding is not: behind the same flow matching, 6300 steps read at
-judge CER 0.172 against 4550's 0.208 (48 lines, three sampling seeds; docs/what_limits_quality.md)."""
+From two hours on (the long recipe) the AR is larger (d 192, 6 layers, 2.2× the step time) on a schedule of
+540 × `step_scale` steps (3500 at `--minutes 240`): on `varied_large`, the d 128 AR's teacher-forced accuracy on
+unseen voices was flat at 0.470 from 4200 of its 6300 steps; this one reaches 0.484 in 3500 (72 minutes against
+60), and behind the same flow matching reads unseen voices at judge CER 0.145 against 0.155 (48 lines, three
+sampling seeds, each seed better; docs/what_limits_quality.md, "A larger AR for the long recipe")."""
 from experiments.ar import tiny
 from experiments.demo import LONG_RECIPE_FROM_SCALE
 
@@ -31,7 +32,10 @@ def get_config(step_scale: float = 1.0):
     c.model.update(dict(d_model=128, num_layers=4, num_heads=4, num_kv_heads=2, mlp_dim=384))
     c.model.update(dict(guided_attention_weight=1.0, guided_attention_layer=2, guided_attention_sigma=0.2))
     c.optim.learning_rate = 2e-3
-    c.train.steps = 700 if step_scale < LONG_RECIPE_FROM_SCALE else 970
+    c.train.steps = 700
+    if step_scale >= LONG_RECIPE_FROM_SCALE:
+        c.model.update(dict(d_model=192, num_layers=6, num_heads=6, num_kv_heads=2, mlp_dim=576))
+        c.train.steps = 540
     c.train.eval_every = 0
     c.train.ckpt_every = 250
     return c
