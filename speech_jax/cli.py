@@ -86,8 +86,8 @@ def _synthesize(args) -> int:
             logging.warning("the t2v stage generates voices in the speaker space of %s, synthesis uses the AR "
                             "in %s: the voice is only meaningful for the former", voice.metadata["ar_workdir"], args.ar)
     wav = synth.synthesize(args.text, args.reference, voice=voice, prompt_text=args.prompt_text,
-                           language=args.language, seed=args.seed,
-                           temperature=pick(args.temperature, TEMPERATURE), top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
+                           language=args.language, seed=args.seed, temperature=pick(args.temperature, TEMPERATURE),
+                           top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
                            cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_audio(args.out, wav, synth.sample_rate)
