@@ -11,7 +11,7 @@ models themselves make, so the first rung whose CER jumps is the stage that hold
 
   python experiments/ceilings.py --workdirs DEMO/workdirs --data-dir DEMO/data [--judge W] \
       [--name espeak_tts/small] [--limit 12] [--ar W] [--flow-matching W] [--ar-steps 1000,2000]
-      [--fm-steps 10,32] [--cfg-weights 0,0.7,2]
+      [--fm-steps 10,32] [--cfg-weights 0,0.7,2] [--skip-resynthesis | --skip-system]
 
 `--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` and `--flow-matching`
 other workdirs of those stages trained on the same tokens (each carries its own speaker encoder);
@@ -107,6 +107,7 @@ def main(argv=None):
     p.add_argument("--split", default="test_unseen")
     p.add_argument("--limit", type=int, default=12)
     p.add_argument("--skip-resynthesis", action="store_true", help="only the tts rows")
+    p.add_argument("--skip-system", action="store_true", help="no tts rows (no AR decoding)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperatures", default=str(TEMPERATURE), help="comma-separated AR sampling temperatures")
     p.add_argument("--fm-steps", default="10", help="comma-separated flow-matching ODE steps (tokens rung)")
@@ -135,7 +136,7 @@ def main(argv=None):
         print(f"{'rung':22s} {'judge CER':>9s} {'voiced':>7s} {'duration':>8s}", flush=True)
         for rung, wavs in rows.items():
             print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
-        for step in [int(s) for s in args.ar_steps.split(",") if s] or [None]:
+        for step in [] if args.skip_system else [int(s) for s in args.ar_steps.split(",") if s] or [None]:
             for temperature in [float(t) for t in args.temperatures.split(",")]:
                 wavs = tts_rung(workdirs, lines, step, seed=args.seed, temperature=temperature)
                 rung = f"tts@{'latest' if step is None else step} T={temperature:g}"
