@@ -4,10 +4,9 @@ by the demo.
 `step_scale` is how many times its 30-minute schedules the demo's budget holds (the demo multiplies every
 stage's steps by it). From 4 on (two hours: the long recipe) the DiT is twice as wide and deep at half the
 steps (each costs 4×): in 27 minutes (a quarter of the steps) it read the true tokens at judge CER 0.202
-against the tiny DiT's 0.241, and
-on `varied_large` twice those steps (5761 of 6500 in 54 minutes) read them at 0.112 against 0.138 and voice
-0.78 of the ground truth's frames against 0.60; at the 30-minute demo's share it is no better and voices less
-(docs/what_limits_quality.md).
+against the tiny DiT's 0.241, and on `varied_large` twice those steps (5761 of 6500 in 54 minutes) read them
+at 0.112 against 0.138 and voice 0.78 of the ground truth's frames against 0.60; at the 30-minute demo's share
+it is no better and voices less (docs/what_limits_quality.md).
 
 Below that the tiny DiT learns at 6e-3, six times the tiny config's rate, with flow times drawn logit-normal:
 on `varied_large`'s unseen voices the true tokens through its 2000 steps read at judge CER 0.288 against 0.430
