@@ -11,13 +11,14 @@ models themselves make, so the first rung whose CER jumps is the stage that hold
 
   python experiments/ceilings.py --workdirs DEMO/workdirs --data-dir DEMO/data [--judge W] \
       [--name espeak_tts/small] [--limit 12] [--ar W] [--flow-matching W] [--ar-steps 1000,2000]
-      [--fm-steps 10,32] [--cfg-weights 0,0.7,2] [--skip-resynthesis | --skip-system]
+      [--fm-steps 10,32] [--cfg-weights 0,0.7,2] [--candidates 1,4] [--skip-resynthesis | --skip-system]
 
 `--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` and `--flow-matching`
 other workdirs of those stages trained on the same tokens (each carries its own speaker encoder);
 `--ar-steps` scores the system at those AR checkpoints (a learning curve in the judge's CER), default the
-latest; `--temperatures 1,0.7` samples the AR at each; `--fm-steps` × `--cfg-weights` repeat the tokens
-rung for each flow-matching sampler setting. Prints one row per rung: judge CER, pYIN's
+latest; `--temperatures 1,0.7` samples the AR at each, `--candidates 1,4` as the best of that many AR
+samples (the tokenizer's CTC head picks); `--fm-steps` × `--cfg-weights` repeat the tokens rung for each
+flow-matching sampler setting. Prints one row per rung: judge CER, pYIN's
 voiced-frame fraction relative to the ground truth's, and the duration relative to the ground truth's.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from speech_jax.eval import seed_tts, voicing
 from speech_jax.eval.judge import JudgeTranscriber
 from speech_jax.infer.backend import ProgramBackend, jit_programs
 from speech_jax.infer.synthesizer import TEMPERATURE, Synthesizer, load_stages
+from speech_jax.text import units
 
 
 def _padded(wav: np.ndarray, samples: int):
@@ -71,14 +73,17 @@ def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7,
 
 
 def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0.7, fm_steps=10,
-             temperature=TEMPERATURE) -> list:
-    """Zero-shot synthesis of every line with the AR checkpoint at `ar_step` (None: the latest)."""
+             temperature=TEMPERATURE, candidates=1) -> list:
+    """Zero-shot synthesis of every line with the AR checkpoint at `ar_step` (None: the latest), best of
+    `candidates` AR samples."""
     steps = None if ar_step is None else {"ar": ar_step}
-    templates, weights, spec, text_units, _ = load_stages(workdirs["tokenizer"], workdirs["ar"],
-                                                          workdirs["flow_matching"], steps=steps)
-    synth = Synthesizer(ProgramBackend(spec, weights, jit_programs(templates)), text_units)
+    templates, weights, spec, text_units, configs = load_stages(workdirs["tokenizer"], workdirs["ar"],
+                                                                workdirs["flow_matching"], steps=steps)
+    synth = Synthesizer(ProgramBackend(spec, weights, jit_programs(templates)), text_units,
+                        score_units=units.from_config(configs["tokenizer"].data))
     return [synth.synthesize(line.target_text, line.prompt_wav, language=seed_tts.corpus_language(line.utt),
-                             seed=seed + i, cfg_weight=cfg_weight, fm_steps=fm_steps, temperature=temperature)
+                             seed=seed + i, cfg_weight=cfg_weight, fm_steps=fm_steps, temperature=temperature,
+                             candidates=candidates)
             for i, line in enumerate(lines)]
 
 
@@ -111,6 +116,8 @@ def main(argv=None):
     skip.add_argument("--skip-system", action="store_true", help="no tts rows (no AR decoding)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperatures", default=str(TEMPERATURE), help="comma-separated AR sampling temperatures")
+    p.add_argument("--candidates", default="1", help="comma-separated best-of-n counts (AR samples a line, "
+                                                    "the tokenizer's CTC head picks one)")
     p.add_argument("--fm-steps", default="10", help="comma-separated flow-matching ODE steps (tokens rung)")
     p.add_argument("--cfg-weights", default="0.7", help="comma-separated classifier-free guidance weights "
                                                        "(tokens rung)")
@@ -138,9 +145,10 @@ def main(argv=None):
         for rung, wavs in rows.items():
             print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
         for step in [] if args.skip_system else [int(s) for s in args.ar_steps.split(",") if s] or [None]:
-            for temperature in [float(t) for t in args.temperatures.split(",")]:
-                wavs = tts_rung(workdirs, lines, step, seed=args.seed, temperature=temperature)
-                rung = f"tts@{'latest' if step is None else step} T={temperature:g}"
+            for temperature, n in [(float(t), int(n)) for t in args.temperatures.split(",")
+                                   for n in args.candidates.split(",")]:
+                wavs = tts_rung(workdirs, lines, step, seed=args.seed, temperature=temperature, candidates=n)
+                rung = f"tts@{'latest' if step is None else step} T={temperature:g}" + (f" n={n}" if n > 1 else "")
                 print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
 
 

@@ -7,6 +7,9 @@ import logging
 import os
 import sys
 
+CANDIDATES_HELP = ("best of N: the AR samples N token sequences a sentence and the tokenizer's CTC head keeps "
+                   "the one it reads as the text most likely (N times the AR's work; default 1)")
+
 
 def _prepare(args) -> int:
     from data_pipelines.prepare import prepare, summary
@@ -88,7 +91,8 @@ def _synthesize(args) -> int:
     wav = synth.synthesize(args.text, args.reference, voice=voice, prompt_text=args.prompt_text,
                            language=args.language, seed=args.seed, temperature=pick(args.temperature, TEMPERATURE),
                            top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
-                           cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps))
+                           cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps),
+                           candidates=args.candidates)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_audio(args.out, wav, synth.sample_rate)
     print({"out": args.out, "seconds": round(len(wav) / synth.sample_rate, 3), "sample_rate": synth.sample_rate})
@@ -176,7 +180,8 @@ def _evaluate(args) -> int:
     def synthesize(text, prompt_wav, prompt_text, language):
         # With a saved voice the prompt recording is not read: SIM still compares the output with it.
         reference = dict(voice=args.voice) if args.voice else dict(reference=prompt_wav, prompt_text=prompt_text)
-        return synth.synthesize(text, language=language, seed=args.seed, **reference), synth.sample_rate
+        return (synth.synthesize(text, language=language, seed=args.seed, candidates=args.candidates, **reference),
+                synth.sample_rate)
 
     from speech_jax.eval.models import load_scorers
     transcriber, embedder = load_scorers(args.whisper, args.speaker_model)
@@ -228,7 +233,7 @@ def _demo(args) -> int:
         overrides.setdefault(stage, []).append(override)
     demo = Demo(args.out, minutes=args.minutes, data_dir=args.data_dir, corpus=args.corpus,
                 utterances=args.utterances, seed=args.seed, overrides=overrides, whisper=args.whisper,
-                speaker_model=args.speaker_model, judge_minutes=args.judge_minutes)
+                speaker_model=args.speaker_model, judge_minutes=args.judge_minutes, speed=args.speed)
     state = demo.run(stop_after=args.stop_after)
     print({"report": state["steps"].get("report", {}).get("html"),
            "minutes": {k: v["minutes"] for k, v in state["steps"].items()}})
@@ -269,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--speaker-model", default=None,
                    help="SIM model: 'resemblyzer' [extra 'sim'; the default when installed] or a WavLM x-vector "
                         "checkpoint [extra 'eval']; 'none' for no SIM")
+    d.add_argument("--speed", type=float, default=None,
+                   help="this machine's speed against the reference machine the stage schedules are sized for "
+                        "(default: measured by timing the tokenizer's steps; 1: the configs' own schedules)")
     d.add_argument("--judge-minutes", type=float, default=None,
                    help="time for training the CTC judge, on top of --minutes (default: its config's); 0: no judge")
 
@@ -352,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--top-p", type=float, default=0.8)
     s.add_argument("--cfg-weight", type=float, default=0.7)
     s.add_argument("--fm-steps", type=int, default=None, help="default: 10 (a bundle: the exported value)")
+    s.add_argument("--candidates", type=int, default=1, help=CANDIDATES_HELP)
 
     pv = sub.add_parser("pvc", help="professional voice cloning: fit a corpus speaker's voice vector for a "
                         "trained AR stage and save it (synthesize --voice)")
@@ -406,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         ev.add_argument(f"--{name}", default=None)
     ev.add_argument("--style", default=None, help="a style stage's workdir in place of --ar (or a bundle's style)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--candidates", type=int, default=1, help=CANDIDATES_HELP)
     ev.add_argument("--limit", type=int, default=None)
     ev.add_argument("--espeak-ground-truth", action="store_true",
                     help="meta utts are <espeak speaker>/<utt>: add MCD-DTW and duration ratio")

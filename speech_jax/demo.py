@@ -12,7 +12,10 @@ spent (`train.max_minutes`), whichever comes first. The configs' `train.steps` a
 longer budget lengthens every stage's schedule in proportion (`step_scale`), so each learning rate still decays
 within its share; a config whose `get_config` takes `step_scale` may also size its model by it (flow matching's
 DiT is wider from two hours on: the long recipe, `--minutes 240`), and those configs cost 37 minutes per unit of
-the scale, so from there on the scale is the budget over 37 and the shares are the stages' measured costs. That
+the scale, so from there on the scale is the budget over 37 and the shares are the stages' measured costs. Those
+minutes are the reference machine's: before its first stage the demo times its tokenizer's steps on this machine
+(`measure_speed`), and a machine twice as fast gets the schedules of twice the budget, so the stages fill their
+shares instead of ending early (a slower machine keeps the configs' schedules, which its shares cut short). That
 scale is fixed by the first invocation and kept by the ones that resume it, whatever their `--minutes`.
 
 The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
@@ -56,6 +59,12 @@ EVALUATE_MINUTES_FIXED = 1.0
 # step_scale: its four stages' 36.2 minutes and the steps around them.
 CONFIG_MINUTES = 30.0
 LONG_CONFIG_MINUTES = 37.0
+# The reference machine those minutes are measured on, in the demo tokenizer's seconds a step (after compiling):
+# the configs were sized on a 2-core CPU where it took 0.33 s (7.2 minutes for 1230 steps, compiling and
+# checkpoints included); a later 2-core CPU took 0.17-0.19 s, and 0.30 s against 0.57 s for the AR, 0.19 against
+# 0.37 for the Flow-VAE: one ratio (1.9) for every stage, so one stage's steps time them all.
+REFERENCE_STEP_SECONDS = 0.33
+PROBE_STEPS = 30  # timed in three intervals of 10; the first step compiles and is not timed
 
 
 def long_recipe_from_scale() -> float:
@@ -96,18 +105,23 @@ class Demo:
     "resemblyzer" (extra `sim`; the default when installed, "none" for no SIM); MCD-DTW and duration
     against espeak's ground truth are always scored.
     judge_minutes: the judge's training time, outside `minutes` (None: its config's; 0: no judge).
+    speed: this machine's speed against the reference machine the configs' schedules are sized for (None:
+    measured by `measure_speed` when there is a budget; 1: the configs' own schedules, e.g. to repeat a run).
     """
 
     def __init__(self, out: str, *, minutes: float = 30.0, data_dir: str | None = None, corpus: str = "small",
                  utterances: int = 8, seed: int = 0, config_files: dict[str, str] | None = None,
                  overrides: dict[str, list[str]] | None = None, whisper: str | None = None,
-                 speaker_model: str | None = None, judge_minutes: float | None = None):
+                 speaker_model: str | None = None, judge_minutes: float | None = None,
+                 speed: float | None = None):
         if minutes < 0:
             raise ValueError(f"minutes must be >= 0 (0 = no budget), got {minutes}")
         if utterances < 1:
             raise ValueError(f"utterances must be >= 1, got {utterances}")
         if judge_minutes is not None and judge_minutes < 0:
             raise ValueError(f"judge_minutes must be >= 0 (0 = no judge), got {judge_minutes}")
+        if speed is not None and not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
         self.out = os.path.abspath(out)
         self.data_dir = os.path.abspath(data_dir or os.path.join(self.out, "data"))
         self.minutes, self.corpus, self.utterances, self.seed = float(minutes), corpus, int(utterances), seed
@@ -115,6 +129,7 @@ class Demo:
         self.config_files.setdefault(JUDGE, os.path.join(ROOT, "experiments", "demo", f"{JUDGE}.py"))
         self.overrides = overrides or {}
         self.whisper, self.speaker_model, self.judge_minutes = whisper, speaker_model, judge_minutes
+        self.speed = speed
         self.workdirs = {stage: os.path.join(self.out, "workdirs", stage) for stage in (*dict(STAGES), JUDGE)}
         self.state = self._load_state()
         self.deadline = None
@@ -193,9 +208,6 @@ class Demo:
         if stop_after is not None and stop_after not in STEPS:
             raise ValueError(f"stop_after must be one of {STEPS}, got {stop_after!r}")
         self.deadline = time.monotonic() + 60 * self.minutes if self.minutes else None
-        if "step_scale" not in self.state:
-            self.state["step_scale"], self.state["first_minutes"] = step_scale(self.minutes), self.minutes
-            self._save_state()
         actions = {"prepare": self.prepare, "extract": self.extract, JUDGE: self.train_judge,
                    "evaluate": self.evaluate, "report": self.report,
                    **{s: (lambda s=s: self.train(s)) for s, _ in STAGES}}
@@ -214,9 +226,39 @@ class Demo:
                              info)
                 if step == JUDGE and self.deadline is not None:  # the judge's time is not the budget's
                     self.deadline += time.monotonic() - t
+            if step == "prepare" and "step_scale" not in self.state:
+                self._fix_schedules()
             if step == stop_after:
                 break
         return self.state
+
+    def _fix_schedules(self):
+        """The schedules' scale for this demo directory, from the first invocation's budget in the reference
+        machine's minutes; kept by every later invocation."""
+        speed = self.speed or (self.measure_speed() if self.minutes else 1.0)
+        self.state.update(step_scale=step_scale(self.minutes * speed), first_minutes=self.minutes,
+                          speed=round(speed, 3))
+        self._save_state()
+        log.info("demo: this machine runs %.2fx the reference's speed: schedules %.3gx the configs'",
+                 speed, self.state["step_scale"])
+
+    def measure_speed(self) -> float:
+        """This machine's speed against the reference machine: the tokenizer's seconds a step there
+        (`REFERENCE_STEP_SECONDS`) over its median here, timed over `PROBE_STEPS` steps of a throwaway run."""
+        import tempfile
+
+        from speech_jax.train.loop import train
+        config = self.stage_config("tokenizer", max_minutes=0.0)
+        config.train.update(steps=PROBE_STEPS, log_every=PROBE_STEPS // 3, eval_every=0, ckpt_every=0,
+                            keep_checkpoints=1)
+        with tempfile.TemporaryDirectory(dir=self.out) as workdir:
+            train(config, workdir)
+            with open(os.path.join(workdir, "metrics.jsonl")) as f:
+                rows = [json.loads(line) for line in f]
+        seconds = sorted(r["step_time"] for r in rows if "step_time" in r)
+        if not seconds:
+            raise DemoError("timing the tokenizer's steps gave no step times: give --speed")
+        return REFERENCE_STEP_SECONDS / seconds[len(seconds) // 2]
 
     def prepare(self) -> dict:
         from data_pipelines.prepare import prepare

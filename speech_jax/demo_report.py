@@ -126,7 +126,9 @@ def _budget(demo) -> str:
     scale = demo.state.get("step_scale", 1.0)
     if scale > 1:  # a demo directory begun before `first_minutes` was kept: its scale was the budget over 30
         first = demo.state.get("first_minutes", scale * CONFIG_MINUTES)
-        text += f"; schedules {scale:.3g}x the demo configs' (the first invocation's --minutes {first:g})"
+        speed = demo.state.get("speed", 1.0)
+        on = f" on a machine {speed:g}x the reference's speed" if speed != 1 else ""
+        text += f"; schedules {scale:.3g}x the demo configs' (the first invocation's --minutes {first:g}{on})"
     return text
 
 

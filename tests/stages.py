@@ -57,7 +57,7 @@ def stage_config(stage: str, corpus: dict, *extra: str, size: str = "tiny"):
 
 def demo_arguments(corpus: dict, out: str, utterances: int = 2) -> dict:
     """`speech_jax.demo.Demo` keyword arguments for the tiny corpus, stages as `stage_config` makes them."""
-    return dict(out=out, minutes=0, data_dir=corpus["data_dir"], corpus="tiny", utterances=utterances,
+    return dict(out=out, minutes=0, speed=1.0, data_dir=corpus["data_dir"], corpus="tiny", utterances=utterances,
                 config_files={s: os.path.join(ROOT, "experiments", s, "tiny.py") for s in OVERRIDES},
                 overrides={s: COMMON + OVERRIDES[s] + STEPS + MESH_8 for s in OVERRIDES})
 

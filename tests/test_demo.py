@@ -132,6 +132,36 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     assert demo.stage_config("ar").train.steps == configured["ar"]
 
 
+def _prepared(tiny_stages, out) -> str:
+    """A demo directory whose corpus is prepared (the fixture's), nothing else done."""
+    with open(os.path.join(tiny_stages["demo"]["out"], demo_lib.STATE)) as f:
+        done = json.load(f)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, demo_lib.STATE), "w") as f:
+        json.dump(dict({k: done[k] for k in ("corpus", "corpus_name", "bpe_model")},
+                       steps={"prepare": done["steps"]["prepare"]}), f)
+    return str(out)
+
+
+def test_the_schedules_are_the_budget_s_at_this_machine_s_speed(tiny_stages, tmp_path):
+    # Measured: the tokenizer's steps timed in a throwaway run, then the budget's schedules at that speed.
+    kwargs = dict(tiny_stages["demo"], out=_prepared(tiny_stages, tmp_path / "timed"), minutes=30.0, speed=None)
+    timed = Demo(**kwargs)
+    timed.run(stop_after="prepare")
+    speed = timed.state["speed"]
+    assert 0.1 < speed < 100 and timed.state["step_scale"] == pytest.approx(demo_lib.step_scale(30 * speed), rel=1e-2)
+    assert os.listdir(timed.out) == [demo_lib.STATE]  # the probe's run is gone
+    assert Demo(**dict(kwargs, speed=0.5)).run(stop_after="prepare")["speed"] == speed  # kept when resumed
+    # Given: twice the reference machine's speed holds the schedules of twice the budget; half, the configs'.
+    configured = load_config(kwargs["config_files"]["ar"]).train.steps
+    for speed, scale in ((2.0, 2.0), (0.5, 1.0)):
+        demo = Demo(**dict(kwargs, out=_prepared(tiny_stages, tmp_path / str(speed)), speed=speed, overrides={}))
+        demo.run(stop_after="prepare")
+        assert demo.state["step_scale"] == scale and demo.stage_config("ar").train.steps == scale * configured
+    with pytest.raises(ValueError, match="speed must be > 0"):
+        Demo(**dict(kwargs, speed=0.0))
+
+
 def test_a_demo_directory_of_another_corpus_is_refused(tiny_stages):
     with pytest.raises(DemoError, match="not small"):
         Demo(**dict(tiny_stages["demo"], corpus="small"))

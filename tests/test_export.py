@@ -63,7 +63,8 @@ def ref_file(tmp_path_factory):
 
 def test_manifest_lists_and_checksums_every_file(bundle, in_memory):
     manifest = read_manifest(bundle)
-    assert manifest["format_version"] == 3 and manifest["sample_rate"] == SR
+    assert manifest["format_version"] == 4 and manifest["sample_rate"] == SR
+    assert manifest["score_units"] in manifest["files"]  # the tokenizer's text units, for best-of-n
     assert set(manifest["programs"]) == set(PROGRAMS)
     assert set(manifest["components"]) == {"tokenizer", "ar", "flow_matching"}
     spec = in_memory.spec
@@ -114,21 +115,33 @@ def test_bundle_synthesises_a_voice_as_in_memory(served, in_memory):
     np.testing.assert_allclose(b.wav, a.wav, rtol=0, atol=1e-6)
 
 
+def test_bundle_best_of_n_equals_in_memory(served, in_memory, ref_file):
+    a = in_memory.run("Hello.", ref_file, seed=3, candidates=2)
+    b = served.run("Hello.", ref_file, seed=3, candidates=2)
+    np.testing.assert_array_equal(a.tokens[0], b.tokens[0])
+    np.testing.assert_allclose(b.wav, a.wav, rtol=0, atol=1e-6)
+
+
 def test_bundle_of_an_earlier_version_loads_without_voices(bundle, ref_file, tmp_path):
-    """Format 2 had no voice program: such a bundle still synthesises from references, and says why it
-    cannot take a voice."""
+    """Format 2 had neither the voice nor the score_text program: such a bundle still synthesises from
+    references, and says why it cannot take a voice or pick the best of several samples."""
     copy = _copy(bundle, tmp_path)
-    os.remove(os.path.join(copy, "programs", "voice.jax_export"))
     with open(os.path.join(copy, "manifest.json")) as f:
         manifest = json.load(f)
     manifest["format_version"] = 2
-    del manifest["programs"]["voice"], manifest["files"]["programs/voice.jax_export"]
+    for name in ("voice", "score_text"):
+        os.remove(os.path.join(copy, "programs", f"{name}.jax_export"))
+        del manifest["programs"][name], manifest["files"][f"programs/{name}.jax_export"]
+    os.remove(os.path.join(copy, manifest["score_units"]))
+    del manifest["files"][manifest.pop("score_units")]
     with open(os.path.join(copy, "manifest.json"), "w") as f:
         json.dump(manifest, f)
     old = load_bundle(copy)
     assert len(old.synthesize("Hello.", ref_file, seed=3)) > 0
     with pytest.raises(BundleError, match="no voice program .* export it again"):
         old.synthesize("Hello.", voice=np.zeros(old.spec.spk_dim, np.float32))
+    with pytest.raises(ValueError, match="best-of-n .* export it again"):
+        old.synthesize("Hello.", ref_file, candidates=2)
 
 
 def test_bundle_serves_only_its_exported_settings(served, ref_file):

@@ -3,13 +3,14 @@
 The tiny stages are barely trained, so the audio is noise: these tests check lengths, determinism,
 what goes into the model and the errors, not how it sounds.
 """
+import jax
 import numpy as np
 import pytest
 import soundfile as sf
 
 from speech_jax.audio.io import AudioError
 from speech_jax.cli import main
-from speech_jax.infer.synthesizer import Synthesizer
+from speech_jax.infer.synthesizer import TEMPERATURE, Synthesizer
 from speech_jax.infer.text_split import split_text
 from speech_jax.text import TextError
 from tests.stages import voice
@@ -137,6 +138,21 @@ def test_long_text_is_split_into_sentences_and_batched(synth, ref):
     pieces = synth.split(long)
     assert len(pieces) > 2 and all(len(synth.encode(p)) <= synth.spec.text_len for p in pieces)
     assert " ".join(pieces).replace(" ", "") == long.replace(" ", "")
+
+
+def test_best_of_n_keeps_the_sample_the_tokenizer_reads_as_the_text(synth, ref):
+    text = "Hello there, how are you?"
+    best = synth.run(text, ref, reference_sample_rate=SR, seed=0, candidates=4)
+    _check_lengths(synth, best)
+    # The same four samples (run's key for the first batch), scored by the tokenizer's CTC head.
+    prompt = synth._prompt(synth.backend, synth.load_reference(ref, SR), None, None)
+    k_ar, _ = jax.random.split(jax.random.fold_in(jax.random.key(0), 0))
+    rows = synth._generate(synth.backend, [text] * 4, None, prompt, k_ar, TEMPERATURE, 0.8)
+    scores = synth._score(synth.backend, rows, [text] * 4, None)
+    assert len({tuple(r) for r in rows}) > 1 and np.all(np.isfinite(scores))
+    np.testing.assert_array_equal(best.tokens[0], rows[int(np.argmin(scores))])
+    with pytest.raises(ValueError, match="candidates"):
+        synth.synthesize(text, ref, reference_sample_rate=SR, candidates=0)
 
 
 def test_text_split_levels():

@@ -3,9 +3,10 @@
   BUNDLE/manifest.json                format version, spec (buckets and static settings), components,
                                       programs, and the size and SHA-256 of every other file
   BUNDLE/bpe.model | phonemes.json    the AR stage's text units (BPE model, or phoneme inventory)
+  BUNDLE/scorer/<the same>            the tokenizer stage's text units (what its CTC head reads: best-of-n)
   BUNDLE/configs/<stage>.json         each stage's training config (for reference)
   BUNDLE/weights/<stage>.safetensors  each stage's variables, flat "a.b.c" keys (tokenizer, ar, flow_matching)
-  BUNDLE/programs/<name>.jax_export   `jax.export` serialisations (StableHLO) of the seven backend programs
+  BUNDLE/programs/<name>.jax_export   `jax.export` serialisations (StableHLO) of the eight backend programs
   BUNDLE/styles/<name>.safetensors    optional style adapters (LoRA factors "<ar weight key>.a" / ".b",
                                       their scale in the metadata), merged into the AR's weights at load
 
@@ -32,11 +33,13 @@ from speech_jax.infer.synthesizer import Synthesizer
 from speech_jax.text import units
 
 FORMAT = "speech_jax.bundle"
-# 2: the text units' file is named by "text_units" (1: "bpe", still read); 3: adds the `voice` program
-FORMAT_VERSION = 3
-READ_VERSIONS = (1, 2, 3)
+# 2: the text units' file is named by "text_units" (1: "bpe", still read); 3: adds the `voice` program;
+# 4: adds the `score_text` program and the tokenizer's text units ("score_units")
+FORMAT_VERSION = 4
+READ_VERSIONS = (1, 2, 3, 4)
 # Programs that bundles of earlier format versions lack: they load, and refuse only those programs.
-ADDED_IN = {"voice": 3}
+ADDED_IN = {"voice": 3, "score_text": 4}
+NEEDED_FOR = {"voice": "use saved voices", "score_text": "synthesise the best of several candidates"}
 MANIFEST = "manifest.json"
 
 
@@ -111,6 +114,8 @@ def export_bundle(out: str, *, tokenizer: str, ar: str, flow_matching: str, max_
             style_files[name] = f"styles/{name}.safetensors"
             save_file(factors, os.path.join(tmp, style_files[name]), metadata={"format": FORMAT, "scale": repr(scale)})
         units_file = text_units.save(tmp)
+        os.makedirs(os.path.join(tmp, "scorer"))
+        score_units_file = "scorer/" + units.from_config(configs["tokenizer"].data).save(os.path.join(tmp, "scorer"))
         components = {}
         for name in COMPONENTS:
             flat = {k: np.asarray(jax.device_get(v)) for k, v in weights[name].items()}
@@ -141,7 +146,7 @@ def export_bundle(out: str, *, tokenizer: str, ar: str, flow_matching: str, max_
                         buckets=dict(batch="b (any)", ref_samples=spec.ref_samples, text_len=spec.text_len,
                                      prompt_tokens=spec.prompt_tokens, max_new_tokens=spec.max_new_tokens,
                                      frames=spec.frames),
-                        text_units=units_file, components=components, programs=entries, styles=style_files,
+                        text_units=units_file, score_units=score_units_file, components=components, programs=entries, styles=style_files,
                         files=dict(sorted(files.items())))
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
@@ -170,6 +175,7 @@ def read_manifest(path: str) -> dict:
                               f"{FORMAT!r} versions {READ_VERSIONS}")
         files = manifest["files"]
         needed = [manifest.get("text_units") or manifest["bpe"]] + [c[k] for c in manifest["components"].values() for k in ("weights", "config")]
+        needed += [manifest["score_units"]] if "score_units" in manifest else []
         needed += [p["file"] for p in manifest["programs"].values()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         if isinstance(e, BundleError):
@@ -218,7 +224,7 @@ class _BundlePrograms:
     def __call__(self, name: str, spec: Spec):
         if name not in self.calls:
             raise BundleError(f"this bundle has no {name} program (exported by an earlier version): export "
-                              "it again to use saved voices")
+                              f"it again to {NEEDED_FOR.get(name, 'use it')}")
         settings = {f for fields in STATIC.values() for f in fields}
         differ = {f.name: getattr(spec, f.name) for f in dataclasses.fields(Spec)
                   if getattr(spec, f.name) != getattr(self.spec, f.name)}
@@ -285,4 +291,6 @@ def load_bundle(path: str, *, style: str | None = None, **kwargs) -> Synthesizer
     if style:
         weights["ar"] = _apply_style(path, manifest, style, weights["ar"])
     text_units = units.load(os.path.join(path, manifest.get("text_units") or manifest["bpe"]))
-    return Synthesizer(ProgramBackend(spec, weights, _BundlePrograms(path, manifest, spec)), text_units, **kwargs)
+    score_units = units.load(os.path.join(path, manifest["score_units"])) if "score_units" in manifest else None
+    return Synthesizer(ProgramBackend(spec, weights, _BundlePrograms(path, manifest, spec)), text_units,
+                       score_units=score_units, **kwargs)

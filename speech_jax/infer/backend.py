@@ -1,4 +1,4 @@
-"""The synthesis backend: seven pure array programs over static bucket shapes, and one class that calls them.
+"""The synthesis backend: eight pure array programs over static bucket shapes, and one class that calls them.
 
   speaker(ref_audio [B,R], ref_len [B])      -> ar_spk [B,d_model], fm_spk [B,spk_dim]
   voice(v [B,spk_dim])                       -> ar_spk [B,d_model], fm_spk [B,spk_dim]   (a saved voice)
@@ -10,6 +10,8 @@
   fm_sample(x0 [B,F,D], tokens [B,F/2], frame_mask [B,F], spk [B,spk_dim], prompt [B,F,D],
             prompt_mask [B,F], cfg_weight [])  -> z [B,F,D]
   vae_decode(z [B,F,D], frame_mask [B,F])    -> wav [B,F·hop]
+  score_text(tokens [B,N], lengths [B], labels [B,S], label_len [B])
+                                             -> nll [B]  (the tokenizer CTC head's, a label: best-of-n)
 
 Every program is a pure function of the weights of the stages it `USES` (flat {"a.b.c": array} dicts,
 one per stage) followed by the arrays above; the batch size B is free, every other size is a bucket
@@ -44,6 +46,7 @@ USES = {
     "ar_generate": ("ar",),
     "fm_sample": ("flow_matching",),
     "vae_decode": ("flow_matching",),
+    "score_text": ("tokenizer",),
 }
 PROGRAMS = tuple(USES)
 # Static settings each program's code depends on (beyond the shapes).
@@ -64,6 +67,7 @@ class Spec:
     text_len: int          # L: text-unit ids of the target text, and of the prompt text (AR data.max_text_len)
     prompt_tokens: int     # Pa: one-shot prompt tokens (AR data.prompt_max_seconds)
     max_new_tokens: int    # N: generated tokens at most
+    score_text_len: int = 128  # S: the tokenizer's text units a piece at most (score_text's labels)
     top_k: int = 25
     rep_window: int = 10
     rep_threshold: float = 0.1
@@ -112,6 +116,8 @@ def input_specs(spec: Spec, batch) -> dict[str, tuple[jax.ShapeDtypeStruct, ...]
         "fm_sample": (s((b, frames, d), f32), s((b, frames // 2), i32), s((b, frames), jnp.bool_),
                       s((b, spec.spk_dim), f32), s((b, frames, d), f32), s((b, frames), jnp.bool_), scalar),
         "vae_decode": (s((b, frames, d), f32), s((b, frames), jnp.bool_)),
+        "score_text": (s((b, spec.max_new_tokens), i32), s((b,), i32), s((b, spec.score_text_len), i32),
+                       s((b,), i32)),
     }
 
 
@@ -162,7 +168,7 @@ class Template:
 
 
 def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Callable]:
-    """The seven programs as pure functions (weights first, in `USES` order); see the module docstring."""
+    """The eight programs as pure functions (weights first, in `USES` order); see the module docstring."""
     from speech_jax.infer.ar_decode import generate
     from speech_jax.models.ar_layout import build_prefix
     from speech_jax.models.audio_tokenizer import encode
@@ -205,8 +211,13 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
     def vae_decode(fm_w, z, frame_mask):
         return fm.module(fm_w).frozen.vae.decode(z, frame_mask)
 
+    def score_text(tok_w, tokens, lengths, labels, label_len):
+        # How well generated tokens say their text: the tokenizer's CTC head reading them (best-of-n).
+        mask = jnp.arange(tokens.shape[1])[None] < lengths[:, None]
+        return tok.module(tok_w).text_nll(tokens, mask, labels, label_len)
+
     return dict(speaker=speaker, voice=voice, tokenize=tokenize, vae_encode=vae_encode, ar_generate=ar_generate,
-                fm_sample=fm_sample, vae_decode=vae_decode)
+                fm_sample=fm_sample, vae_decode=vae_decode, score_text=score_text)
 
 
 def _static_key(spec: Spec, name: str) -> Spec:
@@ -264,3 +275,6 @@ class ProgramBackend:
 
     def vae_decode(self, z, frame_mask):
         return self._call("vae_decode", z, frame_mask)
+
+    def score_text(self, tokens, lengths, labels, label_len):
+        return self._call("score_text", tokens, lengths, labels, label_len)

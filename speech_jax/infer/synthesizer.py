@@ -9,7 +9,9 @@
 The host-side algorithm lives here once; the arrays are computed by a `ProgramBackend`
 (`speech_jax.infer.backend`): jitted in memory (`from_workdirs`) or deserialised StableHLO
 (`from_bundle`). Sentences are synthesised in batches of up to `max_batch`, each batch from its own
-key folded out of the seed, and joined with `pause_seconds` of silence.
+key folded out of the seed, and joined with `pause_seconds` of silence. With `candidates` n > 1 the AR
+samples n token sequences a sentence and keeps the one the tokenizer's CTC head reads as the text most
+likely (best of n; the tokenizer's own text units, `score_units`); flow matching renders that one only.
 """
 from __future__ import annotations
 
@@ -56,11 +58,13 @@ class _Prompt:
 
 
 class Synthesizer:
-    def __init__(self, backend: ProgramBackend, text_units, *, max_batch: int = 4, pause_seconds: float = 0.2):
-        """`text_units`: the AR stage's (`speech_jax.text.units`): BPE, or phonemes, which need a language."""
+    def __init__(self, backend: ProgramBackend, text_units, *, score_units=None, max_batch: int = 4,
+                 pause_seconds: float = 0.2):
+        """`text_units`: the AR stage's (`speech_jax.text.units`): BPE, or phonemes, which need a language;
+        `score_units`: the tokenizer stage's, which its CTC head reads (None: no best-of-n)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.backend, self.text_units = backend, text_units
+        self.backend, self.text_units, self.score_units = backend, text_units, score_units
         self.max_batch, self.pause_seconds = int(max_batch), float(pause_seconds)
 
     @property
@@ -78,8 +82,10 @@ class Synthesizer:
                       **kwargs) -> "Synthesizer":
         """From the trained stages' workdirs. max_new_tokens: default the AR stage's longest training
         utterance (data.max_seconds)."""
-        templates, weights, spec, text_units, _ = load_stages(tokenizer, ar, flow_matching, max_new_tokens)
-        return cls(ProgramBackend(spec, weights, jit_programs(templates)), text_units, **kwargs)
+        from speech_jax.text import units
+        templates, weights, spec, text_units, configs = load_stages(tokenizer, ar, flow_matching, max_new_tokens)
+        return cls(ProgramBackend(spec, weights, jit_programs(templates)), text_units,
+                   score_units=units.from_config(configs["tokenizer"].data), **kwargs)
 
     @classmethod
     def from_bundle(cls, path: str, **kwargs) -> "Synthesizer":
@@ -172,7 +178,7 @@ class Synthesizer:
                    reference_sample_rate: int | None = None,
                    prompt_text: str | None = None, language: str | None = None, seed: int = 0,
                    temperature: float = TEMPERATURE, top_k: int = 25, top_p: float = 0.8, cfg_weight: float = 0.7,
-                   fm_steps: int = 10) -> np.ndarray:
+                   fm_steps: int = 10, candidates: int = 1) -> np.ndarray:
         """float32 waveform at `sample_rate` speaking `text` in the reference's voice.
 
         Zero-shot: `reference` only (a file, read at its own rate, or an array with
@@ -183,18 +189,25 @@ class Synthesizer:
         `Voice` or a vector [spk_dim], e.g. from `speech-jax pvc`) instead of `reference`, zero-shot.
         A list of texts is spoken in order, as one waveform. `language` (an espeak name such as 'en') is
         needed when the model reads phonemes (`needs_language`); the prompt text is read in it too. top_k
-        and fm_steps are static (a bundle serves only its exported values). Same seed, same audio."""
+        and fm_steps are static (a bundle serves only its exported values). `candidates` n > 1: best of n
+        AR samples by the tokenizer's reading of them (n times the AR's work). Same seed, same audio."""
         return self.run(text, reference, voice=voice, reference_sample_rate=reference_sample_rate,
                         prompt_text=prompt_text, language=language, seed=seed, temperature=temperature,
-                        top_k=top_k, top_p=top_p, cfg_weight=cfg_weight, fm_steps=fm_steps).wav
+                        top_k=top_k, top_p=top_p, cfg_weight=cfg_weight, fm_steps=fm_steps,
+                        candidates=candidates).wav
 
     def run(self, text, reference=None, *, voice=None, reference_sample_rate=None, prompt_text=None,
             language=None, seed: int = 0, temperature: float = TEMPERATURE, top_k: int = 25, top_p: float = 0.8,
-            cfg_weight: float = 0.7, fm_steps: int = 10) -> Synthesis:
+            cfg_weight: float = 0.7, fm_steps: int = 10, candidates: int = 1) -> Synthesis:
         """`synthesize`, returning the pieces and tokens as well (`Synthesis`)."""
         if not temperature > 0 or not 0 < top_p <= 1 or top_k < 0 or fm_steps < 1 or not cfg_weight >= 0:
             raise ValueError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0, fm_steps >= 1 and cfg_weight >= 0; "
                              f"got {temperature}, {top_p}, {top_k}, {fm_steps}, {cfg_weight}")
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        if candidates > 1 and self.score_units is None:
+            raise ValueError("best-of-n (candidates > 1) needs the tokenizer's text units to score with: this "
+                             "synthesizer has none (a bundle exported before they were saved: export it again)")
         backend = self.backend.configured(top_k=int(top_k), fm_steps=int(fm_steps))
         if (reference is None) == (voice is None):
             raise ValueError("give either a reference recording or a saved voice (exactly one of reference, voice)")
@@ -211,7 +224,7 @@ class Synthesizer:
         for i in range(0, len(pieces), self.max_batch):
             chunk = pieces[i:i + self.max_batch]
             k_ar, k_fm = jax.random.split(jax.random.fold_in(key, i // self.max_batch))
-            gen = self._generate(backend, chunk, language, prompt, k_ar, temperature, top_p)
+            gen = self._generate(backend, chunk, language, prompt, k_ar, temperature, top_p, candidates)
             tokens += gen
             wavs += self._render(backend, gen, prompt, k_fm, cfg_weight)
         pause = np.zeros(int(round(self.pause_seconds * self.sample_rate)), np.float32)
@@ -219,8 +232,16 @@ class Synthesizer:
         return Synthesis(np.concatenate(joined).astype(np.float32), self.sample_rate, pieces, tokens,
                          len(prompt.tokens))
 
-    def _generate(self, backend, pieces, language, prompt: _Prompt, key, temperature, top_p) -> list[np.ndarray]:
-        """AR tokens of each piece (batched), prompt excluded."""
+    def _generate(self, backend, pieces, language, prompt: _Prompt, key, temperature, top_p,
+                  candidates: int = 1) -> list[np.ndarray]:
+        """AR tokens of each piece (batched), prompt excluded: of `candidates` samples a piece, the one the
+        tokenizer's CTC head reads as the piece's text most likely."""
+        if candidates > 1:
+            rows = self._generate(backend, [p for p in pieces for _ in range(candidates)], language, prompt, key,
+                                  temperature, top_p)
+            nll = self._score(backend, rows, [p for p in pieces for _ in range(candidates)], language)
+            best = nll.reshape(len(pieces), candidates).argmin(1)
+            return [rows[i * candidates + int(j)] for i, j in enumerate(best)]
         spec, b = backend.spec, len(pieces)
         text_ids = np.zeros((b, spec.text_len), np.int32)
         text_len = np.zeros((b,), np.int32)
@@ -235,6 +256,19 @@ class Synthesizer:
             np.tile(prompt.ar_spk[None], (b, 1)), np.asarray(jax.random.key_data(key)),
             np.float32(temperature), np.float32(top_p))
         return [np.asarray(out[row, :lengths[row]], np.int32) for row in range(b)]
+
+    def _score(self, backend, rows: list[np.ndarray], pieces: list[str], language) -> np.ndarray:
+        """[len(rows)]: the tokenizer CTC head's negative log-likelihood of each piece's text, a label, over
+        its tokens. Labels beyond the bucket are cut (the scores then compare the pieces' beginnings)."""
+        spec, b = backend.spec, len(rows)
+        tokens = np.full((b, spec.max_new_tokens), -1, np.int32)
+        labels = np.zeros((b, spec.score_text_len), np.int32)
+        lengths, label_len = np.zeros((b,), np.int32), np.zeros((b,), np.int32)
+        for row, (gen, piece) in enumerate(zip(rows, pieces)):
+            tokens[row, :len(gen)], lengths[row] = gen, len(gen)
+            ids = self.score_units.encode(piece, language)[:spec.score_text_len]
+            labels[row, :len(ids)], label_len[row] = ids, len(ids)
+        return np.asarray(backend.score_text(tokens, lengths, labels, label_len))
 
     def _render(self, backend, generated, prompt: _Prompt, key, cfg_weight) -> list[np.ndarray]:
         """Flow matching and the Flow-VAE decoder over [prompt tokens, generated tokens] per row; the
@@ -295,7 +329,7 @@ def load_stages(tokenizer: str, ar: str, flow_matching: str, max_new_tokens: int
     min_ratio, max_ratio = text_units.token_ratios
     spec = Spec(sample_rate=sr, hop=hop, latent_dim=int(fm.model.latent_dim), codebook_size=codebooks["ar"],
                 d_model=int(arc.model.d_model), spk_dim=int(fm.model.spk_dim),
-                text_len=int(arc.data.max_text_len),
+                text_len=int(arc.data.max_text_len), score_text_len=int(tok.data.max_text_len),
                 prompt_tokens=math.ceil(float(arc.data.prompt_max_seconds) * sr / (2 * hop)),
                 max_new_tokens=int(n), fm_method=str(fm.model.eval_method), fm_grid=str(fm.model.eval_grid),
                 min_ratio=float(min_ratio), max_ratio=float(max_ratio))

@@ -12,6 +12,7 @@ same tokens however much padding its batch has.
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 from flax import nnx
 
 from speech_jax.audio.mel import MelSpec, frame_lengths, log_mel, utterance_normalise
@@ -121,6 +122,15 @@ class AudioTokenizer(nnx.Module):
         b, t, _ = q.shape
         logits = (head or self.ctc_head)(q).astype(jnp.float32).reshape(b, t * self.ctc_rate, -1)
         return logits, jnp.repeat(token_mask, self.ctc_rate, axis=1)
+
+    def text_nll(self, ids: jax.Array, token_mask: jax.Array, labels: jax.Array, label_len: jax.Array) -> jax.Array:
+        """How well token ids [B, T'] say a text: the CTC head's negative log-likelihood of `labels` [B, S]
+        (the first `label_len` of each row) over them, a label [B]. Rows with too few tokens for their labels
+        get optax's log-epsilon floor (about 1e5 in all)."""
+        logits, ctc_mask = self.ctc_logits(self.vq.lookup(jnp.maximum(ids, 0)), token_mask)
+        label_pad = (jnp.arange(labels.shape[1])[None] >= label_len[:, None]).astype(jnp.float32)
+        nll = optax.ctc_loss(logits, 1.0 - ctc_mask.astype(jnp.float32), labels, label_pad, blank_id=0)
+        return nll / jnp.maximum(label_len, 1).astype(jnp.float32)
 
     def __call__(self, mel, frame_mask, *, rng=None, train: bool = False) -> dict:
         h, token_mask = self.encode_frames(mel, frame_mask)
