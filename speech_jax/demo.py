@@ -235,9 +235,10 @@ class Demo:
     def _fix_schedules(self):
         """The schedules' scale for this demo directory, from the first invocation's budget in the reference
         machine's minutes; kept by every later invocation."""
+        t = time.monotonic()
         speed = self.speed or (self.measure_speed() if self.minutes else 1.0)
         self.state.update(step_scale=step_scale(self.minutes * speed), first_minutes=self.minutes,
-                          speed=round(speed, 3))
+                          speed=round(speed, 3), speed_minutes=round((time.monotonic() - t) / 60, 3))
         self._save_state()
         log.info("demo: this machine runs %.2fx the reference's speed: schedules %.3gx the configs'",
                  speed, self.state["step_scale"])
