@@ -223,7 +223,7 @@ def _sweep(args, overrides) -> int:
 
 
 def _demo(args) -> int:
-    from speech_jax.demo import JUDGE, STAGES, Demo
+    from speech_jax.demo import CANDIDATES, JUDGE, STAGES, Demo
     overrides: dict[str, list[str]] = {}
     for item in args.set:
         stage, _, override = item.partition(":")
@@ -233,7 +233,8 @@ def _demo(args) -> int:
         overrides.setdefault(stage, []).append(override)
     demo = Demo(args.out, minutes=args.minutes, data_dir=args.data_dir, corpus=args.corpus,
                 utterances=args.utterances, seed=args.seed, overrides=overrides, whisper=args.whisper,
-                speaker_model=args.speaker_model, judge_minutes=args.judge_minutes, speed=args.speed)
+                speaker_model=args.speaker_model, judge_minutes=args.judge_minutes, speed=args.speed,
+                candidates=CANDIDATES if args.candidates is None else args.candidates)
     state = demo.run(stop_after=args.stop_after)
     print({"report": state["steps"].get("report", {}).get("html"),
            "minutes": {k: v["minutes"] for k, v in state["steps"].items()}})
@@ -274,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--speaker-model", default=None,
                    help="SIM model: 'resemblyzer' [extra 'sim'; the default when installed] or a WavLM x-vector "
                         "checkpoint [extra 'eval']; 'none' for no SIM")
+    d.add_argument("--candidates", type=int, default=None, help="AR samples a sentence that synthesis keeps the "
+                   "best of, by the tokenizer's reading (default 16; 1: a single sample, the paper's decoding)")
     d.add_argument("--speed", type=float, default=None,
                    help="this machine's speed against the reference machine the stage schedules are sized for "
                         "(default: measured by timing the tokenizer's steps; 1: the configs' own schedules)")

@@ -53,6 +53,10 @@ MODES = ("zero_shot", "one_shot")
 # Minutes held back from training for what follows it, on a 2-core CPU (measured on espeak_tts/small 1.0.0,
 # 2.7k utterances: extract 0.74, evaluating 8 + 8 utterances 0.2 with compiling; rounded up generously).
 EXTRACT_MINUTES = 1.5
+# The demo synthesises the best of this many AR samples a sentence (the tokenizer's CTC reading picks one;
+# `Synthesizer.synthesize(candidates=...)`): on 24 unseen lines of the 30-minute demo, judge CER 0.557 against
+# 0.652 for one sample (docs/what_limits_quality.md, "Best of n"); it costs the AR's decoding 16 rows a sentence.
+CANDIDATES = 16
 EVALUATE_MINUTES_PER_UTTERANCE = 0.05
 EVALUATE_MINUTES_FIXED = 1.0
 # The budget the demo configs' `train.steps` are sized for on a 2-core CPU; the long recipe's, per unit of
@@ -105,6 +109,7 @@ class Demo:
     "resemblyzer" (extra `sim`; the default when installed, "none" for no SIM); MCD-DTW and duration
     against espeak's ground truth are always scored.
     judge_minutes: the judge's training time, outside `minutes` (None: its config's; 0: no judge).
+    candidates: AR samples a sentence that synthesis picks the best of (1: the paper's single sample).
     speed: this machine's speed against the reference machine the configs' schedules are sized for (None:
     measured by `measure_speed` when there is a budget; 1: the configs' own schedules, e.g. to repeat a run).
     """
@@ -113,13 +118,15 @@ class Demo:
                  utterances: int = 8, seed: int = 0, config_files: dict[str, str] | None = None,
                  overrides: dict[str, list[str]] | None = None, whisper: str | None = None,
                  speaker_model: str | None = None, judge_minutes: float | None = None,
-                 speed: float | None = None):
+                 speed: float | None = None, candidates: int = CANDIDATES):
         if minutes < 0:
             raise ValueError(f"minutes must be >= 0 (0 = no budget), got {minutes}")
         if utterances < 1:
             raise ValueError(f"utterances must be >= 1, got {utterances}")
         if judge_minutes is not None and judge_minutes < 0:
             raise ValueError(f"judge_minutes must be >= 0 (0 = no judge), got {judge_minutes}")
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
         if speed is not None and not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.out = os.path.abspath(out)
@@ -129,7 +136,7 @@ class Demo:
         self.config_files.setdefault(JUDGE, os.path.join(ROOT, "experiments", "demo", f"{JUDGE}.py"))
         self.overrides = overrides or {}
         self.whisper, self.speaker_model, self.judge_minutes = whisper, speaker_model, judge_minutes
-        self.speed = speed
+        self.speed, self.candidates = speed, int(candidates)
         self.workdirs = {stage: os.path.join(self.out, "workdirs", stage) for stage in (*dict(STAGES), JUDGE)}
         self.state = self._load_state()
         self.deadline = None
@@ -360,8 +367,8 @@ class Demo:
                                           self.workdirs["flow_matching"])
 
         def synthesize(text, prompt_wav, prompt_text, language):
-            return (synth.synthesize(text, prompt_wav, prompt_text=prompt_text, language=language, seed=self.seed),
-                    synth.sample_rate)
+            return (synth.synthesize(text, prompt_wav, prompt_text=prompt_text, language=language, seed=self.seed,
+                                     candidates=self.candidates), synth.sample_rate)
 
         from speech_jax.eval.models import load_scorers
         transcriber, _ = load_scorers(self.whisper, None)
@@ -373,7 +380,7 @@ class Demo:
                                        ground_truth=seed_tts.espeak_ground_truth(synth.sample_rate),
                                        language_of=seed_tts.corpus_language, judge=judge)
             means[mode] = result["means"]
-        return {"meta": meta, "means": means}
+        return {"meta": meta, "means": means, "candidates": self.candidates}
 
     def report(self) -> dict:
         from speech_jax.demo_report import write_report

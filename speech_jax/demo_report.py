@@ -132,6 +132,12 @@ def _budget(demo) -> str:
     return text
 
 
+def _synthesis(steps: dict) -> str:
+    n = steps.get("evaluate", {}).get("candidates", 1)
+    return (f" Synthesis keeps the best of {n} AR samples a sentence, as the tokenizer's CTC head reads them."
+            if n > 1 else "")
+
+
 def write_report(demo) -> dict:
     from speech_jax.demo import machine
     report_dir = os.path.join(demo.out, "report")
@@ -151,7 +157,7 @@ def write_report(demo) -> dict:
     context = dict(
         title=f"speech_jax demo: espeak_tts/{demo.corpus}",
         intro=(f"{datetime.date.today().isoformat()} on {machine()}. {_budget(demo)}; the steps took {total:.1f} "
-               f"minutes in all, over every invocation ({per_step})."),
+               f"minutes in all, over every invocation ({per_step})." + _synthesis(steps)),
         judge=(None if judge is None else f"The judge (CTC phoneme recognizer, for the judge CER) is not part of the "
                f"TTS system and trained outside the budget: {judge['minutes']:.1f} minutes"
                + (f" ({judge['skipped']})." if "skipped" in judge else ".")),

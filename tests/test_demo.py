@@ -38,7 +38,8 @@ def test_second_run_reuses_the_trained_stages_and_evaluates_unseen_speakers(fini
         assert results["counts"]["synthesized"] == results["counts"]["lines"] == 2
         assert np.isfinite(results["means"]["mcd"]) and results["means"]["duration_ratio"] > 0
     with open(os.path.join(demo.out, demo_lib.STATE)) as f:
-        assert json.load(f)["steps"]["evaluate"]["means"].keys() == set(demo_lib.MODES)
+        evaluated = json.load(f)["steps"]["evaluate"]
+    assert evaluated["means"].keys() == set(demo_lib.MODES) and evaluated["candidates"] == demo_lib.CANDIDATES
 
 
 def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
@@ -47,6 +48,7 @@ def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
     md = open(state["steps"]["report"]["markdown"], encoding="utf-8").read()
     page = open(state["steps"]["report"]["html"], encoding="utf-8").read()
     assert "minutes in all, over every invocation" in md
+    assert f"the best of {demo_lib.CANDIDATES} AR samples a sentence" in md
     for mode in ("zero-shot", "one-shot"):
         assert f"| {mode} | 2 / 2 |" in md
     audio = sorted(os.listdir(os.path.join(report, "audio")))
