@@ -50,13 +50,13 @@ LONG_STAGES = (("tokenizer", 7.5), ("flow_vae", 7.9), ("ar", 11.4), ("flow_match
 JUDGE = "judge"
 STEPS = ("prepare", "tokenizer", "flow_vae", "extract", "ar", "flow_matching", JUDGE, "evaluate", "report")
 MODES = ("zero_shot", "one_shot")
-# Minutes held back from training for what follows it, on a 2-core CPU (measured on espeak_tts/small 1.0.0,
-# 2.7k utterances: extract 0.74, evaluating 8 + 8 utterances 0.2 with compiling; rounded up generously).
-EXTRACT_MINUTES = 1.5
 # The demo synthesises the best of this many AR samples a sentence (the tokenizer's CTC reading picks one;
 # `Synthesizer.synthesize(candidates=...)`): on 24 unseen lines of the 30-minute demo, judge CER 0.557 against
 # 0.652 for one sample (docs/what_limits_quality.md, "Best of n"); it costs the AR's decoding 16 rows a sentence.
 CANDIDATES = 16
+# Minutes held back from training for what follows it, on a 2-core CPU (measured on espeak_tts/small 1.0.0,
+# 2.7k utterances: extract 0.74, evaluating 8 + 8 utterances 0.2 with compiling; rounded up generously).
+EXTRACT_MINUTES = 1.5
 EVALUATE_MINUTES_PER_UTTERANCE = 0.05
 EVALUATE_MINUTES_FIXED = 1.0
 # The budget the demo configs' `train.steps` are sized for on a 2-core CPU; the long recipe's, per unit of
@@ -66,7 +66,7 @@ LONG_CONFIG_MINUTES = 37.0
 # The reference machine those minutes are measured on, in the demo tokenizer's seconds a step (after compiling):
 # the configs were sized on a 2-core CPU where it took 0.33 s (7.2 minutes for 1230 steps, compiling and
 # checkpoints included); a later 2-core CPU took 0.17-0.19 s, and 0.30 s against 0.57 s for the AR, 0.19 against
-# 0.37 for the Flow-VAE: one ratio (1.9) for every stage, so one stage's steps time them all.
+# 0.37 for the Flow-VAE (flow matching 0.075 against 0.12): about one ratio, so one stage's steps time them all.
 REFERENCE_STEP_SECONDS = 0.33
 PROBE_STEPS = 30  # timed in three intervals of 10; the first step compiles and is not timed
 

@@ -146,7 +146,8 @@ def export_bundle(out: str, *, tokenizer: str, ar: str, flow_matching: str, max_
                         buckets=dict(batch="b (any)", ref_samples=spec.ref_samples, text_len=spec.text_len,
                                      prompt_tokens=spec.prompt_tokens, max_new_tokens=spec.max_new_tokens,
                                      frames=spec.frames),
-                        text_units=units_file, score_units=score_units_file, components=components, programs=entries, styles=style_files,
+                        text_units=units_file, score_units=score_units_file, components=components,
+                        programs=entries, styles=style_files,
                         files=dict(sorted(files.items())))
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
