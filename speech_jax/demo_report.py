@@ -150,7 +150,7 @@ def write_report(demo) -> dict:
     from speech_jax.demo import JUDGE
     minutes = {k: v["minutes"] for k, v in steps.items() if k not in ("report", JUDGE)}
     if demo.state.get("speed_minutes"):  # timing the machine's speed, after prepare
-        minutes = dict(list(minutes.items())[:1] + [("speed", demo.state["speed_minutes"])] + list(minutes.items())[1:])
+        minutes = dict(list(minutes.items())[:1] + [("timing", demo.state["speed_minutes"])] + list(minutes.items())[1:])
     total = sum(minutes.values())
     per_step = ", ".join(f"{k} {v:.1f}" for k, v in minutes.items())
     judge = steps.get(JUDGE)
