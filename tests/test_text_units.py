@@ -35,8 +35,8 @@ def test_a_corpus_readings_file_spares_espeak_the_next_time(tmp_path, monkeypatc
     path, pairs = str(tmp_path / "phonemes.json"), [("Hello there", "en"), ("Guten Tag", "de")]
     expected = [(phonemize(*p), phonemize(*p, marks=True)) for p in pairs]
     asked = []
-    espeak = phonemes._espeak_reading
-    monkeypatch.setattr(phonemes, "_espeak_reading", lambda *p: asked.append(p) or espeak(*p))
+    espeak = phonemes._espeak_readings
+    monkeypatch.setattr(phonemes, "_espeak_readings", lambda pairs: asked.extend(pairs) or espeak(pairs))
 
     def new_process_reads():
         monkeypatch.setattr(phonemes, "_CORPUS_READINGS", {})
@@ -53,6 +53,20 @@ def test_a_corpus_readings_file_spares_espeak_the_next_time(tmp_path, monkeypatc
         f.write('{"espeak": "anoth')  # a damaged file is rebuilt
     assert new_process_reads() == sorted(pairs + [("", "en")])
     assert new_process_reads() == [("", "en")]
+
+
+def test_espeak_reads_many_texts_in_one_child_as_it_reads_each_alone():
+    from speech_jax.text import phonemes
+    pairs = [("Hello there, friend.", "en"), ("Guten Tag", "de"), ("你好，世界", "cmn"), ("Hola, ¿qué tal?", "es"),
+             ("Chinese", "ja"), ("", "en"), ("Hello", "no-such-voice"), ("Hello there, friend.", "en")]
+    alone = []
+    for pair in pairs:
+        try:
+            alone.append(phonemes._espeak_reading(*pair))
+        except ValueError:
+            alone.append(None)
+    assert phonemes._espeak_readings(pairs) == alone
+    assert alone[-3:-1] == [None, None] and all(alone[:5])
 
 
 def test_from_config_rejects_unknown_units_and_an_unresolved_inventory():
