@@ -113,8 +113,8 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     for stage, _ in demo_lib.STAGES:
         assert resumed.stage_config(stage).train.steps == 6 * configured[stage]
     assert resumed.stage_config(demo_lib.JUDGE).train.steps == configured[demo_lib.JUDGE]
-    # The demo's AR, flow-matching and judge configs size themselves by the budget the run began with, not
-    # this invocation's: the larger AR, the wide DiT, the judge's schedule twice over.
+    # The demo's AR and flow-matching configs size themselves by the budget the run began with, not this
+    # invocation's: the larger AR, the wide DiT. The judge, the instrument, keeps one schedule and corpus.
     defaults = demo_lib.default_config_files()
     demo_configs = dict(kwargs["config_files"], **{s: defaults[s] for s in ("ar", "flow_matching", "judge")})
     long = Demo(**dict(kwargs, minutes=45, config_files=demo_configs))
@@ -123,7 +123,9 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     wide = long.stage_config("flow_matching")
     assert (wide.model.d_model, wide.train.steps) == (128, 6 * 1000)
     judge = long.stage_config(demo_lib.JUDGE, max_minutes=None)
-    assert (judge.train.steps, judge.train.max_minutes) == (2 * 1800, 20.0)
+    assert (judge.train.steps, judge.train.max_minutes) == (3600, 20.0)
+    assert judge.data.name == "espeak_tts/varied_large"  # more voices than the demo's corpus: prepared beside it
+    assert judge.data.exclude_speakers_of == (f"{done['corpus_name']}:test_unseen",)  # never the voices it scores
 
     short = tmp_path / "short"
     short.mkdir()

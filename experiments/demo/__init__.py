@@ -2,5 +2,5 @@
 budget holds: `speech_jax.demo.step_scale`)."""
 
 # From a two-hour budget on, the demo is the long recipe: stage configs that only pay off with more time
-# (the larger AR, the wide DiT, the judge's longer schedule) switch on here, in one place.
+# (the larger AR, the wide DiT) switch on here, in one place.
 LONG_RECIPE_FROM_SCALE = 4.0
