@@ -3,9 +3,9 @@ trained on its own time outside the TTS budget, never on the voices it scores.
 
 `speech-jax demo` trains it after the four TTS stages for `train.max_minutes` (or --judge-minutes), and
 scores the synthesis and espeak's ground truth with it. Trained on the demo's own corpus (`small`: seven
-voices a language) it read espeak's ground truth of unseen voices at CER 21-24 %, so a quarter of any figure
-it gave was its own error; on `varied_large`, 3600 steps (17 minutes on the reference 2-core CPU), it reads
-them at 4.7 % (docs/what_limits_quality.md). The demo prepares that corpus beside its own (`own_corpus`) and
+voices a language) it read espeak's ground truth of unseen voices at CER 21-24 %, a floor under every
+figure it gave; on `varied_large`, 3600 steps (17 minutes on the reference 2-core CPU), it reads that corpus's
+unseen voices at 4.7 % and `small`'s at 8.6 % (docs/what_limits_quality.md). The demo prepares that corpus beside its own (`own_corpus`) and
 leaves out the voices of its own test_unseen split (`data.exclude_speakers_of`)."""
 from experiments.judge import small
 
