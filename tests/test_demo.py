@@ -123,7 +123,7 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     wide = long.stage_config("flow_matching")
     assert (wide.model.d_model, wide.train.steps) == (128, 6 * 1000)
     judge = long.stage_config(demo_lib.JUDGE, max_minutes=None)
-    assert (judge.train.steps, judge.train.max_minutes) == (3600, 20.0)
+    assert (judge.train.steps, judge.train.max_minutes) == (3600, 25.0)
     assert judge.data.name == "espeak_tts/varied_large"  # more voices than the demo's corpus: prepared beside it
     assert judge.data.exclude_speakers_of == (f"{done['corpus_name']}:test_unseen",)  # never the voices it scores
 
