@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import time
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,12 @@ LONG_CONFIG_MINUTES = 40.0
 # checkpoints included); a later 2-core CPU took 0.17-0.19 s, and 0.30 s against 0.57 s for the AR, 0.19 against
 # 0.37 for the Flow-VAE (flow matching 0.075 against 0.12): about one ratio, so one stage's steps time them all.
 REFERENCE_STEP_SECONDS = 0.33
-PROBE_STEPS = 30  # timed in three intervals of 10; the first step compiles and is not timed
+# Timed in six intervals of 10 steps. The first interval holds the other buckets' first steps, which compile
+# (18 s over 9 steps on `varied_large`), and the second can still be slow (0.27 s against 0.18-0.20 from the
+# third on, where the run itself then kept 0.17-0.23): the speed comes from the median of the last four. With
+# three intervals the median was the second, and the long recipe's probe read 1.21x on a 1.7x machine.
+PROBE_INTERVAL, PROBE_STEPS = 10, 60
+PROBE_WARMUP_INTERVALS = 2
 
 
 def long_recipe_from_scale() -> float:
@@ -91,6 +97,14 @@ def step_scale(minutes: float) -> float:
 
 class DemoError(RuntimeError):
     """The demo cannot go on (a missing source checkout, a budget too small to train anything)."""
+
+
+def steady_step_seconds(interval_seconds: list[float]) -> float:
+    """The probe's seconds a step: the median of its logged intervals' step times after the warm-up ones
+    (all of them when there are no more)."""
+    if not interval_seconds:
+        raise DemoError("timing the tokenizer's steps gave no step times: give --speed")
+    return statistics.median(interval_seconds[PROBE_WARMUP_INTERVALS:] or interval_seconds)
 
 
 def default_config_files() -> dict[str, str]:
@@ -261,16 +275,13 @@ class Demo:
 
         from speech_jax.train.loop import train
         config = self.stage_config("tokenizer", max_minutes=0.0)
-        config.train.update(steps=PROBE_STEPS, log_every=PROBE_STEPS // 3, eval_every=0, ckpt_every=0,
+        config.train.update(steps=PROBE_STEPS, log_every=PROBE_INTERVAL, eval_every=0, ckpt_every=0,
                             keep_checkpoints=1)
         with tempfile.TemporaryDirectory(dir=self.out) as workdir:
             train(config, workdir)
             with open(os.path.join(workdir, "metrics.jsonl")) as f:
                 rows = [json.loads(line) for line in f]
-        seconds = sorted(r["step_time"] for r in rows if "step_time" in r)
-        if not seconds:
-            raise DemoError("timing the tokenizer's steps gave no step times: give --speed")
-        return REFERENCE_STEP_SECONDS / seconds[len(seconds) // 2]
+        return REFERENCE_STEP_SECONDS / steady_step_seconds([r["step_time"] for r in rows if "step_time" in r])
 
     def prepare(self) -> dict:
         from data_pipelines.prepare import prepare
