@@ -84,9 +84,9 @@ def test_training_shares_follow_the_budget_and_a_spent_budget_is_a_clear_error(t
 
 
 def test_the_long_recipe_scales_and_shares_by_what_its_stages_cost(tiny_stages, tmp_path):
-    # The budget over 30 minutes up to the long recipe, then over its configs' 40 a unit, never below 4.
-    scales = [demo_lib.step_scale(m) for m in (10, 60, 119.9, 120, 140, 222, 240)]
-    assert scales == pytest.approx([1, 2, 3.997, 4, 4, 5.55, 6], abs=1e-3)
+    # The budget over 30 minutes up to the long recipe, then over its configs' 50 a unit, never below 4.
+    scales = [demo_lib.step_scale(m) for m in (10, 60, 119.9, 120, 140, 222, 240, 300)]
+    assert scales == pytest.approx([1, 2, 3.997, 4, 4, 4.44, 4.8, 6], abs=1e-3)
     demo = Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=240.0))
     demo.state["step_scale"] = demo_lib.step_scale(240)
     assert demo.long_recipe
@@ -107,7 +107,7 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     kwargs = dict(tiny_stages["demo"], out=str(tmp_path), overrides={})  # the fixture's overrides fix its steps
     configured = {s: load_config(f).train.steps for s, f in Demo(**kwargs).config_files.items()}
 
-    Demo(**dict(kwargs, minutes=240)).run(stop_after="prepare")  # the long recipe: six units of 40 minutes
+    Demo(**dict(kwargs, minutes=300)).run(stop_after="prepare")  # the long recipe: six units of 50 minutes
     resumed = Demo(**dict(kwargs, minutes=45))  # what is left of the budget: the schedules stay as begun
     resumed.run(stop_after="prepare")
     for stage, _ in demo_lib.STAGES:

@@ -14,7 +14,7 @@ attention to the text) makes the free-running tokens say more of their text at t
 against 0.76–0.80 unguided after 700 steps, docs/what_limits_quality.md).
 
 From two hours on (the long recipe) the AR is larger (d 192, 6 layers, 2.2× the step time) on a schedule of
-540 × `step_scale` steps (3500 at `--minutes 240`): on `varied_large`, the d 128 AR's teacher-forced accuracy on
+540 × `step_scale` steps (2592 at `--minutes 240`): on `varied_large`, the d 128 AR's teacher-forced accuracy on
 unseen voices was flat at 0.470 from 4200 of its 6300 steps; this one reaches 0.484 in 3500 (72 minutes against
 60), and behind the same flow matching reads unseen voices at judge CER 0.145 against 0.155 (48 lines, three
 sampling seeds, each seed better; docs/what_limits_quality.md, "A larger AR for the long recipe")."""
