@@ -80,7 +80,7 @@ REFERENCE_STEP_SECONDS = 0.33
 # Timed in six intervals of 10 steps. The first interval holds the other buckets' first steps, which compile
 # (18 s over 9 steps on `varied_large`), and the second can still be slow (0.27 s against 0.18-0.20 from the
 # third on, where the run itself then kept 0.17-0.23): the speed comes from the median of the last four. With
-# three intervals the median was the second, and the long recipe's probe read 1.21x on a 1.7x machine.
+# three intervals the median was the second: the long recipe's probe read 1.21x where the steady steps read 1.89x.
 PROBE_INTERVAL, PROBE_STEPS = 10, 60
 PROBE_WARMUP_INTERVALS = 2
 
