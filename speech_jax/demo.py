@@ -47,12 +47,10 @@ STAGES = (("tokenizer", 0.27), ("flow_vae", 0.22), ("ar", 0.33), ("flow_matching
 # step_scale than the 30-minute demo's: reference minutes per unit on espeak_tts/varied_large (2-core CPU, the
 # AR's evaluations every 700 steps included), as the probe times them. Shared by these costs, the four
 # schedules end together; at the 30-minute demo's weights, 195 minutes left flow matching 57 % of its schedule.
-# Raised by what a 115-minute run's stages fell short (tokenizer 77 % of its steps, a tenth of its time lost
-# to another job; Flow-VAE 92 %, AR 95 %, flow matching 96 %) over the first measurement (7.5, 7.9, 11.4, 9.4).
-# Raised again by what a 92-minute run's stages fell short on another machine, timed by the probe that skips
-# its warm-up (which reads faster than the probe these costs were first measured with): tokenizer 88.5 %,
-# Flow-VAE 81.5 %, AR 84 %, flow matching 74 % of 8.6, 8.6, 12.0 and 9.8. Machines differ in what each
-# stage costs against the tokenizer's steps (flow matching 96 % there, 74 % here), so these are the larger.
+# Raised twice by what runs' stages fell short of their schedules: a 115-minute run (old probe) and a 92-minute
+# run on another machine (steady probe: tokenizer 88.5 %, Flow-VAE 81.5 %, AR 84 %, flow matching 74 % of 8.6,
+# 8.6, 12.0, 9.8). Machines differ in what each stage costs against the tokenizer's steps (flow matching 96 % of
+# its schedule on the first, 74 % on the second), so these are the larger (docs/what_limits_quality.md).
 # (The 30-minute demo keeps fixed shares: shared by cost, its AR got fewer steps and read worse,
 # docs/what_limits_quality.md.)
 LONG_STAGES = (("tokenizer", 9.7), ("flow_vae", 10.6), ("ar", 14.3), ("flow_matching", 13.3))
