@@ -12,11 +12,13 @@ spent (`train.max_minutes`), whichever comes first. The configs' `train.steps` a
 longer budget lengthens every stage's schedule in proportion (`step_scale`), so each learning rate still decays
 within its share; a config whose `get_config` takes `step_scale` may also size its model by it (flow matching's
 DiT is wider from two hours on: the long recipe, `--minutes 240`), and those configs cost 50 minutes per unit of
-the scale, so from there on the scale is the budget over 50 and the shares are the stages' measured costs. Those
-minutes are the reference machine's: before its first stage the demo times its tokenizer's steps on this machine
-(`measure_speed`), and a machine twice as fast gets the schedules of twice the budget, so the stages fill their
-shares instead of ending early (a slower machine keeps the configs' schedules, which its shares cut short). That
-scale is fixed by the first invocation and kept by the ones that resume it, whatever their `--minutes`.
+the scale, so from there on the scale is the budget over 50 and the shares are the stages' measured costs; each
+of its stages then times 60 of its own steps in a throwaway run before it starts and fits its schedule to what
+its share holds at that speed (`fitted_steps`, kept for resumes). Those minutes are the reference machine's:
+before its first stage the demo times its tokenizer's steps on this machine (`measure_speed`), and a machine
+twice as fast gets the schedules of twice the budget, so the stages fill their shares instead of ending early
+(a slower machine keeps the configs' schedules, which its shares cut short). That scale is fixed by the first
+invocation and kept by the ones that resume it, whatever their `--minutes`.
 
 The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
 trains after the four stages on its own time (`judge_minutes`, default its config's `train.max_minutes`),
@@ -50,7 +52,8 @@ STAGES = (("tokenizer", 0.27), ("flow_vae", 0.22), ("ar", 0.33), ("flow_matching
 # Raised twice by what runs' stages fell short of their schedules: a 115-minute run (old probe) and a 92-minute
 # run on another machine (steady probe: tokenizer 88.5 %, Flow-VAE 81.5 %, AR 84 %, flow matching 74 % of 8.6,
 # 8.6, 12.0, 9.8). Machines differ in what each stage costs against the tokenizer's steps (flow matching 96 % of
-# its schedule on the first, 74 % on the second), so these are the larger (docs/what_limits_quality.md).
+# its schedule on the first, 74 % on the second), so these are the larger (docs/what_limits_quality.md), and each
+# stage's schedule is now fitted to its share at its own speed (SCHEDULE_FILL).
 # (The 30-minute demo keeps fixed shares: shared by cost, its AR got fewer steps and read worse,
 # docs/what_limits_quality.md.)
 LONG_STAGES = (("tokenizer", 9.7), ("flow_vae", 10.6), ("ar", 14.3), ("flow_matching", 13.3))
@@ -81,6 +84,12 @@ REFERENCE_STEP_SECONDS = 0.33
 # three intervals the median was the second: the long recipe's probe read 1.21x where the steady steps read 1.89x.
 PROBE_INTERVAL, PROBE_STEPS = 10, 60
 PROBE_WARMUP_INTERVALS = 2
+# The long recipe fits each stage's schedule to its share at its own probed speed, because machines differ in
+# what each stage costs against the tokenizer's steps (flow matching took 96 % of its share on one machine and
+# would have needed 135 % on another). Of the share, this much is steps at the probed speed: over a 92-minute
+# run the tokenizer averaged 0.202 s a step against its probe's steady 0.175 (data, checkpoints, slower
+# stretches; 0.87), and what a stage leaves goes to the next one's share.
+SCHEDULE_FILL = 0.85
 
 
 def long_recipe_from_scale() -> float:
@@ -272,18 +281,38 @@ class Demo:
 
     def measure_speed(self) -> float:
         """This machine's speed against the reference machine: the tokenizer's seconds a step there
-        (`REFERENCE_STEP_SECONDS`) over its median here, timed over `PROBE_STEPS` steps of a throwaway run."""
-        import tempfile
+        (`REFERENCE_STEP_SECONDS`) over its steady seconds here (`probe_step_seconds`)."""
+        return REFERENCE_STEP_SECONDS / self.probe_step_seconds("tokenizer")
 
-        from speech_jax.train.loop import train
-        config = self.stage_config("tokenizer", max_minutes=0.0)
-        config.train.update(steps=PROBE_STEPS, log_every=PROBE_INTERVAL, eval_every=0, ckpt_every=0,
-                            keep_checkpoints=1)
-        with tempfile.TemporaryDirectory(dir=self.out) as workdir:
-            train(config, workdir)
-            with open(os.path.join(workdir, "metrics.jsonl")) as f:
-                rows = [json.loads(line) for line in f]
-        return REFERENCE_STEP_SECONDS / steady_step_seconds([r["step_time"] for r in rows if "step_time" in r])
+    def probe_step_seconds(self, stage: str) -> float:
+        """The stage's steady seconds a step on this machine, timed over `PROBE_STEPS` steps of a throwaway run;
+        kept in the state, so a resumed demo times no stage twice. (The tokenizer's config is the same at every
+        step_scale, so the speed probe's timing also fits its schedule.)"""
+        probes = self.state.setdefault("probe_step_seconds", {})
+        if stage not in probes:
+            import tempfile
+
+            from speech_jax.train.loop import train
+            config = self.stage_config(stage, max_minutes=0.0)
+            config.train.update(steps=PROBE_STEPS, log_every=PROBE_INTERVAL, eval_every=0, ckpt_every=0,
+                                keep_checkpoints=1)
+            with tempfile.TemporaryDirectory(dir=self.out) as workdir:
+                train(config, workdir)
+                with open(os.path.join(workdir, "metrics.jsonl")) as f:
+                    rows = [json.loads(line) for line in f]
+            probes[stage] = round(steady_step_seconds([r["step_time"] for r in rows if "step_time" in r]), 5)
+            self._save_state()
+        return probes[stage]
+
+    def fitted_steps(self, stage: str, minutes: float) -> int:
+        """The long recipe's schedule for a stage: as many steps as its share holds at its own probed speed
+        (`SCHEDULE_FILL` of it: data, checkpoints and slower stretches), fixed when it first starts and kept
+        by every resumed run (the learning rate's schedule must not change under a checkpoint)."""
+        fitted = self.state.setdefault("fitted_steps", {})
+        if stage not in fitted:
+            fitted[stage] = max(1, int(minutes * 60 * SCHEDULE_FILL / self.probe_step_seconds(stage)))
+            self._save_state()
+        return fitted[stage]
 
     def prepare(self) -> dict:
         from data_pipelines.prepare import prepare
@@ -308,13 +337,17 @@ class Demo:
             config.pretrained.ar_workdir = self.workdirs["ar"]
             config.pretrained.flow_vae_workdir = self.workdirs["flow_vae"]
         if stage != JUDGE:
-            config.train.steps = round(config.train.steps * self.state.get("step_scale", 1.0))
+            fitted = self.state.get("fitted_steps", {}).get(stage)
+            config.train.steps = fitted or round(config.train.steps * self.state.get("step_scale", 1.0))
         config = apply_overrides(config, list(self.overrides.get(stage, [])))
         if max_minutes is not None:
             config.train.max_minutes = max_minutes
         return config
 
     def train(self, stage: str) -> dict:
+        if self.long_recipe and self.minutes:  # each schedule fitted to its own stage's speed on this machine
+            self.probe_step_seconds(stage)  # first: the probe's minute is the budget's, not the share's
+            self.fitted_steps(stage, self._stage_minutes(stage))
         return self._train(stage, self.stage_config(stage, self._stage_minutes(stage)))
 
     def _train(self, stage: str, config) -> dict:

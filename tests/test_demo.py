@@ -166,6 +166,42 @@ def test_the_schedules_are_the_budget_s_at_this_machine_s_speed(tiny_stages, tmp
         Demo(**dict(kwargs, speed=0.0))
 
 
+def test_the_long_recipe_fits_each_schedule_to_its_stage_s_own_speed(tiny_stages, tmp_path, monkeypatch):
+    probes = []
+
+    def probe_run(config, workdir):  # a throwaway run's log: a compiling interval, then 0.5 s a step
+        probes.append(config.stage)
+        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+            for i, seconds in enumerate([3.0, 0.9, 0.5, 0.5, 0.4, 0.6]):
+                f.write(json.dumps({"step": 10 * (i + 1), "step_time": seconds}) + "\n")
+        return {"step": 60}
+
+    monkeypatch.setattr("speech_jax.train.loop.train", probe_run)
+    kwargs = dict(tiny_stages["demo"], out=_prepared(tiny_stages, tmp_path), minutes=300.0, speed=1.0, overrides={})
+    demo = Demo(**kwargs)
+    demo.run(stop_after="prepare")
+    assert demo.long_recipe
+    trained = {}
+    monkeypatch.setattr(demo, "_train", lambda stage, config: trained.setdefault(stage, config))
+    demo.deadline = demo_lib.time.monotonic() + 300 * 60
+    demo.train("ar")
+    share = trained["ar"].train.max_minutes
+    assert probes == ["ar"] and demo.state["probe_step_seconds"] == {"ar": 0.5}
+    assert trained["ar"].train.steps == int(share * 60 * demo_lib.SCHEDULE_FILL / 0.5)
+    resumed = Demo(**dict(kwargs, minutes=20.0))  # resumed with less time: the same schedule, no second probe
+    monkeypatch.setattr(resumed, "_train", lambda stage, config: trained.update(resumed=config))
+    resumed.deadline = demo_lib.time.monotonic() + 20 * 60
+    resumed.train("ar")
+    assert probes == ["ar"] and trained["resumed"].train.steps == trained["ar"].train.steps
+    assert trained["resumed"].train.max_minutes < share
+    short = Demo(**dict(kwargs, out=_prepared(tiny_stages, tmp_path / "short"), minutes=30.0))
+    short.run(stop_after="prepare")  # the 30-minute demo keeps its configs' schedules: no probe
+    monkeypatch.setattr(short, "_train", lambda stage, config: trained.update(short=config))
+    short.deadline = demo_lib.time.monotonic() + 30 * 60
+    short.train("ar")
+    assert probes == ["ar"] and trained["short"].train.steps == load_config(kwargs["config_files"]["ar"]).train.steps
+
+
 def test_the_probe_times_the_steps_after_its_warm_up():
     # The long recipe's probe on varied_large: the first interval compiles the other buckets, the second was
     # still slow; three intervals' median read that second one (1.21x where the steady steps read 1.89x).
