@@ -110,7 +110,7 @@ def full_attention_flops(config, shapes: dict) -> float:
     """Training FLOPs with the whole causal square counted (what a dense attention computes):
     `flops_per_step` counts half of it."""
     m = config.model
-    b, seq = shapes["text_ids"][0], task.layout_length(shapes)
+    b, seq = shapes["text_ids"][0], task.layout_length(shapes, config.model.get("pack_prompt_slots", -1))
     masked_half = 3 * b * m.num_layers * 2 * 2 * seq * (seq / 2) * m.d_model
     return task.flops_per_step(config, shapes) + masked_half
 
@@ -247,10 +247,11 @@ def main(argv=None) -> dict:
     res = {"config": args.config, "device": jax.devices()[0].device_kind, "attention_impl":
            config.model.attention_impl, "dtype": config.model.dtype, "batch_size": config.data.batch_size,
            "shapes": {k: list(v) for k, v in shapes.items()}, "malloc_kept": MALLOC_KEPT}
-    seq = task.layout_length(shapes)
+    seq = task.layout_length(shapes, config.model.get("pack_prompt_slots", -1))
     res["padding_fraction_targets"] = 1 - float(np.sum(batch["tokens_len"])) / np.prod(shapes["tokens"])
-    res["padding_fraction_layout"] = 1 - float(np.mean(  # one-shot rows; zero-shot ones pad their prompt too
-        (3 + batch["text_len"] + batch["prompt_text_len"] + batch["prompt_tokens_len"] + batch["tokens_len"]) / seq))
+    zero_shot = 3 + batch["text_len"] + batch["tokens_len"]  # slots a row fills, one-shot where its prompt fits
+    one_shot = zero_shot + batch["prompt_text_len"] + batch["prompt_tokens_len"]
+    res["padding_fraction_layout"] = 1 - float(np.mean(np.where(one_shot <= seq, one_shot, zero_shot) / seq))
     res["load_before"] = os.getloadavg()[0]
     if args.steps:
         r = bench_train(config, batch, args.steps, args.peak_n)

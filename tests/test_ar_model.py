@@ -9,7 +9,7 @@ from flax import nnx
 
 from speech_jax import sharding
 from speech_jax.audio.mel import MelSpec
-from speech_jax.models.ar_layout import build_layout, build_prefix
+from speech_jax.models.ar_layout import build_layout, build_prefix, pack_right
 from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
 from speech_jax.models.speaker_encoder import SpeakerEncoder
 
@@ -366,6 +366,48 @@ def test_guided_attention_trains_one_layer_on_the_target_text(refs, scanned):
     assert 0 < float(evaluated["guided_attention_loss"]) < 1
     with pytest.raises(ValueError, match="guided_attention_layer=2 is not one of the 2 layers"):
         ARTransformer(tiny_cfg(guided_attention_weight=1.0, guided_attention_layer=2), SPEC, rngs=nnx.Rngs(0))
+
+
+def test_packing_moves_each_row_s_valid_slots_to_its_end_in_order():
+    lay = _layout(*ONE_SHOT.values())
+    packed = jax.jit(pack_right, static_argnums=1)(lay, 12)
+    for row in range(B):
+        valid = np.asarray(lay["valid"][row])
+        n = int(valid.sum())
+        assert not np.asarray(packed["valid"][row][:-n]).any()
+        for k in lay:
+            np.testing.assert_array_equal(packed[k][row][-n:], np.asarray(lay[k][row])[valid], err_msg=k)
+
+
+def test_a_packed_layout_trains_the_same_function_and_a_prompt_that_does_not_fit_trains_zero_shot(refs):
+    """`pack_prompt_slots`: the same losses, aids and accuracies as the static layout (every valid slot
+    computes what it did); with no room for the prompts, the one-shot rows train exactly as zero-shot ones."""
+    from speech_jax.train.tasks import ar as task
+    model = build(tiny_cfg(guided_attention_weight=0.5, guided_attention_layer=0, text_ctc_weight=0.5))
+    batch = one_shot_batch(refs)
+    graphdef, state = nnx.split(model)
+
+    def metrics(pack_prompt_slots, one_shot_prob):
+        def f(state):
+            m = nnx.merge(graphdef, state)
+            m.pack_prompt_slots, m.one_shot_prob = pack_prompt_slots, one_shot_prob
+            return task.loss_fn(m, batch, jax.random.key(0), jnp.int32(0))[1], task.eval_fn(m, batch)
+        return jax.jit(f)(state)
+
+    names = ("token_loss", "token_accuracy", "guided_attention_loss", "text_ctc_loss", "one_shot_fraction")
+    static, static_eval = metrics(-1, 1.0)
+    packed, packed_eval = metrics(4, 1.0)  # both rows' prompts (4 slots each) fit: 14 slots, not 15
+    assert float(static["one_shot_fraction"]) == 1.0
+    for k in names:
+        np.testing.assert_allclose(packed[k], static[k], rtol=1e-5, err_msg=k)
+    for k in ("loss", "one_shot_loss", "guided_attention_loss"):
+        np.testing.assert_allclose(packed_eval[k], static_eval[k], rtol=1e-5, err_msg=k)
+    no_room, _ = metrics(0, 1.0)  # 10 slots: room for the zero-shot rows only
+    zero_shot, _ = metrics(-1, 0.0)
+    assert float(no_room["one_shot_fraction"]) == 0.0
+    for k in names:
+        np.testing.assert_allclose(no_room[k], zero_shot[k], rtol=1e-5, err_msg=k)
+    assert not np.allclose(zero_shot["token_loss"], static["token_loss"], rtol=1e-3)  # the prompts mattered
 
 
 def test_residual_dropout_acts_only_in_training_and_scanned_layers_draw_the_same_masks(learnable):

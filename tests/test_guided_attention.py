@@ -33,6 +33,9 @@ def test_padding_neither_counts_nor_is_attended():
     q = q.at[..., n + 2].set(30.0)
     got = guided_attention_loss(q, k, jnp.arange(t + 5)[None] < t, jnp.asarray([n]), 1, 0.4)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+    # The padded audio slots before the valid ones (a packed layout's loss slots end its row).
+    before = guided_attention_loss(jnp.roll(q, 5, axis=1), k, jnp.arange(t + 5)[None] >= 5, jnp.asarray([n]), 1, 0.4)
+    np.testing.assert_allclose(before, want, rtol=1e-5)
 
 
 def test_penalty_is_zero_on_the_diagonal_and_grows_off_it():

@@ -1,7 +1,8 @@
 """The AR stage learns: through the task's own loss (speaker encoder on reference audio, the one layout),
 a tiny model memorises a few token sequences, zero-shot and one-shot, and free-running KV-cache decoding
 then reproduces every one of them token for token, EOS included. A wiring bug (a shifted label, a leaky
-mask, a prefix that decoding lays out differently from training) cannot reach this."""
+mask, a prefix that decoding lays out differently from training) cannot reach this. It trains on the packed
+layout (`pack_prompt_slots`, every prompt fits) and decodes from the static prefix, as the demo does."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,7 +25,8 @@ def _config():
     return ml_collections.ConfigDict(dict(
         d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=128, rope_theta=10000.0,
         attention_impl="einsum", dtype="float32", text_vocab_size=32, codebook_size=K, speaker="learnable",
-        scan_layers=False, remat="none", spk_d_model=16, spk_layers=1, spk_heads=2, spk_mlp_dim=32, spk_dim=16))
+        scan_layers=False, remat="none", spk_d_model=16, spk_layers=1, spk_heads=2, spk_mlp_dim=32, spk_dim=16,
+        pack_prompt_slots=LP + PA))
 
 
 def _batch():

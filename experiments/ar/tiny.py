@@ -16,6 +16,8 @@ def model_defaults() -> ml_collections.ConfigDict:
         speaker="learnable",      # "learnable" | "fixed" (frozen mel statistics) | "none" (prompt only)
         spk_d_model=128, spk_layers=2, spk_heads=4, spk_mlp_dim=256, spk_dim=256,
         one_shot_prob=0.5,        # share of training examples with the reference as in-context prompt
+        pack_prompt_slots=-1,     # >= 0: training packs each row's valid slots into fewer, with room for a
+                                  # prompt of this many (text + tokens; longer ones train zero-shot); -1: static
         text_ctc_weight=0.0,      # alignment aid: CTC from the target slots to the text (0: off, the paper)
         text_ctc_rate=2,          # CTC labels a slot
         guided_attention_weight=0.0,  # alignment aid: diagonal prior on attention to the text (0: off, the paper)

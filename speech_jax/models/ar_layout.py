@@ -15,6 +15,11 @@ sequence `[spk] [prompt text] [text] [SOS] [prompt tokens] [target tokens] [EOS]
 the last prompt token (or SOS without a prompt) right before the first target slot, so generation
 continues right after a `build_prefix` layout.
 
+Packed (`pack_right`): the same slots with every row's valid ones moved, in order, to the end of fewer
+slots, padding before them. Half of a static layout's slots are padding (zero-shot rows fill no prompt
+segment, texts rarely their pad); with positions and labels carried along, every valid slot computes what it
+did, and the target segment still closes each row.
+
 Zero-shot: no prompt text, no prompt tokens (those segments are all padding). One-shot: the prompt
 utterance's transcript and audio tokens. `use_speaker=False` (speaker "none") leaves the spk slot invalid.
 
@@ -109,3 +114,17 @@ def build_prefix(text_ids, text_len, prompt_text_ids, prompt_text_len, prompt_to
                                      prompt_tokens_len, codebook_size, use_speaker))
     out["text_len"] = jnp.clip(text_len, 0, text_ids.shape[1]).astype(jnp.int32)
     return out
+
+
+def valid_slots(text_len, tokens_len, prompt_text_len, prompt_tokens_len) -> jax.Array:
+    """[B] an upper bound on a row's valid slots (the speaker slot counted whether used or not)."""
+    return 3 + text_len + tokens_len + prompt_text_len + prompt_tokens_len
+
+
+def pack_right(layout: dict, length: int) -> dict:
+    """A `build_layout` layout in `length` slots: each row's valid slots in their order at its end, the
+    padding before them. A row with more than `length` valid slots would lose its first ones: callers keep
+    rows within it (`valid_slots`)."""
+    s = layout["valid"].shape[1]
+    order = jnp.argsort(layout["valid"], axis=1, stable=True)[:, s - length:]  # stable: padding, then valid
+    return {k: jnp.take_along_axis(v, order, axis=1) for k, v in layout.items()}

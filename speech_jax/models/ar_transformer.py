@@ -82,6 +82,9 @@ class ARTransformer(nnx.Module):
         self.guided_attention_layer = int(cfg.get("guided_attention_layer", 2)) % cfg.num_layers
         self.guided_attention_heads = int(cfg.get("guided_attention_heads", 2))
         self.guided_attention_sigma = float(cfg.get("guided_attention_sigma", 0.2))
+        # Training only: the layout packed into fewer slots (>= 0: room for prompts of this many slots;
+        # speech_jax/models/ar_layout.py). The same function of every valid slot, so no checkpoint depends on it.
+        self.pack_prompt_slots = int(cfg.get("pack_prompt_slots", -1))
 
     # --- conditioning ---------------------------------------------------------------------------
 

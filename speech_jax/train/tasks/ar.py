@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 
 from speech_jax.audio.mel import MelSpec
-from speech_jax.models.ar_layout import build_layout
+from speech_jax.models.ar_layout import build_layout, pack_right, valid_slots
 from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
 from speech_jax.models.speaker_encoder import speaker_encoder_flops
 from speech_jax.train.ctc import masked_ctc_loss
@@ -28,12 +28,45 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ARTransfor
     return model
 
 
-def _layout(model: ARTransformer, batch: dict, one_shot: jax.Array) -> dict:
+def packed_length(model: ARTransformer, shapes: dict) -> int | None:
+    """Slots of the packed layout for a batch of these shapes (`model.pack_prompt_slots` >= 0), or None for
+    the static layout."""
+    slots = getattr(model, "pack_prompt_slots", -1)
+    return None if slots < 0 else layout_length(shapes, slots)
+
+
+def _lengths(batch: dict) -> dict:
+    return {k: jnp.clip(batch[f"{k}_len"], 0, batch[ids].shape[1]) for k, ids in (
+        ("text", "text_ids"), ("tokens", "tokens"), ("prompt_text", "prompt_text_ids"),
+        ("prompt_tokens", "prompt_tokens"))}
+
+
+def fitting_one_shot(model: ARTransformer, batch: dict, one_shot: jax.Array) -> jax.Array:
+    """The one-shot rows that fit the packed layout (all of them in the static one); the others train
+    zero-shot this step (2 % of one-shot rows at the demo's 96 prompt slots on varied_large)."""
+    length = packed_length(model, {k: v.shape for k, v in batch.items()})
+    if length is None:
+        return one_shot
+    n = _lengths(batch)
+    return one_shot & (valid_slots(n["text"], n["tokens"], n["prompt_text"], n["prompt_tokens"]) <= length)
+
+
+def _layout(model: ARTransformer, batch: dict, one_shot: jax.Array) -> tuple[dict, jax.Array]:
+    """The layout, and the slot of each row's first target-text id [B]."""
+    one_shot = fitting_one_shot(model, batch, one_shot)
     off = lambda n: jnp.where(one_shot, n, 0)  # noqa: E731  zero-shot rows: empty prompt segments
-    return build_layout(batch["text_ids"], batch["text_len"], batch["tokens"], batch["tokens_len"],
-                        batch["prompt_text_ids"], off(batch["prompt_text_len"]),
-                        batch["prompt_tokens"], off(batch["prompt_tokens_len"]),
-                        codebook_size=model.codebook_size, use_speaker=model.speaker != "none")
+    layout = build_layout(batch["text_ids"], batch["text_len"], batch["tokens"], batch["tokens_len"],
+                          batch["prompt_text_ids"], off(batch["prompt_text_len"]),
+                          batch["prompt_tokens"], off(batch["prompt_tokens_len"]),
+                          codebook_size=model.codebook_size, use_speaker=model.speaker != "none")
+    length = packed_length(model, {k: v.shape for k, v in batch.items()})
+    if length is None:  # the text segment follows the speaker slot and the prompt text's static Lp slots
+        return layout, jnp.full(one_shot.shape, 1 + batch["prompt_text_ids"].shape[1], jnp.int32)
+    layout = pack_right(layout, length)
+    # Packed: the row's padding, then its speaker slot (when used) and prompt text, then the text.
+    first_text = (length - jnp.sum(layout["valid"], axis=1) + int(model.speaker != "none")
+                  + off(_lengths(batch)["prompt_text"]))
+    return layout, first_text.astype(jnp.int32)
 
 
 def _cross_entropy(logits, layout):
@@ -66,7 +99,7 @@ def token_loss(model: ARTransformer, batch: dict, spk: jax.Array, one_shot: jax.
     """`_forward` given the speaker slot spk [B, d_model] (PVC trains a voice through this very loss);
     `aids=False` leaves out the alignment aids (an empty dict); `dropout_rng` (training) turns the
     decoder's dropout on."""
-    layout = _layout(model, batch, one_shot)
+    layout, first_text = _layout(model, batch, one_shot)
     guided = aids and model.guided_attention_weight > 0
     out = model.hidden(layout, spk, model.guided_attention_layer if guided else None, dropout_rng)
     hidden, qk = out if guided else (out, None)
@@ -80,12 +113,13 @@ def token_loss(model: ARTransformer, batch: dict, spk: jax.Array, one_shot: jax.
     if aids and model.text_ctc_weight:
         logits, mask = model.text_ctc_logits(hidden, loss_mask)
         extra["text_ctc_loss"] = masked_ctc_loss(logits, mask, batch["text_ids"], batch["text_len"])[0]
-    if guided:  # the same slots' attention to the target text (after the prompt text's Lp slots)
+    if guided:  # the same slots' attention to the target text
         q, k = qk
-        lp, lt = batch["prompt_text_ids"].shape[1], batch["text_ids"].shape[1]
+        lt = batch["text_ids"].shape[1]
+        text_slots = jnp.clip(first_text[:, None] + jnp.arange(lt), 0, k.shape[1] - 1)
         extra["guided_attention_loss"] = guided_attention_loss(
-            q[:, slots], k[:, 1 + lp:1 + lp + lt], loss_mask, jnp.clip(batch["text_len"], 0, lt),
-            model.guided_attention_heads, model.guided_attention_sigma)
+            q[:, slots], jnp.take_along_axis(k, text_slots[:, :, None, None], axis=1), loss_mask,
+            jnp.clip(batch["text_len"], 0, lt), model.guided_attention_heads, model.guided_attention_sigma)
     return (*out, extra)
 
 
@@ -96,7 +130,8 @@ def _aid_weights(model: ARTransformer) -> dict:
 def loss_fn(model: ARTransformer, batch: dict, rng: jax.Array, step: jax.Array):
     del step
     available = batch["prompt_tokens_len"] > 0
-    one_shot = jax.random.bernoulli(rng, model.one_shot_prob, available.shape) & available
+    one_shot = fitting_one_shot(model, batch, jax.random.bernoulli(rng, model.one_shot_prob, available.shape)
+                                & available)
     # fold_in: the one-shot draw above is the same with and without dropout.
     loss, acc, eos_acc, n, extra = _forward(model, batch, one_shot, jax.random.fold_in(rng, 1))
     metrics = dict(token_accuracy=acc, eos_accuracy=eos_acc, target_tokens=n,
@@ -143,11 +178,14 @@ def tokens_in_batch(batch: dict) -> int:
     return int(np.sum(batch["tokens_len"]))
 
 
-def layout_length(batch_shapes: dict) -> int:
-    """Slots of the static training layout: spk, prompt text, text, SOS + prompt tokens, target + EOS."""
+def layout_length(batch_shapes: dict, pack_prompt_slots: int = -1) -> int:
+    """Slots of the training layout: spk, prompt text, text, SOS + prompt tokens, target + EOS. Packed
+    (`pack_prompt_slots` >= 0): room for any zero-shot row, and for a one-shot row whose prompt (text and
+    tokens) adds at most that many slots to it."""
     lt, lp = batch_shapes["text_ids"][1], batch_shapes["prompt_text_ids"][1]
     pa, la = batch_shapes["prompt_tokens"][1], batch_shapes["tokens"][1]
-    return 1 + lp + lt + 1 + pa + la + 1
+    static = 1 + lp + lt + 1 + pa + la + 1
+    return static if pack_prompt_slots < 0 else min(3 + lt + la + pack_prompt_slots, static)
 
 
 def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
@@ -160,7 +198,7 @@ def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> flo
     discarded). The speaker encoder's attention is bidirectional: its whole square counts."""
     cfg, spec = config.model, MelSpec.from_config(config.mel)
     b = batch_shapes["text_ids"][0]
-    seq = layout_length(batch_shapes)
+    seq = layout_length(batch_shapes, cfg.get("pack_prompt_slots", -1))
     head = 2 * cfg.d_model * (cfg.codebook_size + 2)
     fwd = seq * (flops_per_token(cfg, seq / 2) - head) + (batch_shapes["tokens"][1] + 1) * head
     if cfg.speaker == "learnable":
