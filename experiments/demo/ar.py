@@ -10,15 +10,16 @@ over free-running tokens (experiments/token_cer_probe.py, docs/what_limits_quali
 words even of its training sentences after 1431 steps (CER 0.89), this one 0.78 after 750 steps of about
 the same wall time. `train.steps` is about what the demo's time share holds on a 2-core CPU, so the cosine
 schedule has decayed when the share runs out: 700 steps took 7.5 minutes there with the static layout, and
-the packed one (`model.pack_prompt_slots`) makes a step about a quarter shorter, so 900. Guided attention (a diagonal prior on two heads of layer 2's
-attention to the text) makes the free-running tokens say more of their text at the same steps (CER 0.72
-against 0.76–0.80 unguided after 700 steps, docs/what_limits_quality.md).
+the packed one (`model.pack_prompt_slots`) makes a step about a quarter shorter, so 900. Guided attention (a
+diagonal prior on two heads of layer 2's attention to the text) makes the free-running tokens say more of their
+text at the same steps (CER 0.72 against 0.76–0.80 unguided after 700 steps, docs/what_limits_quality.md).
 
 From two hours on (the long recipe) the AR is larger (d 192, 6 layers, 2.2× the step time) on a schedule the
 demo fits to its share at its probed speed (`speech_jax.demo.fitted_steps`; unprobed, 540 × `step_scale`): on
 `varied_large`, the d 128 AR's teacher-forced accuracy on unseen voices was flat at 0.470 from 4200 of its 6300
-steps; this one reaches 0.484 in 3500 (72 minutes against 60), and behind the same flow matching reads unseen voices at judge CER 0.145 against 0.155 (48 lines, three
-sampling seeds, each seed better; docs/what_limits_quality.md, "A larger AR for the long recipe")."""
+steps; this one reaches 0.484 in 3500 (72 minutes against 60), and behind the same flow matching reads unseen
+voices at judge CER 0.145 against 0.155 (48 lines, three sampling seeds, each seed better;
+docs/what_limits_quality.md, "A larger AR for the long recipe")."""
 from experiments.ar import tiny
 from experiments.demo import LONG_RECIPE_FROM_SCALE
 
@@ -32,7 +33,7 @@ def get_config(step_scale: float = 1.0):
     c.data.batch_size = 16
     # Packed rows (speech_jax/models/ar_layout.py): on varied_large, 270 slots where the static layout has 370
     # (the 3 s bucket) and 345 for 445 (6 s), room for the prompts of 98 % and 99.5 % of the one-shot rows
-    # (the others train zero-shot that step); the step is a third faster (experiments/bench_ar.py).
+    # (the others train zero-shot that step); a step about a quarter shorter (experiments/bench_ar.py).
     c.model.pack_prompt_slots = 96
     c.model.update(dict(d_model=128, num_layers=4, num_heads=4, num_kv_heads=2, mlp_dim=384))
     c.model.update(dict(guided_attention_weight=1.0, guided_attention_layer=2, guided_attention_sigma=0.2))
