@@ -224,9 +224,37 @@ def test_istft_inverts_the_mel_framing():
     np.testing.assert_allclose(y[hop:-2 * hop], x[hop:-2 * hop], atol=1e-5)
 
 
-def test_frame_rate_vae_lengths_and_padding_independence():
+@pytest.mark.parametrize("r", [1, 2, 4])
+def test_the_decoder_renders_its_subframes_in_time_order(r):
+    """Head outputs holding a signal's STFT at hop / r (each latent frame's r frames in order) render it."""
+    from speech_jax.audio.mel import MelSpec, _frames
+    from speech_jax.layers.istft import hann
+    from speech_jax.models.vocos import ISTFTDecoder
+    hop = 80
+    cfg = config(latent_dim=4, frame_dim=8, frame_mlp_dim=16, frame_layers=1, decoder_subframes=r)
+    decoder = ISTFTDecoder(cfg, hop, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    step = hop // r
+    x = 0.1 * np.random.RandomState(0).randn(hop * 12).astype(np.float32)
+    frames = _frames(jnp.asarray(x), MelSpec(n_fft=4 * step, win_length=4 * step, hop_length=step))
+    spectrum = jnp.fft.rfft(frames * hann(4 * step), axis=-1)  # [12·r, bins]
+    h = jnp.concatenate([jnp.log(jnp.abs(spectrum) + 1e-12), jnp.angle(spectrum)], axis=-1)
+    y = np.asarray(decoder.render(h.reshape(1, 12, -1)))[0]
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y[step:-2 * step], x[step:-2 * step], atol=1e-5)
+
+
+def test_subframes_must_divide_the_hop():
+    cfg = config(encoder="mel", decoder="istft", frame_dim=8, frame_mlp_dim=16, frame_layers=1,
+                 encoder_n_mels=20, sample_rate=SR, decoder_subframes=3)
+    with pytest.raises(ValueError, match="decoder_subframes"):
+        FlowVAE(cfg, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("encoder_subframes, decoder_subframes", [(1, 1), (2, 4)])
+def test_frame_rate_vae_lengths_and_padding_independence(encoder_subframes, decoder_subframes):
     cfg = config(strides=(2, 4, 5, 8), encoder="mel", decoder="istft", frame_dim=16, frame_mlp_dim=32,
-                 frame_layers=2, encoder_n_mels=20, sample_rate=SR)
+                 frame_layers=2, encoder_n_mels=20, sample_rate=SR, encoder_subframes=encoder_subframes,
+                 decoder_subframes=decoder_subframes)
     model = FlowVAE(cfg, rngs=nnx.Rngs(0))
     hop = model.hop
     wav = 0.1 * jax.random.normal(jax.random.key(0), (1, 6 * hop))

@@ -16,6 +16,9 @@ def model_defaults() -> ml_collections.ConfigDict:
         channels=32, decoder_channels=256, strides=(2, 4, 5, 8),  # 320 samples = 50 Hz at 16 kHz
         residual_dilations=(1, 3, 9), kernel_size=7, latent_dim=64,
         frame_dim=256, frame_mlp_dim=768, frame_layers=8, encoder_n_mels=80,  # the frame-rate design
+        # ... analysing (encoder) and rendering (decoder) r STFT frames a latent frame, of hop / r samples and
+        # a 4·hop / r window, while its layers run at the latent's rate (1: the latent's own hop).
+        encoder_subframes=1, decoder_subframes=1,
         sample_rate=16000,  # the mel encoder's; must equal data.sample_rate
         use_flow=True, flow_layers=4, flow_hidden=64, flow_kernel=5,  # False: the plain-VAE ablation
         dtype="float32",
