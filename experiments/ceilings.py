@@ -83,7 +83,7 @@ def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0
                         score_units=units.from_config(configs["tokenizer"].data))
     return [synth.synthesize(line.target_text, line.prompt_wav, language=seed_tts.corpus_language(line.utt),
                              seed=seed + i, cfg_weight=cfg_weight, fm_steps=fm_steps, temperature=temperature,
-                             candidates=candidates)
+                             candidates=candidates, acoustic_prompt=False)  # as the tokens rung: speaker vectors
             for i, line in enumerate(lines)]
 
 

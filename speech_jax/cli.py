@@ -7,6 +7,9 @@ import logging
 import os
 import sys
 
+ACOUSTIC_PROMPT_HELP = ("zero-shot with a reference: its tokens and Flow-VAE latent prompt flow matching (no "
+                        "transcript needed; the AR still sees the speaker vector only); --no-acoustic-prompt: "
+                        "flow matching sees the speaker vector only")
 CANDIDATES_HELP = ("best of N: the AR samples N token sequences a sentence and the tokenizer's CTC head keeps "
                    "the one it reads as the text most likely (N times the AR's work; default 1)")
 
@@ -92,7 +95,7 @@ def _synthesize(args) -> int:
                            language=args.language, seed=args.seed, temperature=pick(args.temperature, TEMPERATURE),
                            top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
                            cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps),
-                           candidates=args.candidates)
+                           candidates=args.candidates, acoustic_prompt=_acoustic_prompt(args))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_audio(args.out, wav, synth.sample_rate)
     print({"out": args.out, "seconds": round(len(wav) / synth.sample_rate, 3), "sample_rate": synth.sample_rate})
@@ -151,6 +154,11 @@ def _load_synthesizer(args):
     raise ValueError("give --bundle B, or all of --tokenizer, --ar and --flow-matching (trained stage workdirs)")
 
 
+def _acoustic_prompt(args) -> bool:
+    from speech_jax.infer.synthesizer import ACOUSTIC_PROMPT
+    return ACOUSTIC_PROMPT if args.acoustic_prompt is None else args.acoustic_prompt
+
+
 def _validate(args) -> int:
     from speech_jax.train.metrics import format_metrics
     from speech_jax.train.validate import validate
@@ -180,8 +188,8 @@ def _evaluate(args) -> int:
     def synthesize(text, prompt_wav, prompt_text, language):
         # With a saved voice the prompt recording is not read: SIM still compares the output with it.
         reference = dict(voice=args.voice) if args.voice else dict(reference=prompt_wav, prompt_text=prompt_text)
-        return (synth.synthesize(text, language=language, seed=args.seed, candidates=args.candidates, **reference),
-                synth.sample_rate)
+        return (synth.synthesize(text, language=language, seed=args.seed, candidates=args.candidates,
+                                 acoustic_prompt=_acoustic_prompt(args), **reference), synth.sample_rate)
 
     from speech_jax.eval.models import load_scorers
     transcriber, embedder = load_scorers(args.whisper, args.speaker_model)
@@ -364,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--cfg-weight", type=float, default=0.7)
     s.add_argument("--fm-steps", type=int, default=None, help="default: 10 (a bundle: the exported value)")
     s.add_argument("--candidates", type=int, default=1, help=CANDIDATES_HELP)
+    s.add_argument("--acoustic-prompt", action=argparse.BooleanOptionalAction, default=None,
+                   help=ACOUSTIC_PROMPT_HELP)
 
     pv = sub.add_parser("pvc", help="professional voice cloning: fit a corpus speaker's voice vector for a "
                         "trained AR stage and save it (synthesize --voice)")
@@ -419,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--style", default=None, help="a style stage's workdir in place of --ar (or a bundle's style)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--candidates", type=int, default=1, help=CANDIDATES_HELP)
+    ev.add_argument("--acoustic-prompt", action=argparse.BooleanOptionalAction, default=None,
+                    help=ACOUSTIC_PROMPT_HELP)
     ev.add_argument("--limit", type=int, default=None)
     ev.add_argument("--espeak-ground-truth", action="store_true",
                     help="meta utts are <espeak speaker>/<utt>: add MCD-DTW and duration ratio")

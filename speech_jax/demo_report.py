@@ -210,7 +210,8 @@ def _markdown(c: dict) -> str:
     out += [f"![{stage} curves]({path})" for stage, path in c["curves"].items()] + [""]
     out += ["## Unseen speakers (test_unseen)", "",
             "Each line: a prompt utterance of a speaker never seen in training and another sentence to say in "
-            "that voice; zero-shot gets only the prompt audio, one-shot also its transcript. MCD-DTW and the "
+            "that voice; zero-shot gets only the prompt audio (the AR its speaker vector, flow matching also its "
+            "tokens and latent), one-shot also its transcript (in the AR's context). MCD-DTW and the "
             "duration ratio compare with espeak's rendering of the target sentence in the same voice. Judge CER: "
             "the phoneme error rate of a CTC recognizer trained on espeak_tts (an in-domain proxy for "
             "intelligibility, not Whisper's WER); SIM: cosine of speaker embeddings of output and prompt.", ""]

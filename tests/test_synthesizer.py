@@ -73,6 +73,18 @@ def test_one_shot_puts_the_prompt_in_context_and_leaves_it_out_of_the_output(syn
     assert one.wav.shape != zero_shot.wav.shape or not np.array_equal(one.wav, zero_shot.wav)
 
 
+def test_acoustic_prompt_prompts_flow_matching_only(synth, ref):
+    """Zero-shot with the reference's tokens and latent as flow matching's prompt: the AR's context is unchanged
+    (the same tokens from the same seed), the rendering is not, and the output leaves the prompt out."""
+    plain, prompted = (synth.run("Hello there, how are you?", ref, reference_sample_rate=SR, seed=0,
+                                 acoustic_prompt=on) for on in (False, True))
+    assert plain.prompt_tokens == prompted.prompt_tokens == 0
+    for a, b in zip(prompted.tokens, plain.tokens, strict=True):
+        np.testing.assert_array_equal(a, b)
+    _check_lengths(synth, prompted)
+    assert not np.allclose(prompted.wav, plain.wav)
+
+
 def test_reference_in_any_rate_and_channel_layout(synth, ref, zero_shot, tmp_path):
     text = "Hello there, how are you?"
     # Identical channels downmix to the mono reference exactly.
@@ -145,7 +157,7 @@ def test_best_of_n_keeps_the_sample_the_tokenizer_reads_as_the_text(synth, ref):
     best = synth.run(text, ref, reference_sample_rate=SR, seed=0, candidates=4)
     _check_lengths(synth, best)
     # The same four samples (run's key for the first batch), scored by the tokenizer's CTC head.
-    prompt = synth._prompt(synth.backend, synth.load_reference(ref, SR), None, None)
+    prompt = synth._prompt(synth.backend, synth.load_reference(ref, SR), None, None, acoustic_prompt=False)
     k_ar, _ = jax.random.split(jax.random.fold_in(jax.random.key(0), 0))
     rows = synth._generate(synth.backend, [text] * 4, None, prompt, k_ar, TEMPERATURE, 0.8)
     scores = synth._score(synth.backend, rows, [text] * 4, None)

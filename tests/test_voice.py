@@ -63,7 +63,8 @@ def reference_voice(tiny_stages, tmp_path_factory):
 
 def test_a_voice_synthesises_what_its_reference_does(synth, reference_voice):
     ref, path = reference_voice
-    a = synth.run([TEXT, "Fine, thanks."], ref, reference_sample_rate=SR, seed=2)
+    # A saved voice is the reference's speaker vectors: the same as the reference without an acoustic prompt.
+    a = synth.run([TEXT, "Fine, thanks."], ref, reference_sample_rate=SR, seed=2, acoustic_prompt=False)
     b = synth.run([TEXT, "Fine, thanks."], voice=path, seed=2)
     assert len(a.tokens) == len(b.tokens) == 2 and b.prompt_tokens == 0
     for ta, tb in zip(a.tokens, b.tokens):
