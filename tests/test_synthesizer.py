@@ -177,7 +177,7 @@ def test_text_split_levels():
         split_text("?!", count, 3)
 
 
-def test_cli_synthesize_from_workdirs(tiny_stages, ref, zero_shot, tmp_path, capsys):
+def test_cli_synthesize_from_workdirs(tiny_stages, synth, ref, zero_shot, tmp_path, capsys):
     path = tmp_path / "ref.wav"
     sf.write(path, ref, SR, subtype="FLOAT")  # exactly `ref`
     out = tmp_path / "out" / "hello.wav"
@@ -189,6 +189,11 @@ def test_cli_synthesize_from_workdirs(tiny_stages, ref, zero_shot, tmp_path, cap
     wav, sr = sf.read(out, dtype="float32")
     assert sr == SR
     np.testing.assert_allclose(wav, zero_shot.wav, rtol=0, atol=1e-4)  # written as 16-bit PCM
+    rc = main(["synthesize", "--text", "Hello there, how are you?", "--reference", str(path), "--out", str(out),
+               "--seed", "0", "--no-acoustic-prompt", *stages])
+    plain = synth.synthesize("Hello there, how are you?", ref, reference_sample_rate=SR, seed=0, acoustic_prompt=False)
+    assert rc == 0
+    np.testing.assert_allclose(sf.read(out, dtype="float32")[0], plain, rtol=0, atol=1e-4)
     rc = main(["synthesize", "--text", "Hi.", "--reference", str(tmp_path / "nope.wav"), "--out", str(out), *stages])
     assert rc == 2 and "no such file" in capsys.readouterr().err
     rc = main(["synthesize", "--text", "Hi.", "--reference", str(path), "--out", str(out), "--ar", "x"])
