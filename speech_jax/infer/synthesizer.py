@@ -35,9 +35,9 @@ MIN_REFERENCE_SECONDS = 0.5
 # (docs/what_limits_quality.md, "The AR's sampling temperature").
 TEMPERATURE = 0.6
 # Zero-shot: whether the reference's tokens and latent prompt flow matching (`Synthesizer.synthesize`). The AR's
-# tokens stay the same; on the long recipe's 48 unseen lines the clones' SIM rose from 89 % to 97 % of the ground
-# truth's and their median F0 came from 5.4 to 1.4 semitones of the prompt's, for judge CER 9.1 % against 7.8 %
-# (docs/what_limits_quality.md, "Zero-shot with an acoustic prompt").
+# tokens stay the same; on the long recipe's 48 unseen lines (two seeds) the clones' SIM rose from 89-91 % to 97 %
+# of the ground truth's and their median F0 came from about 5 to 1.4 semitones of the prompt's, for judge CER 8.8 %
+# against 7.8 % (docs/what_limits_quality.md, "Zero-shot with an acoustic prompt").
 ACOUSTIC_PROMPT = True
 
 
