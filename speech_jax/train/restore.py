@@ -29,6 +29,15 @@ def _checkpointer(workdir: str, item_handlers: dict | None = None) -> Checkpoint
     return ckpt
 
 
+def latest_step(workdir: str) -> int:
+    """The step of a stage's newest finished checkpoint (a clear error when it has none)."""
+    ckpt = _checkpointer(workdir)
+    try:
+        return int(ckpt.latest_step())
+    finally:
+        ckpt.close()
+
+
 def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
     """The config a stage was trained with (as saved in its newest, or the given, checkpoint)."""
     ckpt = _checkpointer(workdir)
