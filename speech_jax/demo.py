@@ -376,11 +376,19 @@ class Demo:
         if self.judge_minutes == 0:
             return {"skipped": "judge_minutes is 0"}
         from speech_jax.config import load_config
+        from speech_jax.train.restore import latest_step
+        t = time.monotonic()
         corpus = self._judge_corpus(load_config(self.config_files[JUDGE]))
         if corpus:
             from data_pipelines.prepare import prepare
             prepare("espeak_tts", self.data_dir, config=corpus.split("/", 1)[1])
-        return self._train(JUDGE, self.stage_config(JUDGE, self.judge_minutes))
+        prepare_minutes = round((time.monotonic() - t) / 60, 3)
+        try:  # a judge trained before (e.g. copied in) is reused: the report must not call its time training
+            step_before = latest_step(self.workdirs[JUDGE])
+        except FileNotFoundError:
+            step_before = 0
+        info = self._train(JUDGE, self.stage_config(JUDGE, self.judge_minutes))
+        return dict(info, prepare_minutes=prepare_minutes, reused=step_before >= info["step"])
 
     def _judge(self):
         info = self.state["steps"].get(JUDGE, {})

@@ -119,6 +119,21 @@ def _copy(src: str, directory: str, name: str) -> str:
     return dst
 
 
+def _judge_line(judge: dict | None) -> str | None:
+    """The judge's time, which the budget does not count: trained here, reused, or skipped."""
+    if judge is None:
+        return None
+    line = "The judge (CTC phoneme recognizer, for the judge CER) is not part of the TTS system"
+    if "skipped" in judge:
+        return f"{line} and was not trained ({judge['skipped']})."
+    prepared = judge.get("prepare_minutes", 0.0)
+    corpus = f", {prepared:.1f} of them preparing its corpus" if prepared >= 0.05 else ""
+    if judge.get("reused"):
+        return (f"{line}: a judge trained before (step {judge['step']}) was reused; "
+                f"{judge['minutes']:.1f} minutes outside the budget{corpus}.")
+    return f"{line} and trained outside the budget: {judge['minutes']:.1f} minutes{corpus}."
+
+
 def _budget(demo) -> str:
     """This invocation's budget, and the long recipe's schedules when the first invocation set them."""
     from speech_jax.demo import CONFIG_MINUTES
@@ -158,9 +173,7 @@ def write_report(demo) -> dict:
         title=f"speech_jax demo: espeak_tts/{demo.corpus}",
         intro=(f"{datetime.date.today().isoformat()} on {machine()}. {_budget(demo)}; the steps took {total:.1f} "
                f"minutes in all, over every invocation ({per_step})." + _synthesis(steps)),
-        judge=(None if judge is None else f"The judge (CTC phoneme recognizer, for the judge CER) is not part of the "
-               f"TTS system and trained outside the budget: {judge['minutes']:.1f} minutes"
-               + (f" ({judge['skipped']})." if "skipped" in judge else ".")),
+        judge=_judge_line(judge),
         caveat=("Every stage trained for minutes on a CPU, far from convergence: expect a rough spectral "
                 "envelope and rhythm long before voicing or words. The numbers measure the pipeline at this budget, "
                 "not the architecture; train the `small`/`base` configs for the real thing."),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from speech_jax import demo as demo_lib
+from speech_jax import demo_report
 from speech_jax.audio.io import load_audio
 from speech_jax.config import load_config
 from speech_jax.demo import Demo, DemoError
@@ -48,6 +49,7 @@ def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
     md = open(state["steps"]["report"]["markdown"], encoding="utf-8").read()
     page = open(state["steps"]["report"]["html"], encoding="utf-8").read()
     assert "minutes in all, over every invocation" in md
+    assert "judge (CTC phoneme recognizer, for the judge CER) is not part of the TTS system and trained outside" in md
     assert f"the best of {demo_lib.CANDIDATES} AR samples a sentence" in md
     for mode in ("zero-shot", "one-shot"):
         assert f"| {mode} | 2 / 2 |" in md
@@ -65,6 +67,14 @@ def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
     with open(os.path.join(demo.out, "eval", "zero_shot", "results.json")) as f:
         utts = [u["utt"] for u in json.load(f)["utterances"]]
     assert all(f"### {utt}" in md for utt in utts)
+
+
+def test_a_judge_trained_before_is_reused_and_not_reported_as_trained(tiny_stages):
+    judge = Demo(**tiny_stages["demo"]).train_judge()  # the fixture's judge is at its last step: nothing trains
+    assert judge["reused"] and judge["step"] == judge["planned_steps"]
+    line = demo_report._judge_line(dict(judge, minutes=2.1, prepare_minutes=2.0))
+    assert f"a judge trained before (step {judge['step']}) was reused" in line
+    assert "2.0 of them preparing its corpus" in line and "trained outside" not in line
 
 
 def test_training_shares_follow_the_budget_and_a_spent_budget_is_a_clear_error(tiny_stages, tmp_path):
