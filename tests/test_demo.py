@@ -91,6 +91,8 @@ def test_training_shares_follow_the_budget_and_a_spent_budget_is_a_clear_error(t
     demo.deadline = demo_lib.time.monotonic() + 60 * reserve
     with pytest.raises(DemoError, match="too few to train ar"):
         demo._stage_minutes("ar")
+    demo.state["speed"] = 2.0  # the reserve is the reference machine's minutes: half of them on a machine of 2x
+    assert demo._reserved_minutes() == pytest.approx(reserve / 2)
 
 
 def test_the_long_recipe_scales_and_shares_by_what_its_stages_cost(tiny_stages, tmp_path):
