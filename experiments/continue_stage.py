@@ -14,6 +14,7 @@ import argparse
 import os
 import shutil
 
+from speech_jax.cli import configure_logging
 from speech_jax.config import apply_overrides
 from speech_jax.train.loop import train
 from speech_jax.train.restore import latest_step, read_config
@@ -39,7 +40,11 @@ def main():
     p.add_argument("--out", required=True, help="the new workdir")
     p.add_argument("--steps", type=int, required=True, help="steps beyond the source's latest checkpoint")
     args, overrides = p.parse_known_args()
-    print(continue_stage(args.source, args.out, args.steps, overrides))
+    configure_logging()
+    try:
+        print(continue_stage(args.source, args.out, args.steps, overrides))
+    except (FileNotFoundError, ValueError) as e:  # a missing source, bad steps or overrides: no traceback
+        p.exit(2, f"continue_stage: error: {e}\n")
 
 
 if __name__ == "__main__":

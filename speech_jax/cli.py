@@ -257,12 +257,17 @@ def _user_errors() -> tuple[type, ...]:
     return ExtractError, CheckpointError, DemoError
 
 
-def main(argv: list[str] | None = None) -> int:
-    from speech_jax.host_memory import configure_from_environment
-    configure_from_environment()  # before JAX starts its threads
+def configure_logging():
+    """The training loop's progress at INFO, the libraries' chatter at WARNING (scripts share it)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from speech_jax.host_memory import configure_from_environment
+    configure_from_environment()  # before JAX starts its threads
+    configure_logging()
     parser = argparse.ArgumentParser(prog="speech-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
