@@ -259,7 +259,7 @@ def _user_errors() -> tuple[type, ...]:
 
 def configure_logging():
     """The training loop's progress at INFO, the libraries' chatter at WARNING (scripts share it)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

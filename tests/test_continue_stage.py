@@ -1,10 +1,11 @@
 """experiments/continue_stage.py: a trained stage goes on from its latest checkpoint in a new workdir."""
 import json
 import os
+import sys
 
 import pytest
 
-from experiments.continue_stage import continue_stage
+from experiments.continue_stage import continue_stage, main
 from speech_jax.config import ConfigError
 from speech_jax.train.restore import latest_step, read_config
 
@@ -33,3 +34,12 @@ def test_bad_continuations_are_clear_errors(tiny_stages, tmp_path):
         continue_stage(source, str(tmp_path / "b"), 1, ["--config.optim.no_such_field=1"])
     with pytest.raises(FileNotFoundError, match="no checkpoints"):
         continue_stage(str(tmp_path / "nothing"), str(tmp_path / "c"), 1, [])
+
+
+def test_the_script_reports_a_bad_continuation_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["continue_stage.py", "--from", str(tmp_path / "nothing"),
+                                      "--out", str(tmp_path / "c"), "--steps", "1"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "error: no checkpoints" in err and "Traceback" not in err
