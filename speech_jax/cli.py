@@ -259,7 +259,8 @@ def _user_errors() -> tuple[type, ...]:
 
 def configure_logging():
     """The training loop's progress at INFO, the libraries' chatter at WARNING (scripts share it)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger().setLevel(logging.INFO)  # also when a library's handler came first (basicConfig: no-op)
     for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
