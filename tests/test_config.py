@@ -31,10 +31,12 @@ def test_bad_overrides_are_clear_errors(bad, msg):
 def test_a_config_takes_only_the_context_it_declares():
     demo_fm = os.path.join(os.path.dirname(os.path.dirname(TINY)), "demo", "flow_matching.py")
     short, wide = (load_config(demo_fm, step_scale=s) for s in (1.0, 6.0))
-    assert (short.model.d_model, short.train.steps, short.optim.learning_rate, short.model.time_sampling) == (
-        64, 2000, 6e-3, "logit_normal")  # the 30-minute demo's tiny DiT
+    assert (short.model.d_model, short.model.num_layers, short.train.steps, short.optim.learning_rate,
+            short.model.time_sampling) == (128, 2, 1200, 6e-3, "logit_normal")  # the 30-minute demo's DiT
     assert (wide.model.d_model, wide.model.num_layers, wide.train.steps, wide.optim.learning_rate,
             wide.model.time_sampling) == (128, 4, 1000, 1e-3, "uniform")  # the long recipe's (the demo scales steps)
+    demo_vae = os.path.join(os.path.dirname(demo_fm), "flow_vae.py")
+    assert [load_config(demo_vae, step_scale=s).model.latent_dim for s in (1.0, 6.0)] == [64, 16]  # the paper's; the long recipe's
     assert load_config(TINY, step_scale=6.0).to_dict() == load_config(TINY).to_dict()  # no such argument
 
 

@@ -133,7 +133,7 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     ar = long.stage_config("ar")
     assert (ar.model.d_model, ar.model.num_layers, ar.train.steps) == (192, 6, 6 * 540)
     wide = long.stage_config("flow_matching")
-    assert (wide.model.d_model, wide.train.steps) == (128, 6 * 1000)
+    assert (wide.model.d_model, wide.model.num_layers, wide.train.steps) == (128, 4, 6 * 1000)
     judge = long.stage_config(demo_lib.JUDGE, max_minutes=None)
     assert (judge.train.steps, judge.train.max_minutes) == (3600, 25.0)
     assert judge.data.name == "espeak_tts/varied_large"  # more voices than the demo's corpus: prepared beside it
