@@ -40,11 +40,13 @@ log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE = "demo_state.json"
-# Share of the training time per stage. The tokenizer's phonetic content bounds every later stage (its CTC
-# error on unseen voices equals the judge's on speech resynthesised from its tokens), and the AR's free-running
-# decoding is where most of the words are lost (docs/what_limits_quality.md): the demo's AR, twice tiny's width,
-# says more of its text at each of its first 1000 steps, which a 2-core CPU takes 10 minutes for.
-STAGES = (("tokenizer", 0.27), ("flow_vae", 0.22), ("ar", 0.33), ("flow_matching", 0.18))
+# Share of the training time per stage: what each stage's schedule costs at the configs' step counts (reference
+# minutes, measured in an emulated reference run: tokenizer 8.5, Flow-VAE 8.7, AR 5.6 on packed rows, flow matching
+# 4.4), so that the four schedules end within the 30 minutes with their learning rates decayed. The earlier fixed
+# shares (AR 33 %) left the AR and flow matching minutes they could not use (3.3 of 17.6 in the emulation) while
+# the tokenizer and Flow-VAE stopped at 83 % and 67 % of theirs (docs/what_limits_quality.md, "Shares by cost
+# again"). What a stage leaves goes to the stages after it.
+STAGES = (("tokenizer", 0.31), ("flow_vae", 0.32), ("ar", 0.21), ("flow_matching", 0.16))
 # The long recipe's configs (LONG_RECIPE_FROM_SCALE on: the larger AR, the wide DiT) cost more per unit of
 # step_scale than the 30-minute demo's: reference minutes per unit on espeak_tts/varied_large (2-core CPU, the
 # AR's evaluations every 700 steps included), as the probe times them. Shared by these costs, the four
@@ -54,8 +56,6 @@ STAGES = (("tokenizer", 0.27), ("flow_vae", 0.22), ("ar", 0.33), ("flow_matching
 # 8.6, 12.0, 9.8). Machines differ in what each stage costs against the tokenizer's steps (flow matching 96 % of
 # its schedule on the first, 74 % on the second), so these are the larger (docs/what_limits_quality.md), and each
 # stage's schedule is now fitted to its share at its own speed (SCHEDULE_FILL).
-# (The 30-minute demo keeps fixed shares: shared by cost, its AR got fewer steps and read worse,
-# docs/what_limits_quality.md.)
 LONG_STAGES = (("tokenizer", 9.7), ("flow_vae", 10.6), ("ar", 14.3), ("flow_matching", 13.3))
 JUDGE = "judge"
 STEPS = ("prepare", "tokenizer", "flow_vae", "extract", "ar", "flow_matching", JUDGE, "evaluate", "report")
