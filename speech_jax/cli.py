@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="SIM model: 'resemblyzer' [extra 'sim'; the default when installed] or a WavLM x-vector "
                         "checkpoint [extra 'eval']; 'none' for no SIM")
     d.add_argument("--candidates", type=int, default=None, help="AR samples a sentence that synthesis keeps the "
-                   "best of, by the tokenizer's reading (default 16; 1: a single sample, the paper's decoding)")
+                   "best of, by the tokenizer's reading (default 32; 1: a single sample, the paper's decoding)")
     d.add_argument("--speed", type=float, default=None,
                    help="this machine's speed against the reference machine the stage schedules are sized for "
                         "(default: measured by timing the tokenizer's steps; 1: the configs' own schedules)")

@@ -62,8 +62,10 @@ STEPS = ("prepare", "tokenizer", "flow_vae", "extract", "ar", "flow_matching", J
 MODES = ("zero_shot", "one_shot")
 # The demo synthesises the best of this many AR samples a sentence (the tokenizer's CTC reading picks one;
 # `Synthesizer.synthesize(candidates=...)`): on 24 unseen lines of the 30-minute demo, judge CER 0.557 against
-# 0.652 for one sample (docs/what_limits_quality.md, "Best of n"); it costs the AR's decoding 16 rows a sentence.
-CANDIDATES = 16
+# 0.652 for one sample (docs/what_limits_quality.md, "Best of n"), and with every schedule ended 0.611 against
+# 0.634 for the best of 16 (two seeds; the best of 64 gained nothing more), at a real-time factor of 0.31 against
+# 0.24: the AR's decoding costs 32 rows a sentence.
+CANDIDATES = 32
 # Minutes held back from training for what follows it, on the reference machine, divided by this machine's speed
 # (held back and unused, they are the last stage's minutes lost). Measured on espeak_tts/small 1.0.0, 2.7k
 # utterances: extract 0.74 there, 0.31 on a machine of 1.7x; evaluating 8 + 8 utterances at the best of 16 with
