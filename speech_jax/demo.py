@@ -44,8 +44,8 @@ STATE = "demo_state.json"
 # minutes, measured in an emulated reference run: tokenizer 8.5, Flow-VAE 8.7, AR 5.6 on packed rows, flow matching
 # 4.4), so that the four schedules end within the 30 minutes with their learning rates decayed. The earlier fixed
 # shares (AR 33 %) left the AR and flow matching minutes they could not use (3.3 of 17.6 in the emulation) while
-# the tokenizer and Flow-VAE stopped at 83 % and 67 % of theirs (docs/what_limits_quality.md, "Shares by cost
-# again"). What a stage leaves goes to the stages after it.
+# the tokenizer and Flow-VAE stopped at 83 % and 67 % of theirs (docs/what_limits_quality.md, "The 30-minute
+# demo with the 64-channel latent, and shares by cost again"). What a stage leaves goes to the stages after it.
 STAGES = (("tokenizer", 0.31), ("flow_vae", 0.32), ("ar", 0.21), ("flow_matching", 0.16))
 # The long recipe's configs (LONG_RECIPE_FROM_SCALE on: the larger AR, the wide DiT) cost more per unit of
 # step_scale than the 30-minute demo's: reference minutes per unit on espeak_tts/varied_large (2-core CPU, the
@@ -69,7 +69,7 @@ CANDIDATES = 32
 # Minutes held back from training for what follows it, on the reference machine, divided by this machine's speed
 # (held back and unused, they are the last stage's minutes lost). Measured on espeak_tts/small 1.0.0, 2.7k
 # utterances: extract 0.74 there, 0.31 on a machine of 1.7x; evaluating 8 + 8 utterances at the best of 16 with
-# compiling, and the report, 0.52 there (0.89 reference minutes); rounded up.
+# compiling, and the report, 0.52 there (0.89 reference minutes; the best of 32 adds about a sixth); rounded up.
 EXTRACT_MINUTES = 0.9
 EVALUATE_MINUTES_PER_UTTERANCE = 0.04
 EVALUATE_MINUTES_FIXED = 0.6
