@@ -77,16 +77,18 @@ EVALUATE_MINUTES_FIXED = 0.6
 # step_scale: its four stages' 48 minutes and the steps around them.
 CONFIG_MINUTES = 30.0
 LONG_CONFIG_MINUTES = 50.0
-# The reference machine those minutes are measured on, in the demo tokenizer's seconds a step (after compiling):
-# the configs were sized on a 2-core CPU where it took 0.33 s (7.2 minutes for 1230 steps, compiling and
-# checkpoints included); a later 2-core CPU took 0.17-0.19 s, and 0.30 s against 0.57 s for the AR, 0.19 against
-# 0.37 for the Flow-VAE (flow matching 0.075 against 0.12): about one ratio, so one stage's steps time them all.
-REFERENCE_STEP_SECONDS = 0.33
+# The reference machine those minutes are measured on, in the 30-minute demo tokenizer's seconds a step (after
+# compiling): the configs were sized on a 2-core CPU where it took 0.33 s at 16 rows (7.2 minutes for 1230 steps,
+# compiling and checkpoints included); a later 2-core CPU took 0.17-0.19 s, and 0.30 s against 0.57 s for the AR,
+# 0.19 against 0.37 for the Flow-VAE (flow matching 0.075 against 0.12): about one ratio, so one stage's steps
+# time them all. Its 8 rows now take 0.54 of 16's time (0.079 s against 0.147 on a 1.7x machine).
+REFERENCE_STEP_SECONDS = 0.18
 # Timed in six intervals of 10 steps. The first interval holds the other buckets' first steps, which compile
 # (18 s over 9 steps on `varied_large`), and the second can still be slow (0.27 s against 0.18-0.20 from the
 # third on, where the run itself then kept 0.17-0.23): the speed comes from the median of the last four. With
 # three intervals the median was the second: the long recipe's probe read 1.21x where the steady steps read 1.89x.
 PROBE_INTERVAL, PROBE_STEPS = 10, 60
+SPEED_PROBE = "speed"  # the state's key for the speed probe's seconds a step
 PROBE_WARMUP_INTERVALS = 2
 # The long recipe fits each stage's schedule to its share at its own probed speed, because machines differ in
 # what each stage costs against the tokenizer's steps (flow matching took 96 % of its share on one machine and
@@ -286,14 +288,16 @@ class Demo:
     def measure_speed(self) -> float:
         """This machine's speed against the reference machine: the tokenizer's seconds a step there
         (`REFERENCE_STEP_SECONDS`) over its steady seconds here (`probe_step_seconds`)."""
-        return REFERENCE_STEP_SECONDS / self.probe_step_seconds("tokenizer")
+        return REFERENCE_STEP_SECONDS / self.probe_step_seconds("tokenizer", key=SPEED_PROBE)
 
-    def probe_step_seconds(self, stage: str) -> float:
-        """The stage's steady seconds a step on this machine, timed over `PROBE_STEPS` steps of a throwaway run;
-        kept in the state, so a resumed demo times no stage twice. (The tokenizer's config is the same at every
-        step_scale, so the speed probe's timing also fits its schedule.)"""
+    def probe_step_seconds(self, stage: str, key: str | None = None) -> float:
+        """The stage's steady seconds a step on this machine at the schedules' scale so far, timed over
+        `PROBE_STEPS` steps of a throwaway run; kept in the state under `key` (the stage's name), so a resumed
+        demo times nothing twice. The speed probe times the 30-minute config (no scale is fixed yet), which the
+        long recipe's tokenizer does not share: its schedule is fitted from a probe of its own."""
         probes = self.state.setdefault("probe_step_seconds", {})
-        if stage not in probes:
+        key = key or stage
+        if key not in probes:
             import tempfile
 
             from speech_jax.train.loop import train
@@ -304,9 +308,9 @@ class Demo:
                 train(config, workdir)
                 with open(os.path.join(workdir, "metrics.jsonl")) as f:
                     rows = [json.loads(line) for line in f]
-            probes[stage] = round(steady_step_seconds([r["step_time"] for r in rows if "step_time" in r]), 5)
+            probes[key] = round(steady_step_seconds([r["step_time"] for r in rows if "step_time" in r]), 5)
             self._save_state()
-        return probes[stage]
+        return probes[key]
 
     def fitted_steps(self, stage: str, minutes: float) -> int:
         """The long recipe's schedule for a stage: as many steps as its share holds at its own probed speed

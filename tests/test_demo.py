@@ -131,7 +131,7 @@ def test_a_long_budget_lengthens_every_schedule_and_a_resumed_run_keeps_it(tiny_
     demo_configs = dict(kwargs["config_files"], **{s: defaults[s] for s in ("ar", "flow_matching", "judge")})
     long = Demo(**dict(kwargs, minutes=45, config_files=demo_configs))
     ar = long.stage_config("ar")
-    assert (ar.model.d_model, ar.model.num_layers, ar.train.steps) == (192, 6, 6 * 540)
+    assert (ar.model.d_model, ar.model.num_layers, ar.train.steps, ar.data.batch_size) == (192, 6, 6 * 540, 16)
     wide = long.stage_config("flow_matching")
     assert (wide.model.d_model, wide.model.num_layers, wide.train.steps) == (128, 4, 6 * 1000)
     judge = long.stage_config(demo_lib.JUDGE, max_minutes=None)
@@ -167,6 +167,7 @@ def test_the_schedules_are_the_budget_s_at_this_machine_s_speed(tiny_stages, tmp
     speed = timed.state["speed"]
     assert 0.1 < speed < 100 and timed.state["step_scale"] == pytest.approx(demo_lib.step_scale(30 * speed), rel=1e-2)
     assert os.listdir(timed.out) == [demo_lib.STATE] and timed.state["speed_minutes"] > 0  # the probe's run is gone
+    assert list(timed.state["probe_step_seconds"]) == [demo_lib.SPEED_PROBE]  # not the tokenizer's at any scale
     assert Demo(**dict(kwargs, speed=0.5)).run(stop_after="prepare")["speed"] == speed  # kept when resumed
     # Given: twice the reference machine's speed holds the schedules of twice the budget; half, the configs'.
     configured = load_config(kwargs["config_files"]["ar"]).train.steps
@@ -212,6 +213,10 @@ def test_the_long_recipe_fits_each_schedule_to_its_stage_s_own_speed(tiny_stages
     short.deadline = demo_lib.time.monotonic() + 30 * 60
     short.train("ar")
     assert probes == ["ar"] and trained["short"].train.steps == load_config(kwargs["config_files"]["ar"]).train.steps
+    # The speed probe timed the 30-minute tokenizer: the long recipe's is timed again for its own schedule.
+    demo.state["probe_step_seconds"][demo_lib.SPEED_PROBE] = 0.1
+    demo.train("tokenizer")
+    assert probes == ["ar", "tokenizer"] and demo.state["probe_step_seconds"]["tokenizer"] == 0.5
 
 
 def test_the_probe_times_the_steps_after_its_warm_up():

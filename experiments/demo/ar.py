@@ -10,9 +10,10 @@ over free-running tokens (experiments/token_cer_probe.py, docs/what_limits_quali
 words even of its training sentences after 1431 steps (CER 0.89), this one 0.78 after 750 steps of about
 the same wall time. `train.steps` is about what the demo's time share holds on a 2-core CPU, so the cosine
 schedule has decayed when the share runs out: 700 steps took 7.5 minutes there with the static layout, and
-the packed one (`model.pack_prompt_slots`) makes a step about a quarter shorter, so 900. Guided attention (a
-diagonal prior on two heads of layer 2's attention to the text) makes the free-running tokens say more of their
-text at the same steps (CER 0.72 against 0.76–0.80 unguided after 700 steps, docs/what_limits_quality.md).
+the packed one (`model.pack_prompt_slots`) makes a step about a quarter shorter, so 900 steps of 16 rows;
+rows of 8 take 1800 in the same time and read better. Guided attention (a diagonal prior on two heads of
+layer 2's attention to the text) makes the free-running tokens say more of their text at the same steps (CER
+0.72 against 0.76–0.80 unguided after 700 steps, docs/what_limits_quality.md).
 
 From two hours on (the long recipe) the AR is larger (d 192, 6 layers, 2.2× the step time) on a schedule the
 demo fits to its share at its probed speed (`speech_jax.demo.fitted_steps`; unprobed, 540 × `step_scale`): on
@@ -30,7 +31,6 @@ def get_config(step_scale: float = 1.0):
     c.data.text_units = "phonemes"
     c.data.phoneme_marks = True
     c.data.max_text_len = 96  # phonemes with marks: 87 at most in espeak_tts/small's train split
-    c.data.batch_size = 16
     # Packed rows (speech_jax/models/ar_layout.py): on varied_large, 270 slots where the static layout has 370
     # (the 3 s bucket) and 345 for 445 (6 s), room for the prompts of 98 % and 99.5 % of the one-shot rows
     # (the others train zero-shot that step); a step about a quarter shorter (experiments/bench_ar.py).
@@ -38,10 +38,15 @@ def get_config(step_scale: float = 1.0):
     c.model.update(dict(d_model=128, num_layers=4, num_heads=4, num_kv_heads=2, mlp_dim=384))
     c.model.update(dict(guided_attention_weight=1.0, guided_attention_layer=2, guided_attention_sigma=0.2))
     c.optim.learning_rate = 2e-3
-    c.train.steps = 900
+    # Rows of 8 for twice the steps: on the CPU a step costs about what its rows do (experiments/bench.py: 0.101 s
+    # against 0.218 at 16), and at the demo's budget the AR learns more from more, smaller steps: judge CER 0.55
+    # against 0.63 behind the same stages (two training seeds, 24 lines, two sampling seeds each;
+    # docs/what_limits_quality.md, "Smaller batches at the demo's budget"). The long recipe keeps its 16 rows.
+    c.data.batch_size = 8
+    c.train.steps = 1800
     if step_scale >= LONG_RECIPE_FROM_SCALE:
         c.model.update(dict(d_model=192, num_layers=6, num_heads=6, num_kv_heads=2, mlp_dim=576))
-        c.train.steps = 540
+        c.data.batch_size, c.train.steps = 16, 540
     c.train.eval_every = 0
     c.train.ckpt_every = 250
     return c

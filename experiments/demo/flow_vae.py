@@ -10,8 +10,8 @@ The 30-minute demo's latent has the paper's 64 channels: at its 861 steps the de
 against 0.168 for tiny's 16 (PESQ-WB 1.55 against 1.46), once flow matching is wide enough to generate it
 (experiments/demo/flow_matching.py). The long recipe keeps 16: over P145's 9217 steps 64 channels resynthesise
 better (PESQ-WB 2.16 against 1.95) but its flow matching (d 128 x 4) generates them worse (judge CER 10.9 %
-against 9.1 %, voiced 0.39 against 0.51 of frames): docs/what_limits_quality.md, "The Flow-VAE's latent" and
-"The DiT's width against the latent's channels"."""
+against 9.1 %, voiced 0.39 against 0.51 of frames; a DiT twice as wide in the same minutes, 10.3 % and 0.41):
+docs/what_limits_quality.md, "The Flow-VAE's latent" and "The DiT's width against the latent's channels"."""
 from experiments.demo import LONG_RECIPE_FROM_SCALE
 from experiments.flow_vae import tiny
 
