@@ -88,8 +88,8 @@ REFERENCE_STEP_SECONDS = 0.18
 # third on, where the run itself then kept 0.17-0.23): the speed comes from the median of the last four. With
 # three intervals the median was the second: the long recipe's probe read 1.21x where the steady steps read 1.89x.
 PROBE_INTERVAL, PROBE_STEPS = 10, 60
-SPEED_PROBE = "speed"  # the state's key for the speed probe's seconds a step
 PROBE_WARMUP_INTERVALS = 2
+SPEED_PROBE = "speed"  # the state's key for the speed probe's seconds a step
 # The long recipe fits each stage's schedule to its share at its own probed speed, because machines differ in
 # what each stage costs against the tokenizer's steps (flow matching took 96 % of its share on one machine and
 # would have needed 135 % on another). Of the share, this much is steps at the probed speed: over a 92-minute
