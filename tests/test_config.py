@@ -40,7 +40,7 @@ def test_a_config_takes_only_the_context_it_declares():
     assert latents == [64, 16]  # the paper's; the long recipe's
     for stage, short_schedule in (("tokenizer", (8, 2800)), ("ar", (8, 1800))):  # smaller batches, more steps
         configs = [load_config(os.path.join(os.path.dirname(demo_fm), f"{stage}.py"), step_scale=s) for s in (1.0, 6.0)]
-        assert [(c.data.batch_size, c.train.steps) for c in configs][0] == short_schedule
+        assert (configs[0].data.batch_size, configs[0].train.steps) == short_schedule
         assert configs[1].data.batch_size == 16  # the long recipe's, as measured
     assert load_config(TINY, step_scale=6.0).to_dict() == load_config(TINY).to_dict()  # no such argument
 
