@@ -442,3 +442,42 @@ def test_residual_dropout_acts_only_in_training_and_scanned_layers_draw_the_same
     np.testing.assert_allclose(hidden_fn(scanned)(nnx.state(scanned), jax.random.key(1)), a, atol=1e-5)
     with pytest.raises(ValueError, match="dropout"):
         build(tiny_cfg(dropout=1.0))
+
+
+def test_token_noise_replaces_target_inputs_in_training_only(refs):
+    """`token_noise`: about that share of the target tokens' inputs become random codes (never EOS, never a
+    label, never the prompt's tokens); the training loss changes, evaluation's does not; rate 0 is the
+    paper's teacher forcing exactly."""
+    from speech_jax.train.tasks import ar as task
+    rows, la = 64, 48
+    tokens = np.random.RandomState(0).randint(0, K, (rows, la))
+    lens = np.full(rows, la)
+    lens[::2] = 30
+    lay = _build_layout(tokens, lens, tokens, lens, tokens[:, :2], np.full(rows, 2), tokens[:, :3],
+                        np.full(rows, 3), codebook_size=K)
+    noisy = task.corrupt_targets(lay, 0.3, K, jax.random.key(0))
+    changed = np.asarray(noisy["audio_ids"] != lay["audio_ids"])
+    target = np.asarray((lay["kind"] == 4) & (lay["audio_ids"] < K))
+    assert not changed[~target].any()
+    # A drawn code equals the true one 1/K of the time: 0.3 · 15/16 of the inputs change.
+    assert abs(changed[target].mean() - 0.3 * (K - 1) / K) < 0.02
+    assert np.asarray(noisy["audio_ids"]).max() <= EOS
+    for k in ("labels", "loss_mask", "kind", "valid", "positions", "text_ids"):
+        np.testing.assert_array_equal(noisy[k], lay[k], err_msg=k)
+
+    batch = one_shot_batch(refs)
+    graphdef, state = nnx.split(build(tiny_cfg()))
+
+    def losses(rate):
+        def f(state):
+            m = nnx.merge(graphdef, state)
+            m.token_noise, m.one_shot_prob = rate, 1.0
+            return task.loss_fn(m, batch, jax.random.key(0), jnp.int32(0))[0], task.eval_fn(m, batch)["loss"]
+        return jax.jit(f)(state)
+
+    clean, clean_eval = losses(0.0)
+    noised, noised_eval = losses(0.9)
+    assert abs(float(noised) - float(clean)) > 1e-3
+    np.testing.assert_allclose(noised_eval, clean_eval, rtol=1e-6)
+    with pytest.raises(ValueError, match="token_noise"):
+        build(tiny_cfg(token_noise=1.0))

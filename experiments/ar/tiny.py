@@ -25,6 +25,7 @@ def model_defaults() -> ml_collections.ConfigDict:
         guided_attention_heads=2,     # its first heads so guided
         guided_attention_sigma=0.2,   # the diagonal's width, a fraction of the utterance (DC-TTS's; 0.4 did less)
         dropout=0.0,              # residual dropout in training (0: off, the paper is silent; CosyVoice's LM 0.1)
+        token_noise=0.0,          # share of target-token inputs replaced by random codes in training (0: off)
         lora_rank=0,              # > 0: low-rank adapters on the decoder's projections (style stages)
         lora_alpha=16.0))         # adapters add (lora_alpha / lora_rank) · A·B
 

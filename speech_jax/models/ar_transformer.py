@@ -49,6 +49,11 @@ class ARTransformer(nnx.Module):
         # Residual dropout in training (`dropout` > 0): a regulariser against memorising the corpus's
         # sentences, which the long recipe's AR does within 2000 steps (docs/what_limits_quality.md).
         self.dropout = float(cfg.get("dropout", 0.0))
+        # Training only: the share of target tokens whose input is a random code (labels stay true), against
+        # the exposure bias of teacher forcing (speech_jax/train/tasks/ar.py `corrupt_targets`).
+        self.token_noise = float(cfg.get("token_noise", 0.0))
+        if not 0.0 <= self.token_noise < 1.0:
+            raise ValueError(f"token_noise={self.token_noise} must lie in [0, 1)")
 
         self.speaker_encoder = SpeakerEncoder(cfg, spec, rngs=rngs) if cfg.speaker == "learnable" else None
         spk_in = {"learnable": cfg.spk_dim, "fixed": 2 * spec.n_mels}.get(cfg.speaker)

@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 
 from speech_jax.audio.mel import MelSpec
-from speech_jax.models.ar_layout import build_layout, pack_right, valid_slots
+from speech_jax.models.ar_layout import TARGET, build_layout, pack_right, valid_slots
 from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
 from speech_jax.models.speaker_encoder import speaker_encoder_flops
 from speech_jax.train.ctc import masked_ctc_loss
@@ -69,6 +69,18 @@ def _layout(model: ARTransformer, batch: dict, one_shot: jax.Array) -> tuple[dic
     return layout, first_text.astype(jnp.int32)
 
 
+def corrupt_targets(layout: dict, rate: float, codebook_size: int, rng: jax.Array) -> dict:
+    """The layout with each target token's input (never its label, never EOS) replaced by a uniformly
+    drawn code at `rate`: teacher forcing shows only true history, free-running decoding mostly its own
+    errors; noisy history asks the next token of the text and the prompt, not of the tokens before it."""
+    hit_key, code_key = jax.random.split(rng)
+    ids = layout["audio_ids"]
+    target = (layout["kind"] == TARGET) & (ids < codebook_size)
+    hit = target & jax.random.bernoulli(hit_key, rate, ids.shape)
+    noise = jax.random.randint(code_key, ids.shape, 0, codebook_size, jnp.int32)
+    return dict(layout, audio_ids=jnp.where(hit, noise, ids))
+
+
 def _cross_entropy(logits, layout):
     mask = layout["loss_mask"].astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, layout["labels"])
@@ -98,8 +110,10 @@ def token_loss(model: ARTransformer, batch: dict, spk: jax.Array, one_shot: jax.
                dropout_rng: jax.Array | None = None):
     """`_forward` given the speaker slot spk [B, d_model] (PVC trains a voice through this very loss);
     `aids=False` leaves out the alignment aids (an empty dict); `dropout_rng` (training) turns the
-    decoder's dropout on."""
+    decoder's dropout and the target tokens' input noise on."""
     layout, first_text = _layout(model, batch, one_shot)
+    if dropout_rng is not None and model.token_noise:
+        layout = corrupt_targets(layout, model.token_noise, model.codebook_size, jax.random.fold_in(dropout_rng, 2))
     guided = aids and model.guided_attention_weight > 0
     out = model.hidden(layout, spk, model.guided_attention_layer if guided else None, dropout_rng)
     hidden, qk = out if guided else (out, None)
