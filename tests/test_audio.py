@@ -157,3 +157,21 @@ def test_check_audio_in_memory():
   assert check_audio(np.full(100, 1e-5, np.float32), 16000, min_peak=1e-6).shape == (100,)
   with pytest.raises(AudioError, match="sample rate"):
     check_audio(_chirp(16000, 0.1), 0)
+
+
+def test_vtlp_moves_a_tone_by_its_factor_and_factor_one_is_the_identity():
+    """`warp_log_mel`: a 1 kHz tone stretched by 1.1 peaks in the 1.1 kHz tone's filter, by 1/1.1 in the
+    909 Hz tone's; each row takes its own factor; 1 returns the input."""
+    from speech_jax.audio.vtlp import mel_centers_hz, random_factors, warp_log_mel
+    spec = MelSpec(sample_rate=16000, n_fft=1024, hop_length=320, win_length=1024, n_mels=80)
+    t = np.arange(16000) / 16000
+    tones = jnp.asarray(np.stack([np.sin(2 * np.pi * f * t) for f in (1000, 1100, 909.1)]).astype(np.float32))
+    mel = log_mel(tones, spec)[:, 10:40]
+    warped = warp_log_mel(mel[:1].repeat(3, 0), jnp.asarray([1.1, 1.0, 1 / 1.1]), spec)
+    peak = lambda m: int(jnp.argmax(m.mean(0)))  # noqa: E731
+    assert peak(warped[0]) == peak(mel[1]) != peak(mel[0])
+    assert peak(warped[2]) == peak(mel[2]) != peak(mel[0])
+    np.testing.assert_allclose(warped[1], mel[0], atol=1e-5)
+    assert mel_centers_hz(spec).shape == (80,)
+    f = random_factors(jax.random.key(0), 1000, 0.1)
+    assert 0.9 <= float(f.min()) < 0.92 and 1.08 < float(f.max()) <= 1.1

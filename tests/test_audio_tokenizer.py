@@ -238,3 +238,29 @@ def test_flops_scale_with_batch():
     c = small_config()
     f1 = task.flops_per_step(c, {"audio": (2, 20480)})
     assert f1 > 0 and task.flops_per_step(c, {"audio": (4, 20480)}) == pytest.approx(2 * f1)
+
+
+def test_vtlp_warps_the_training_mel_only():
+    """`model.vtlp`: the training loss sees each utterance's spectrum stretched (it changes with the draw),
+    evaluation and encoding never do."""
+    config = small_config()
+    config.model.vtlp = 0.15
+    warped, plain = task.build_model(config, nnx.Rngs(0)), task.build_model(small_config(), nnx.Rngs(0))
+    batch = make_batch([20480, 16000], 20480)
+
+    @jax.jit
+    def losses(seed):
+        def of(model):  # each from the model's own state (training moves the codebook's EMA)
+            train = task.loss_fn(nnx.merge(*nnx.split(model), copy=True), batch, jax.random.key(seed), jnp.int32(0))
+            return train[1]["mel_loss"], task.eval_fn(nnx.merge(*nnx.split(model), copy=True), batch)["mel_loss"]
+        return of(warped), of(plain)
+
+    (w0, w_eval), (p0, p_eval) = losses(0)
+    (w1, _), (p1, _) = losses(1)
+    np.testing.assert_allclose(w_eval, p_eval, rtol=1e-6)
+    # The draw moves the plain model's loss a little (the codebook's restarts); the warps move it much more.
+    draw = abs(float(p0) - float(p1))
+    assert min(abs(float(w0) - float(p0)), abs(float(w1) - float(p1)), abs(float(w0) - float(w1))) > 3 * draw
+    with pytest.raises(ValueError, match="vtlp"):
+        config.model.vtlp = 0.5
+        task.build_model(config, nnx.Rngs(0))

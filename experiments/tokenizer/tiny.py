@@ -24,6 +24,7 @@ def model_defaults() -> ml_collections.ConfigDict:
         ctc_encoder_weight=0.0,              # CTC on the features before quantisation too (0: off)
         decoder_voice=False,                 # the decoder also sees the utterance's mel mean and std
         encoder_utterance_norm=False,        # the encoder reads the log-mel normalised over the utterance
+        vtlp=0.0,                            # training: frequency warps within 1 ± this (0: off)
         mel_weight=1.0,                      # the mel reconstruction's weight (L1 + mel_l2_weight·L2)
         mel_l2_weight=1.0, mel_mean=-5.0, mel_std=3.0))  # fixed log-mel normalisation
 

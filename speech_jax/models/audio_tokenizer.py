@@ -69,6 +69,11 @@ class AudioTokenizer(nnx.Module):
         # Optionally the encoder reads each utterance's log-mel normalised over the utterance (CMVN): a voice's
         # tilt and loudness no longer reach the codes (with `decoder_voice` the decoder gets them back).
         self.encoder_utterance_norm = bool(cfg.get("encoder_utterance_norm", False))
+        # Training only: each utterance's frequency axis stretched by a factor within 1 ± `vtlp`
+        # (speech_jax/audio/vtlp.py), so a few voices a language teach the codes more voices than that.
+        self.vtlp = float(cfg.get("vtlp", 0.0))
+        if not 0.0 <= self.vtlp < 0.5:
+            raise ValueError(f"vtlp={self.vtlp} must lie in [0, 0.5)")
         # Static settings the task's loss reads (loss_fn only receives the model).
         self.spec = spec
         self.mel_mean, self.mel_std = float(cfg.mel_mean), float(cfg.mel_std)

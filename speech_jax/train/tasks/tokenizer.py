@@ -6,6 +6,7 @@ import numpy as np
 from flax import nnx
 
 from speech_jax.audio.mel import MelSpec
+from speech_jax.audio.vtlp import random_factors, warp_log_mel
 from speech_jax.eval.cer import ctc_collapse, ctc_token_error_rate, edit_distance
 from speech_jax.models.audio_tokenizer import AudioTokenizer
 from speech_jax.train.ctc import masked_ctc_loss
@@ -17,6 +18,8 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> AudioToken
 
 def _forward(model: AudioTokenizer, batch: dict, rng, train: bool):
     mel, frame_mask = model.features(batch["audio"], batch["audio_len"])
+    if train and model.vtlp:  # the input and its reconstruction target alike: another voice saying the same
+        mel = warp_log_mel(mel, random_factors(jax.random.fold_in(rng, 1), mel.shape[0], model.vtlp), model.spec)
     out = model(mel, frame_mask, rng=rng, train=train)
     m = frame_mask.astype(jnp.float32)[..., None]
     denom = jnp.maximum(m.sum() * mel.shape[-1], 1.0)
