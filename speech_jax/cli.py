@@ -12,6 +12,9 @@ ACOUSTIC_PROMPT_HELP = ("zero-shot with a reference: its tokens and Flow-VAE lat
                         "flow matching sees the speaker vector only")
 CANDIDATES_HELP = ("best of N: the AR samples N token sequences a sentence and the tokenizer's CTC head keeps "
                    "the one it reads as the text most likely (N times the AR's work; default 1)")
+CTC_GUIDANCE_HELP = ("W > 0: every AR sampling step adds W times how well each code continues the text, as the "
+                     "tokenizer's CTC head reads it, to the code's logit (default 0: the paper's sampling)")
+CTC_PROGRESS_HELP = "CTC guidance's bonus in nats for each text unit a code says (default 4)"
 
 
 def _prepare(args) -> int:
@@ -95,7 +98,8 @@ def _synthesize(args) -> int:
                            language=args.language, seed=args.seed, temperature=pick(args.temperature, TEMPERATURE),
                            top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
                            cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps),
-                           candidates=args.candidates, acoustic_prompt=_acoustic_prompt(args))
+                           candidates=args.candidates, acoustic_prompt=_acoustic_prompt(args),
+                           **_ctc_guidance(args))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_audio(args.out, wav, synth.sample_rate)
     print({"out": args.out, "seconds": round(len(wav) / synth.sample_rate, 3), "sample_rate": synth.sample_rate})
@@ -159,6 +163,12 @@ def _acoustic_prompt(args) -> bool:
     return ACOUSTIC_PROMPT if args.acoustic_prompt is None else args.acoustic_prompt
 
 
+def _ctc_guidance(args) -> dict:
+    from speech_jax.infer.synthesizer import CTC_PROGRESS
+    return dict(ctc_guidance=args.ctc_guidance,
+                ctc_progress=CTC_PROGRESS if args.ctc_progress is None else args.ctc_progress)
+
+
 def _validate(args) -> int:
     from speech_jax.train.metrics import format_metrics
     from speech_jax.train.validate import validate
@@ -189,7 +199,8 @@ def _evaluate(args) -> int:
         # With a saved voice the prompt recording is not read: SIM still compares the output with it.
         reference = dict(voice=args.voice) if args.voice else dict(reference=prompt_wav, prompt_text=prompt_text)
         return (synth.synthesize(text, language=language, seed=args.seed, candidates=args.candidates,
-                                 acoustic_prompt=_acoustic_prompt(args), **reference), synth.sample_rate)
+                                 acoustic_prompt=_acoustic_prompt(args), **_ctc_guidance(args), **reference),
+                synth.sample_rate)
 
     from speech_jax.eval.models import load_scorers
     transcriber, embedder = load_scorers(args.whisper, args.speaker_model)
@@ -242,7 +253,8 @@ def _demo(args) -> int:
     demo = Demo(args.out, minutes=args.minutes, data_dir=args.data_dir, corpus=args.corpus,
                 utterances=args.utterances, seed=args.seed, overrides=overrides, whisper=args.whisper,
                 speaker_model=args.speaker_model, judge_minutes=args.judge_minutes, speed=args.speed,
-                candidates=CANDIDATES if args.candidates is None else args.candidates)
+                candidates=CANDIDATES if args.candidates is None else args.candidates,
+                ctc_guidance=args.ctc_guidance)
     state = demo.run(stop_after=args.stop_after)
     print({"report": state["steps"].get("report", {}).get("html"),
            "minutes": {k: v["minutes"] for k, v in state["steps"].items()}})
@@ -290,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="SIM model: 'resemblyzer' [extra 'sim'; the default when installed] or a WavLM x-vector "
                         "checkpoint [extra 'eval']; 'none' for no SIM")
     d.add_argument("--candidates", type=int, default=None, help="AR samples a sentence that synthesis keeps the "
-                   "best of, by the tokenizer's reading (default 32; 1: a single sample, the paper's decoding)")
+                   "best of, by the tokenizer's reading (default 16; 1: a single sample, the paper's decoding)")
+    d.add_argument("--ctc-guidance", type=float, default=None, help="the weight of CTC guidance in the AR's "
+                   "sampling (default 0.5 below the long recipe, 0 from it; 0: the paper's sampling)")
     d.add_argument("--speed", type=float, default=None,
                    help="this machine's speed against the reference machine the stage schedules are sized for "
                         "(default: measured by timing the tokenizer's steps; 1: the configs' own schedules)")
@@ -378,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--cfg-weight", type=float, default=0.7)
     s.add_argument("--fm-steps", type=int, default=None, help="default: 10 (a bundle: the exported value)")
     s.add_argument("--candidates", type=int, default=1, help=CANDIDATES_HELP)
+    s.add_argument("--ctc-guidance", type=float, default=0.0, help=CTC_GUIDANCE_HELP)
+    s.add_argument("--ctc-progress", type=float, default=None, help=CTC_PROGRESS_HELP)
     s.add_argument("--acoustic-prompt", action=argparse.BooleanOptionalAction, default=None,
                    help=ACOUSTIC_PROMPT_HELP)
 
@@ -435,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--style", default=None, help="a style stage's workdir in place of --ar (or a bundle's style)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--candidates", type=int, default=1, help=CANDIDATES_HELP)
+    ev.add_argument("--ctc-guidance", type=float, default=0.0, help=CTC_GUIDANCE_HELP)
+    ev.add_argument("--ctc-progress", type=float, default=None, help=CTC_PROGRESS_HELP)
     ev.add_argument("--acoustic-prompt", action=argparse.BooleanOptionalAction, default=None,
                     help=ACOUSTIC_PROMPT_HELP)
     ev.add_argument("--limit", type=int, default=None)

@@ -63,9 +63,15 @@ MODES = ("zero_shot", "one_shot")
 # The demo synthesises the best of this many AR samples a sentence (the tokenizer's CTC reading picks one;
 # `Synthesizer.synthesize(candidates=...)`): on 24 unseen lines of the 30-minute demo, judge CER 0.557 against
 # 0.652 for one sample (docs/what_limits_quality.md, "Best of n"), and with every schedule ended 0.611 against
-# 0.634 for the best of 16 (two seeds; the best of 64 gained nothing more), at a real-time factor of 0.31 against
-# 0.24: the AR's decoding costs 32 rows a sentence.
-CANDIDATES = 32
+# 0.634 for the best of 16 (two seeds; the best of 64 gained nothing more). Under CTC guidance (below) the best of
+# 16 reads as the best of 32 (D34's stages, 24 lines, two seeds: 0.386 / 0.377 against 0.390 / 0.376) at a real-time
+# factor of 0.31-0.40 against 0.53-0.55, so 16; the long recipe was measured at 16 too.
+CANDIDATES = 16
+# And, below the long recipe, samples each under CTC guidance of this weight (`Synthesizer.synthesize(ctc_guidance=
+# ...)`): the same head steers every step toward codes that continue the text, judge CER 0.36-0.39 against
+# 0.54-0.56 on the same stages (docs/what_limits_quality.md, "CTC guidance"). The long recipe's AR reads better
+# without it.
+CTC_GUIDANCE = 0.5
 # Minutes held back from training for what follows it, on the reference machine, divided by this machine's speed
 # (held back and unused, they are the last stage's minutes lost). Measured on espeak_tts/small 1.0.0, 2.7k
 # utterances: extract 0.74 there, 0.31 on a machine of 1.7x; evaluating 8 + 8 utterances at the best of 16 with
@@ -145,6 +151,8 @@ class Demo:
     against espeak's ground truth are always scored.
     judge_minutes: the judge's training time, outside `minutes` (None: its config's; 0: no judge).
     candidates: AR samples a sentence that synthesis picks the best of (1: the paper's single sample).
+    ctc_guidance: the weight of CTC guidance in the AR's sampling (0: the paper's sampling; None: CTC_GUIDANCE
+    below the long recipe, 0 from it).
     speed: this machine's speed against the reference machine the configs' schedules are sized for (None:
     measured by `measure_speed` when there is a budget; 1: the configs' own schedules, e.g. to repeat a run).
     """
@@ -153,7 +161,8 @@ class Demo:
                  utterances: int = 8, seed: int = 0, config_files: dict[str, str] | None = None,
                  overrides: dict[str, list[str]] | None = None, whisper: str | None = None,
                  speaker_model: str | None = None, judge_minutes: float | None = None,
-                 speed: float | None = None, candidates: int = CANDIDATES):
+                 speed: float | None = None, candidates: int = CANDIDATES,
+                 ctc_guidance: float | None = None):
         if minutes < 0:
             raise ValueError(f"minutes must be >= 0 (0 = no budget), got {minutes}")
         if utterances < 1:
@@ -162,6 +171,8 @@ class Demo:
             raise ValueError(f"judge_minutes must be >= 0 (0 = no judge), got {judge_minutes}")
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
+        if ctc_guidance is not None and not ctc_guidance >= 0:
+            raise ValueError(f"ctc_guidance must be >= 0 (0 = none), got {ctc_guidance}")
         if speed is not None and not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.out = os.path.abspath(out)
@@ -171,7 +182,7 @@ class Demo:
         self.config_files.setdefault(JUDGE, os.path.join(ROOT, "experiments", "demo", f"{JUDGE}.py"))
         self.overrides = overrides or {}
         self.whisper, self.speaker_model, self.judge_minutes = whisper, speaker_model, judge_minutes
-        self.speed, self.candidates = speed, int(candidates)
+        self.speed, self.candidates, self.ctc_guidance = speed, int(candidates), ctc_guidance
         self.workdirs = {stage: os.path.join(self.out, "workdirs", stage) for stage in (*dict(STAGES), JUDGE)}
         self.state = self._load_state()
         self.deadline = None
@@ -203,6 +214,13 @@ class Demo:
     @property
     def long_recipe(self) -> bool:
         return self.state.get("step_scale", 1.0) >= long_recipe_from_scale()
+
+    @property
+    def guidance(self) -> float:
+        """The CTC guidance synthesis samples under."""
+        if self.ctc_guidance is not None:
+            return float(self.ctc_guidance)
+        return 0.0 if self.long_recipe else CTC_GUIDANCE
 
     def done(self, step: str) -> bool:
         return step in self.state["steps"]
@@ -434,7 +452,8 @@ class Demo:
 
         def synthesize(text, prompt_wav, prompt_text, language):
             return (synth.synthesize(text, prompt_wav, prompt_text=prompt_text, language=language, seed=self.seed,
-                                     candidates=self.candidates), synth.sample_rate)
+                                     candidates=self.candidates, ctc_guidance=self.guidance),
+                    synth.sample_rate)
 
         from speech_jax.eval.models import load_scorers
         transcriber, _ = load_scorers(self.whisper, None)
@@ -446,7 +465,7 @@ class Demo:
                                        ground_truth=seed_tts.espeak_ground_truth(synth.sample_rate),
                                        language_of=seed_tts.corpus_language, judge=judge)
             means[mode] = result["means"]
-        return {"meta": meta, "means": means, "candidates": self.candidates}
+        return {"meta": meta, "means": means, "candidates": self.candidates, "ctc_guidance": self.guidance}
 
     def report(self) -> dict:
         from speech_jax.demo_report import write_report

@@ -149,8 +149,10 @@ def _budget(demo) -> str:
 
 def _synthesis(steps: dict) -> str:
     n = steps.get("evaluate", {}).get("candidates", 1)
-    return (f" Synthesis keeps the best of {n} AR samples a sentence, as the tokenizer's CTC head reads them."
+    w = steps.get("evaluate", {}).get("ctc_guidance", 0.0)
+    text = (f" Synthesis keeps the best of {n} AR samples a sentence, as the tokenizer's CTC head reads them."
             if n > 1 else "")
+    return text + (f" The AR samples under CTC guidance of weight {w:g} (the same head steers each step)." if w else "")
 
 
 def write_report(demo) -> dict:

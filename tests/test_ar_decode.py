@@ -122,6 +122,33 @@ def test_sampled_generation_obeys_length_rules():
     assert any(not np.array_equal(runs[0], r) for r in runs[1:])
 
 
+def test_ctc_guidance_makes_an_untrained_ar_say_the_text():
+    """An untrained AR says nothing; under strong CTC guidance (a tokenizer head that reads code k as unit
+    k // 2 + 1, odd codes weakly, code 0 as a pause) its tokens read as each row's labels, while unguided
+    tokens from the same key do not."""
+    from speech_jax.eval.cer import ctc_collapse
+    model, spk, prefix = _setup(False)
+    graphdef, state = nnx.split(model)
+    v = K // 2 + 1
+    units = np.arange(K) // 2 + 1
+    probs = np.full((K, 2, v), 0.02)
+    probs[np.arange(K), :, units] = np.where(np.arange(K) % 2, 0.3, 0.9)[:, None]
+    probs[0] = 0.02
+    probs[0, :, 0] = 0.9
+    table = jnp.log(jnp.asarray(probs / probs.sum(-1, keepdims=True), jnp.float32))
+    labels = np.array([[4, 2, 7, 0], [3, 3, 0, 0]], np.int32)  # a repeated unit needs a pause between
+    label_len = np.array([3, 2], np.int32)
+    guidance = dict(table=table, labels=jnp.asarray(labels), label_len=jnp.asarray(label_len),
+                    weight=jnp.float32(20.0), progress=jnp.float32(3.0))
+    run = functools.partial(jit_generate, graphdef, state, prefix, spk, jax.random.key(0), max_new_tokens=12,
+                            temperature=1.0, top_k=0, top_p=1.0, min_ratio=3.0, max_ratio=4.0)
+    read = lambda t, n: ctc_collapse([int(u) for f in np.asarray(table)[t[:n]].argmax(-1) for u in f])  # noqa: E731
+    for (tokens, lengths), said in ((run(guidance=guidance), True), (run(), False)):
+        tokens, lengths = np.asarray(tokens), np.asarray(lengths)
+        rows = [read(tokens[r], lengths[r]) == list(labels[r, :label_len[r]]) for r in range(B)]
+        assert all(rows) if said else not all(rows), (tokens, lengths)
+
+
 # --- sampling (no model) -------------------------------------------------------------------------
 
 def _draws(logits, n=400, **kw):

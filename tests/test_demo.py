@@ -41,6 +41,7 @@ def test_second_run_reuses_the_trained_stages_and_evaluates_unseen_speakers(fini
     with open(os.path.join(demo.out, demo_lib.STATE)) as f:
         evaluated = json.load(f)["steps"]["evaluate"]
     assert evaluated["means"].keys() == set(demo_lib.MODES) and evaluated["candidates"] == demo_lib.CANDIDATES
+    assert evaluated["ctc_guidance"] == demo_lib.CTC_GUIDANCE > 0
 
 
 def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
@@ -101,7 +102,8 @@ def test_the_long_recipe_scales_and_shares_by_what_its_stages_cost(tiny_stages, 
     assert scales == pytest.approx([1, 2, 3.997, 4, 4, 4.44, 4.8, 6], abs=1e-3)
     demo = Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=240.0))
     demo.state["step_scale"] = demo_lib.step_scale(240)
-    assert demo.long_recipe
+    assert demo.long_recipe and demo.guidance == 0.0  # its AR reads better unguided
+    assert Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=240.0, ctc_guidance=0.5)).guidance == 0.5
     demo.deadline = demo_lib.time.monotonic() + 240 * 60
     costs = dict(demo_lib.LONG_STAGES)
     for stage, cost in costs.items():  # each share holds its schedule at the measured cost per unit

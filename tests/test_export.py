@@ -63,7 +63,7 @@ def ref_file(tmp_path_factory):
 
 def test_manifest_lists_and_checksums_every_file(bundle, in_memory):
     manifest = read_manifest(bundle)
-    assert manifest["format_version"] == 4 and manifest["sample_rate"] == SR
+    assert manifest["format_version"] == 5 and manifest["sample_rate"] == SR
     assert manifest["score_units"] in manifest["files"]  # the tokenizer's text units, for best-of-n
     assert set(manifest["programs"]) == set(PROGRAMS)
     assert set(manifest["components"]) == {"tokenizer", "ar", "flow_matching"}
@@ -115,11 +115,12 @@ def test_bundle_synthesises_a_voice_as_in_memory(served, in_memory):
     np.testing.assert_allclose(b.wav, a.wav, rtol=0, atol=1e-6)
 
 
-def test_bundle_best_of_n_equals_in_memory(served, in_memory, ref_file):
-    a = in_memory.run("Hello.", ref_file, seed=3, candidates=2)
-    b = served.run("Hello.", ref_file, seed=3, candidates=2)
-    np.testing.assert_array_equal(a.tokens[0], b.tokens[0])
-    np.testing.assert_allclose(b.wav, a.wav, rtol=0, atol=1e-6)
+def test_bundle_best_of_n_and_ctc_guidance_equal_in_memory(served, in_memory, ref_file):
+    for kwargs in (dict(candidates=2), dict(candidates=2, ctc_guidance=1.0)):
+        a = in_memory.run("Hello.", ref_file, seed=3, **kwargs)
+        b = served.run("Hello.", ref_file, seed=3, **kwargs)
+        np.testing.assert_array_equal(a.tokens[0], b.tokens[0])
+        np.testing.assert_allclose(b.wav, a.wav, rtol=0, atol=1e-6)
 
 
 def test_bundle_of_an_earlier_version_loads_without_voices(bundle, ref_file, tmp_path):
@@ -129,7 +130,7 @@ def test_bundle_of_an_earlier_version_loads_without_voices(bundle, ref_file, tmp
     with open(os.path.join(copy, "manifest.json")) as f:
         manifest = json.load(f)
     manifest["format_version"] = 2
-    for name in ("voice", "score_text"):
+    for name in ("voice", "score_text", "ar_generate_guided"):
         os.remove(os.path.join(copy, "programs", f"{name}.jax_export"))
         del manifest["programs"][name], manifest["files"][f"programs/{name}.jax_export"]
     os.remove(os.path.join(copy, manifest["score_units"]))

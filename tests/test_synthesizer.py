@@ -167,6 +167,19 @@ def test_best_of_n_keeps_the_sample_the_tokenizer_reads_as_the_text(synth, ref):
         synth.synthesize(text, ref, reference_sample_rate=SR, candidates=0)
 
 
+def test_ctc_guidance_samples_what_the_tokenizer_reads_as_the_text(synth, ref):
+    """Guided samples say the text better by the tokenizer's CTC head than unguided ones from the same keys."""
+    text = "Hello there, how are you?"
+    prompt = synth._prompt(synth.backend, synth.load_reference(ref, SR), None, None, acoustic_prompt=False)
+    key = jax.random.key(0)
+    plain = synth._generate(synth.backend, [text] * 4, None, prompt, key, TEMPERATURE, 0.8)
+    guided = synth._generate(synth.backend, [text] * 4, None, prompt, key, TEMPERATURE, 0.8, guidance=(3.0, 2.0))
+    nll = lambda rows: float(np.mean(synth._score(synth.backend, rows, [text] * 4, None)))  # noqa: E731
+    assert nll(guided) < nll(plain) - 0.1, (nll(guided), nll(plain))
+    with pytest.raises(ValueError, match="ctc_guidance"):
+        synth.synthesize(text, ref, reference_sample_rate=SR, ctc_guidance=-1.0)
+
+
 def test_text_split_levels():
     count = lambda s: len(s.split())  # noqa: E731  one id a word
     assert split_text("One two. Three four five six, seven eight.", count, 3) == \

@@ -34,12 +34,13 @@ from speech_jax.text import units
 
 FORMAT = "speech_jax.bundle"
 # 2: the text units' file is named by "text_units" (1: "bpe", still read); 3: adds the `voice` program;
-# 4: adds the `score_text` program and the tokenizer's text units ("score_units")
-FORMAT_VERSION = 4
-READ_VERSIONS = (1, 2, 3, 4)
+# 4: adds the `score_text` program and the tokenizer's text units ("score_units"); 5: adds `ar_generate_guided`
+FORMAT_VERSION = 5
+READ_VERSIONS = (1, 2, 3, 4, 5)
 # Programs that bundles of earlier format versions lack: they load, and refuse only those programs.
-ADDED_IN = {"voice": 3, "score_text": 4}
-NEEDED_FOR = {"voice": "use saved voices", "score_text": "synthesise the best of several candidates"}
+ADDED_IN = {"voice": 3, "score_text": 4, "ar_generate_guided": 5}
+NEEDED_FOR = {"voice": "use saved voices", "score_text": "synthesise the best of several candidates",
+              "ar_generate_guided": "sample under CTC guidance"}
 MANIFEST = "manifest.json"
 
 

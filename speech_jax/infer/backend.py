@@ -1,4 +1,4 @@
-"""The synthesis backend: eight pure array programs over static bucket shapes, and one class that calls them.
+"""The synthesis backend: nine pure array programs over static bucket shapes, and one class that calls them.
 
   speaker(ref_audio [B,R], ref_len [B])      -> ar_spk [B,d_model], fm_spk [B,spk_dim]
   voice(v [B,spk_dim])                       -> ar_spk [B,d_model], fm_spk [B,spk_dim]   (a saved voice)
@@ -7,6 +7,9 @@
   ar_generate(text_ids [B,L], text_len, prompt_text_ids [B,L], prompt_text_len, prompt_tokens [B,Pa],
               prompt_tokens_len, spk [B,d_model], key_data, temperature [], top_p [])
                                              -> tokens [B,N] (-1 from EOS on), lengths [B]
+  ar_generate_guided(the same, labels [B,S], label_len [B], weight [], progress [])
+                                             -> the same, sampled under CTC guidance (the tokenizer's head
+                                                reading the labels; speech_jax/infer/ctc_guidance.py)
   fm_sample(x0 [B,F,D], tokens [B,F/2], frame_mask [B,F], spk [B,spk_dim], prompt [B,F,D],
             prompt_mask [B,F], cfg_weight [])  -> z [B,F,D]
   vae_decode(z [B,F,D], frame_mask [B,F])    -> wav [B,F·hop]
@@ -44,6 +47,7 @@ USES = {
     "tokenize": ("tokenizer",),
     "vae_encode": ("flow_matching",),
     "ar_generate": ("ar",),
+    "ar_generate_guided": ("ar", "tokenizer"),
     "fm_sample": ("flow_matching",),
     "vae_decode": ("flow_matching",),
     "score_text": ("tokenizer",),
@@ -51,6 +55,7 @@ USES = {
 PROGRAMS = tuple(USES)
 # Static settings each program's code depends on (beyond the shapes).
 STATIC = {"ar_generate": ("top_k", "rep_window", "rep_threshold", "min_ratio", "max_ratio"),
+          "ar_generate_guided": ("top_k", "rep_window", "rep_threshold", "min_ratio", "max_ratio"),
           "fm_sample": ("fm_steps", "fm_method", "fm_grid")}
 
 
@@ -105,14 +110,16 @@ def input_specs(spec: Spec, batch) -> dict[str, tuple[jax.ShapeDtypeStruct, ...]
     ref = (s((b, spec.ref_samples), f32), s((b,), i32))
     frames, d = spec.frames, spec.latent_dim
     scalar = s((), f32)
+    ar_generate = (s((b, spec.text_len), i32), s((b,), i32), s((b, spec.text_len), i32), s((b,), i32),
+                   s((b, spec.prompt_tokens), i32), s((b,), i32), s((b, spec.d_model), f32),
+                   key_data_spec(), scalar, scalar)
     return {
         "speaker": ref,
         "voice": (s((b, spec.spk_dim), f32),),
         "tokenize": ref,
         "vae_encode": ref,
-        "ar_generate": (s((b, spec.text_len), i32), s((b,), i32), s((b, spec.text_len), i32), s((b,), i32),
-                        s((b, spec.prompt_tokens), i32), s((b,), i32), s((b, spec.d_model), f32),
-                        key_data_spec(), scalar, scalar),
+        "ar_generate": ar_generate,
+        "ar_generate_guided": ar_generate + (s((b, spec.score_text_len), i32), s((b,), i32), scalar, scalar),
         "fm_sample": (s((b, frames, d), f32), s((b, frames // 2), i32), s((b, frames), jnp.bool_),
                       s((b, spec.spk_dim), f32), s((b, frames, d), f32), s((b, frames), jnp.bool_), scalar),
         "vae_decode": (s((b, frames, d), f32), s((b, frames), jnp.bool_)),
@@ -168,8 +175,9 @@ class Template:
 
 
 def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Callable]:
-    """The eight programs as pure functions (weights first, in `USES` order); see the module docstring."""
+    """The nine programs as pure functions (weights first, in `USES` order); see the module docstring."""
     from speech_jax.infer.ar_decode import generate
+    from speech_jax.infer.ctc_guidance import code_table
     from speech_jax.models.ar_layout import build_prefix
     from speech_jax.models.audio_tokenizer import encode
 
@@ -192,7 +200,7 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
         return jnp.where(frame_mask[..., None], mean, 0.0).astype(jnp.float32)
 
     def ar_generate(ar_w, text_ids, text_len, prompt_text_ids, prompt_text_len, prompt_tokens,
-                    prompt_tokens_len, spk, key_data, temperature, top_p):
+                    prompt_tokens_len, spk, key_data, temperature, top_p, guidance=None):
         model = ar.module(ar_w)
         prefix = build_prefix(text_ids, text_len, prompt_text_ids, prompt_text_len, prompt_tokens,
                               prompt_tokens_len, codebook_size=model.codebook_size,
@@ -200,7 +208,13 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
         return generate(ar.graphdef, ar.state(ar_w), prefix, spk, jax.random.wrap_key_data(key_data),
                         max_new_tokens=spec.max_new_tokens, temperature=temperature, top_k=spec.top_k,
                         top_p=top_p, rep_window=spec.rep_window, rep_threshold=spec.rep_threshold,
-                        min_ratio=spec.min_ratio, max_ratio=spec.max_ratio)
+                        min_ratio=spec.min_ratio, max_ratio=spec.max_ratio, guidance=guidance)
+
+    def ar_generate_guided(ar_w, tok_w, *arrays):
+        *ar_arrays, labels, label_len, weight, progress = arrays
+        guidance = dict(table=code_table(tok.module(tok_w)), labels=labels, label_len=label_len, weight=weight,
+                        progress=progress)
+        return ar_generate(ar_w, *ar_arrays, guidance=guidance)
 
     def fm_sample(fm_w, x0, tokens, frame_mask, spk, prompt, prompt_mask, cfg_weight):
         # prompt and result in Flow-VAE latents (the stage converts to and from its own latent statistics)
@@ -217,7 +231,7 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
         return tok.module(tok_w).text_nll(tokens, mask, labels, label_len)
 
     return dict(speaker=speaker, voice=voice, tokenize=tokenize, vae_encode=vae_encode, ar_generate=ar_generate,
-                fm_sample=fm_sample, vae_decode=vae_decode, score_text=score_text)
+                ar_generate_guided=ar_generate_guided, fm_sample=fm_sample, vae_decode=vae_decode, score_text=score_text)
 
 
 def _static_key(spec: Spec, name: str) -> Spec:
@@ -269,6 +283,9 @@ class ProgramBackend:
 
     def ar_generate(self, *arrays):
         return self._call("ar_generate", *arrays)
+
+    def ar_generate_guided(self, *arrays):
+        return self._call("ar_generate_guided", *arrays)
 
     def fm_sample(self, *arrays):
         return self._call("fm_sample", *arrays)

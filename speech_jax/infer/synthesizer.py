@@ -12,7 +12,8 @@ The host-side algorithm lives here once; the arrays are computed by a `ProgramBa
 (`from_bundle`). Sentences are synthesised in batches of up to `max_batch`, each batch from its own
 key folded out of the seed, and joined with `pause_seconds` of silence. With `candidates` n > 1 the AR
 samples n token sequences a sentence and keeps the one the tokenizer's CTC head reads as the text most
-likely (best of n; the tokenizer's own text units, `score_units`); flow matching renders that one only.
+likely (best of n; the tokenizer's own text units, `score_units`); flow matching renders that one only. With
+`ctc_guidance` w > 0 the same head steers every sampling step (speech_jax/infer/ctc_guidance.py).
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ TEMPERATURE = 0.6
 # of the ground truth's and their median F0 came from about 5 to 1.4 semitones of the prompt's, for judge CER 8.8 %
 # against 7.8 % (docs/what_limits_quality.md, "Zero-shot with an acoustic prompt").
 ACOUSTIC_PROMPT = True
+# CTC guidance's bonus for each text unit said, in nats (`Synthesizer.synthesize(ctc_progress=...)`): without it the
+# prefix likelihood prefers pauses, which are always consistent with the text (speech_jax/infer/ctc_guidance.py).
+CTC_PROGRESS = 4.0
 
 
 @dataclasses.dataclass
@@ -189,7 +193,8 @@ class Synthesizer:
                    reference_sample_rate: int | None = None,
                    prompt_text: str | None = None, language: str | None = None, seed: int = 0,
                    temperature: float = TEMPERATURE, top_k: int = 25, top_p: float = 0.8, cfg_weight: float = 0.7,
-                   fm_steps: int = 10, candidates: int = 1, acoustic_prompt: bool = ACOUSTIC_PROMPT) -> np.ndarray:
+                   fm_steps: int = 10, candidates: int = 1, acoustic_prompt: bool = ACOUSTIC_PROMPT,
+                   ctc_guidance: float = 0.0, ctc_progress: float = CTC_PROGRESS) -> np.ndarray:
         """float32 waveform at `sample_rate` speaking `text` in the reference's voice.
 
         Zero-shot: `reference` only (a file, read at its own rate, or an array with
@@ -204,25 +209,33 @@ class Synthesizer:
         A list of texts is spoken in order, as one waveform. `language` (an espeak name such as 'en') is
         needed when the model reads phonemes (`needs_language`); the prompt text is read in it too. top_k
         and fm_steps are static (a bundle serves only its exported values). `candidates` n > 1: best of n
-        AR samples by the tokenizer's reading of them (n times the AR's work). Same seed, same audio."""
+        AR samples by the tokenizer's reading of them (n times the AR's work). `ctc_guidance` w > 0: every AR
+        step adds w times how well each code continues the text, as the tokenizer's CTC head reads it, to
+        the code's logit (0: the paper's sampling), with `ctc_progress` nats for each text unit a code says.
+        Same seed, same audio."""
         return self.run(text, reference, voice=voice, reference_sample_rate=reference_sample_rate,
                         prompt_text=prompt_text, language=language, seed=seed, temperature=temperature,
                         top_k=top_k, top_p=top_p, cfg_weight=cfg_weight, fm_steps=fm_steps,
-                        candidates=candidates, acoustic_prompt=acoustic_prompt).wav
+                        candidates=candidates, acoustic_prompt=acoustic_prompt, ctc_guidance=ctc_guidance,
+                        ctc_progress=ctc_progress).wav
 
     def run(self, text, reference=None, *, voice=None, reference_sample_rate=None, prompt_text=None,
             language=None, seed: int = 0, temperature: float = TEMPERATURE, top_k: int = 25, top_p: float = 0.8,
             cfg_weight: float = 0.7, fm_steps: int = 10, candidates: int = 1,
-            acoustic_prompt: bool = ACOUSTIC_PROMPT) -> Synthesis:
+            acoustic_prompt: bool = ACOUSTIC_PROMPT, ctc_guidance: float = 0.0,
+            ctc_progress: float = CTC_PROGRESS) -> Synthesis:
         """`synthesize`, returning the pieces and tokens as well (`Synthesis`)."""
         if not temperature > 0 or not 0 < top_p <= 1 or top_k < 0 or fm_steps < 1 or not cfg_weight >= 0:
             raise ValueError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0, fm_steps >= 1 and cfg_weight >= 0; "
                              f"got {temperature}, {top_p}, {top_k}, {fm_steps}, {cfg_weight}")
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
-        if candidates > 1 and self.score_units is None:
-            raise ValueError("best-of-n (candidates > 1) needs the tokenizer's text units to score with: this "
-                             "synthesizer has none (a bundle exported before they were saved: export it again)")
+        if not (ctc_guidance >= 0 and ctc_progress >= 0):
+            raise ValueError(f"ctc_guidance and ctc_progress must be >= 0, got {ctc_guidance}, {ctc_progress}")
+        if (candidates > 1 or ctc_guidance) and self.score_units is None:
+            raise ValueError("best-of-n (candidates > 1) and CTC guidance need the tokenizer's text units to score "
+                             "with: this synthesizer has none (a bundle exported before they were saved: export it "
+                             "again)")
         backend = self.backend.configured(top_k=int(top_k), fm_steps=int(fm_steps))
         if (reference is None) == (voice is None):
             raise ValueError("give either a reference recording or a saved voice (exactly one of reference, voice)")
@@ -239,7 +252,8 @@ class Synthesizer:
         for i in range(0, len(pieces), self.max_batch):
             chunk = pieces[i:i + self.max_batch]
             k_ar, k_fm = jax.random.split(jax.random.fold_in(key, i // self.max_batch))
-            gen = self._generate(backend, chunk, language, prompt, k_ar, temperature, top_p, candidates)
+            gen = self._generate(backend, chunk, language, prompt, k_ar, temperature, top_p, candidates,
+                                 (ctc_guidance, ctc_progress))
             tokens += gen
             wavs += self._render(backend, gen, prompt, k_fm, cfg_weight)
         pause = np.zeros(int(round(self.pause_seconds * self.sample_rate)), np.float32)
@@ -248,12 +262,13 @@ class Synthesizer:
                          len(prompt.tokens))
 
     def _generate(self, backend, pieces, language, prompt: _Prompt, key, temperature, top_p,
-                  candidates: int = 1) -> list[np.ndarray]:
+                  candidates: int = 1, guidance: tuple[float, float] = (0.0, 0.0)) -> list[np.ndarray]:
         """AR tokens of each piece (batched), prompt excluded: of `candidates` samples a piece, the one the
-        tokenizer's CTC head reads as the piece's text most likely."""
+        tokenizer's CTC head reads as the piece's text most likely; `guidance`: CTC guidance's (weight,
+        progress), weight 0 for none."""
         if candidates > 1:
             rows = self._generate(backend, [p for p in pieces for _ in range(candidates)], language, prompt, key,
-                                  temperature, top_p)
+                                  temperature, top_p, guidance=guidance)
             nll = self._score(backend, rows, [p for p in pieces for _ in range(candidates)], language)
             best = nll.reshape(len(pieces), candidates).argmin(1)
             return [rows[i * candidates + int(j)] for i, j in enumerate(best)]
@@ -265,11 +280,15 @@ class Synthesizer:
             text_ids[row, :len(ids)], text_len[row] = ids, len(ids)
         tile = lambda a, n: np.tile(np.pad(a, (0, n - len(a)))[None], (b, 1)).astype(np.int32)  # noqa: E731
         count = lambda a: np.full((b,), len(a), np.int32)  # noqa: E731
-        out, lengths = backend.ar_generate(
-            text_ids, text_len, tile(prompt.text_ids, spec.text_len), count(prompt.text_ids),
-            tile(prompt.tokens, spec.prompt_tokens), count(prompt.tokens),
-            np.tile(prompt.ar_spk[None], (b, 1)), np.asarray(jax.random.key_data(key)),
-            np.float32(temperature), np.float32(top_p))
+        arrays = (text_ids, text_len, tile(prompt.text_ids, spec.text_len), count(prompt.text_ids),
+                  tile(prompt.tokens, spec.prompt_tokens), count(prompt.tokens),
+                  np.tile(prompt.ar_spk[None], (b, 1)), np.asarray(jax.random.key_data(key)),
+                  np.float32(temperature), np.float32(top_p))
+        if guidance[0]:
+            labels, label_len = self._score_labels(spec, pieces, language)
+            out, lengths = backend.ar_generate_guided(*arrays, labels, label_len, *np.float32(guidance))
+        else:
+            out, lengths = backend.ar_generate(*arrays)
         return [np.asarray(out[row, :lengths[row]], np.int32) for row in range(b)]
 
     def _score(self, backend, rows: list[np.ndarray], pieces: list[str], language) -> np.ndarray:
@@ -277,13 +296,19 @@ class Synthesizer:
         its tokens. Labels beyond the bucket are cut (the scores then compare the pieces' beginnings)."""
         spec, b = backend.spec, len(rows)
         tokens = np.full((b, spec.max_new_tokens), -1, np.int32)
-        labels = np.zeros((b, spec.score_text_len), np.int32)
-        lengths, label_len = np.zeros((b,), np.int32), np.zeros((b,), np.int32)
-        for row, (gen, piece) in enumerate(zip(rows, pieces)):
+        lengths = np.zeros((b,), np.int32)
+        for row, gen in enumerate(rows):
             tokens[row, :len(gen)], lengths[row] = gen, len(gen)
+        return np.asarray(backend.score_text(tokens, lengths, *self._score_labels(spec, pieces, language)))
+
+    def _score_labels(self, spec, pieces: list[str], language) -> tuple[np.ndarray, np.ndarray]:
+        """Each piece's text in the tokenizer's units [B, S] and their counts [B] (cut at S)."""
+        labels = np.zeros((len(pieces), spec.score_text_len), np.int32)
+        label_len = np.zeros((len(pieces),), np.int32)
+        for row, piece in enumerate(pieces):
             ids = self.score_units.encode(piece, language)[:spec.score_text_len]
             labels[row, :len(ids)], label_len[row] = ids, len(ids)
-        return np.asarray(backend.score_text(tokens, lengths, labels, label_len))
+        return labels, label_len
 
     def _render(self, backend, generated, prompt: _Prompt, key, cfg_weight) -> list[np.ndarray]:
         """Flow matching and the Flow-VAE decoder over [prompt tokens, generated tokens] per row; the
