@@ -231,7 +231,8 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
         return tok.module(tok_w).text_nll(tokens, mask, labels, label_len)
 
     return dict(speaker=speaker, voice=voice, tokenize=tokenize, vae_encode=vae_encode, ar_generate=ar_generate,
-                ar_generate_guided=ar_generate_guided, fm_sample=fm_sample, vae_decode=vae_decode, score_text=score_text)
+                ar_generate_guided=ar_generate_guided, fm_sample=fm_sample, vae_decode=vae_decode,
+                score_text=score_text)
 
 
 def _static_key(spec: Spec, name: str) -> Spec:
