@@ -11,20 +11,23 @@ models themselves make, so the first rung whose CER jumps is the stage that hold
 
   python experiments/ceilings.py --workdirs DEMO/workdirs --data-dir DEMO/data [--judge W] \
       [--name espeak_tts/small] [--limit 12] [--ar W] [--flow-matching W] [--ar-steps 1000,2000]
-      [--fm-steps 10,32] [--cfg-weights 0,0.7,2] [--candidates 1,4] [--skip-resynthesis | --skip-system]
+      [--fm-steps 10,32] [--cfg-weights 0,0.7,2] [--fm-noise 1,0.7] [--candidates 1,4]
+      [--skip-resynthesis | --skip-system]
 
 `--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` and `--flow-matching`
 other workdirs of those stages trained on the same tokens (each carries its own speaker encoder);
 `--ar-steps` scores the system at those AR checkpoints (a learning curve in the judge's CER), default the
 latest; `--temperatures 1,0.7` samples the AR at each, `--candidates 1,4` as the best of that many AR
-samples (the tokenizer's CTC head picks); `--fm-steps` × `--cfg-weights` repeat the tokens rung for each
-flow-matching sampler setting. Prints one row per rung: judge CER, pYIN's
-voiced-frame fraction relative to the ground truth's, and the duration relative to the ground truth's.
+samples (the tokenizer's CTC head picks), `--ctc-guidance 0.5` under CTC guidance; `--fm-steps` ×
+`--cfg-weights` × `--fm-noise` (the starting noise's scale) repeat the tokens rung for each flow-matching
+sampler setting. Prints one row per rung: judge CER, pYIN's voiced-frame fraction relative to the ground truth's, and
+the duration relative to the ground truth's.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
 
 import jax
@@ -34,6 +37,7 @@ from speech_jax.eval import seed_tts, voicing
 from speech_jax.eval.judge import JudgeTranscriber
 from speech_jax.infer.backend import ProgramBackend, jit_programs
 from speech_jax.infer.synthesizer import TEMPERATURE, Synthesizer, load_stages
+from speech_jax.train.restore import read_config
 from speech_jax.text import units
 
 
@@ -44,7 +48,8 @@ def _padded(wav: np.ndarray, samples: int):
     return audio, np.asarray([n], np.int32)
 
 
-def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7, fm_steps=10) -> dict:
+def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7, fm_steps=10,
+                      noise_scale=1.0) -> dict:
     """{"flow_vae": [wav], "tokens": [wav]} for the ground-truth `targets` (one per meta line)."""
     templates, weights, spec, text_units, _ = load_stages(workdirs["tokenizer"], workdirs["ar"],
                                                           workdirs["flow_matching"])
@@ -64,7 +69,8 @@ def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7,
         frames = 2 * int(token_mask.sum())
         frame_mask = np.arange(whole.frames)[None] < frames
         _, fm_spk = backend.speaker(*_padded(reference.load_reference(line.prompt_wav), whole.ref_samples))
-        x0 = np.asarray(jax.random.normal(jax.random.fold_in(key, i), (1, whole.frames, whole.latent_dim)))
+        x0 = noise_scale * np.asarray(jax.random.normal(jax.random.fold_in(key, i),
+                                                        (1, whole.frames, whole.latent_dim)))
         no_prompt = np.zeros((1, whole.frames, whole.latent_dim), np.float32)
         z = backend.fm_sample(x0, np.where(token_mask, tokens, 0), frame_mask, fm_spk, no_prompt,
                               np.zeros((1, whole.frames), bool), np.float32(cfg_weight))
@@ -73,9 +79,9 @@ def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7,
 
 
 def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0.7, fm_steps=10,
-             temperature=TEMPERATURE, candidates=1) -> list:
+             temperature=TEMPERATURE, candidates=1, ctc_guidance=0.0) -> list:
     """Zero-shot synthesis of every line with the AR checkpoint at `ar_step` (None: the latest), best of
-    `candidates` AR samples."""
+    `candidates` AR samples, under CTC guidance of that weight (0: none)."""
     steps = None if ar_step is None else {"ar": ar_step}
     templates, weights, spec, text_units, configs = load_stages(workdirs["tokenizer"], workdirs["ar"],
                                                                 workdirs["flow_matching"], steps=steps)
@@ -83,17 +89,18 @@ def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0
                         score_units=units.from_config(configs["tokenizer"].data))
     return [synth.synthesize(line.target_text, line.prompt_wav, language=seed_tts.corpus_language(line.utt),
                              seed=seed + i, cfg_weight=cfg_weight, fm_steps=fm_steps, temperature=temperature,
-                             candidates=candidates, acoustic_prompt=False)  # as the tokens rung: speaker vectors
+                             candidates=candidates, ctc_guidance=ctc_guidance,
+                             acoustic_prompt=False)  # as the tokens rung: speaker vectors
             for i, line in enumerate(lines)]
 
 
-def score(judge: JudgeTranscriber, lines, wavs, truths, sample_rate: int) -> tuple[float, float, float]:
+def score(judge: JudgeTranscriber | None, lines, wavs, truths, sample_rate: int) -> tuple[float, float, float]:
     """(mean judge CER, mean voiced-frame fraction relative to the ground truth's, mean duration ratio)."""
     cers, voiced, durations = [], [], []
     for line, wav, truth in zip(lines, wavs, truths):
         language = seed_tts.corpus_language(line.utt)
         durations.append(wav.size / truth.size)
-        cers.append(judge.cer(judge.transcribe(wav, sample_rate), line.target_text, language))
+        cers.append(judge.cer(judge.transcribe(wav, sample_rate), line.target_text, language) if judge else np.nan)
         truth_voiced = voicing.voiced_fraction(truth, sample_rate)
         if truth_voiced > 0.05:  # whispering voices have no voiced frames to compare
             voiced.append(voicing.voiced_fraction(wav, sample_rate) / truth_voiced)
@@ -118,36 +125,47 @@ def main(argv=None):
     p.add_argument("--temperatures", default=str(TEMPERATURE), help="comma-separated AR sampling temperatures")
     p.add_argument("--candidates", default="1", help="comma-separated best-of-n counts (AR samples a line, "
                                                     "the tokenizer's CTC head picks one)")
+    p.add_argument("--ctc-guidance", type=float, default=0.0, help="CTC guidance weight of the tts rows' AR "
+                                                                  "sampling (0: none)")
     p.add_argument("--fm-steps", default="10", help="comma-separated flow-matching ODE steps (tokens rung)")
     p.add_argument("--cfg-weights", default="0.7", help="comma-separated classifier-free guidance weights "
                                                        "(tokens rung)")
+    p.add_argument("--fm-noise", default="1", help="comma-separated scales of flow matching's starting noise "
+                                                "(tokens rung)")
     args = p.parse_args(argv)
 
     workdirs = {s: f"{args.workdirs}/{s}" for s in ("tokenizer", "ar", "flow_matching", "judge")}
     workdirs["ar"] = args.ar or workdirs["ar"]
     workdirs["flow_matching"] = args.flow_matching or workdirs["flow_matching"]
-    judge = JudgeTranscriber(args.judge or workdirs["judge"])
-    sr = judge.sample_rate
+    judge_dir = args.judge or workdirs["judge"]
+    # Without a judge (a demo run with --judge-minutes 0) the rows keep their voicing and durations.
+    judge = JudgeTranscriber(judge_dir) if os.path.isdir(judge_dir) else None
+    sr = judge.sample_rate if judge else int(read_config(workdirs["tokenizer"]).data.sample_rate)
+    if judge is None:
+        print(f"no judge at {judge_dir}: judge CER not scored", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         meta = seed_tts.make_meta_from_corpus(args.data_dir, args.name, args.split, out_dir=tmp, n=args.limit)
         lines = seed_tts.read_meta(meta)
         truth = seed_tts.espeak_ground_truth(sr)
         truths = [truth(line.utt, line.target_text)[0] for line in lines]
         rows = {} if args.skip_resynthesis else {"ground_truth": truths}
-        settings = [(int(n), float(w)) for n in args.fm_steps.split(",") for w in args.cfg_weights.split(",")]
-        for i, (fm_steps, cfg_weight) in enumerate([] if args.skip_resynthesis else settings):
+        settings = [(int(n), float(w), float(t)) for n in args.fm_steps.split(",")
+                    for w in args.cfg_weights.split(",") for t in args.fm_noise.split(",")]
+        for i, (fm_steps, cfg_weight, noise) in enumerate([] if args.skip_resynthesis else settings):
             rungs = resynthesis_rungs(workdirs, lines, truths, seed=args.seed, cfg_weight=cfg_weight,
-                                      fm_steps=fm_steps)
+                                      fm_steps=fm_steps, noise_scale=noise)
             if i == 0:
                 rows["flow_vae"] = rungs["flow_vae"]
-            rows["tokens" if len(settings) == 1 else f"tokens n={fm_steps} w={cfg_weight:g}"] = rungs["tokens"]
+            sampler = "" if len(settings) == 1 else f" n={fm_steps} w={cfg_weight:g} x0={noise:g}"
+            rows["tokens" + sampler] = rungs["tokens"]
         print(f"{'rung':22s} {'judge CER':>9s} {'voiced':>7s} {'duration':>8s}", flush=True)
         for rung, wavs in rows.items():
             print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
         for step in [] if args.skip_system else [int(s) for s in args.ar_steps.split(",") if s] or [None]:
             for temperature, n in [(float(t), int(n)) for t in args.temperatures.split(",")
                                    for n in args.candidates.split(",")]:
-                wavs = tts_rung(workdirs, lines, step, seed=args.seed, temperature=temperature, candidates=n)
+                wavs = tts_rung(workdirs, lines, step, seed=args.seed, temperature=temperature, candidates=n,
+                                ctc_guidance=args.ctc_guidance)
                 rung = f"tts@{'latest' if step is None else step} T={temperature:g}" + (f" n={n}" if n > 1 else "")
                 print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
 

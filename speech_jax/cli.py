@@ -12,6 +12,7 @@ ACOUSTIC_PROMPT_HELP = ("zero-shot with a reference: its tokens and Flow-VAE lat
                         "flow matching sees the speaker vector only")
 CANDIDATES_HELP = ("best of N: the AR samples N token sequences a sentence and the tokenizer's CTC head keeps "
                    "the one it reads as the text most likely (N times the AR's work; default 1)")
+FM_TEMPERATURE_HELP = "the scale of flow matching's starting noise (default: the synthesizer's FM_TEMPERATURE)"
 CTC_GUIDANCE_HELP = ("W > 0: every AR sampling step adds W times how well each code continues the text, as the "
                      "tokenizer's CTC head reads it, to the code's logit (default 0: the paper's sampling)")
 CTC_PROGRESS_HELP = "CTC guidance's bonus in nats for each text unit a code says (default 4)"
@@ -99,7 +100,7 @@ def _synthesize(args) -> int:
                            top_k=pick(args.top_k, synth.spec.top_k), top_p=args.top_p,
                            cfg_weight=args.cfg_weight, fm_steps=pick(args.fm_steps, synth.spec.fm_steps),
                            candidates=args.candidates, acoustic_prompt=_acoustic_prompt(args),
-                           **_ctc_guidance(args))
+                           **_sampling(args))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_audio(args.out, wav, synth.sample_rate)
     print({"out": args.out, "seconds": round(len(wav) / synth.sample_rate, 3), "sample_rate": synth.sample_rate})
@@ -163,10 +164,12 @@ def _acoustic_prompt(args) -> bool:
     return ACOUSTIC_PROMPT if args.acoustic_prompt is None else args.acoustic_prompt
 
 
-def _ctc_guidance(args) -> dict:
-    from speech_jax.infer.synthesizer import CTC_PROGRESS
+def _sampling(args) -> dict:
+    """The synthesizer's CTC guidance and flow-matching noise settings from the command line."""
+    from speech_jax.infer.synthesizer import CTC_PROGRESS, FM_TEMPERATURE
     return dict(ctc_guidance=args.ctc_guidance,
-                ctc_progress=CTC_PROGRESS if args.ctc_progress is None else args.ctc_progress)
+                ctc_progress=CTC_PROGRESS if args.ctc_progress is None else args.ctc_progress,
+                fm_temperature=FM_TEMPERATURE if args.fm_temperature is None else args.fm_temperature)
 
 
 def _validate(args) -> int:
@@ -199,7 +202,7 @@ def _evaluate(args) -> int:
         # With a saved voice the prompt recording is not read: SIM still compares the output with it.
         reference = dict(voice=args.voice) if args.voice else dict(reference=prompt_wav, prompt_text=prompt_text)
         return (synth.synthesize(text, language=language, seed=args.seed, candidates=args.candidates,
-                                 acoustic_prompt=_acoustic_prompt(args), **_ctc_guidance(args), **reference),
+                                 acoustic_prompt=_acoustic_prompt(args), **_sampling(args), **reference),
                 synth.sample_rate)
 
     from speech_jax.eval.models import load_scorers
@@ -394,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--candidates", type=int, default=1, help=CANDIDATES_HELP)
     s.add_argument("--ctc-guidance", type=float, default=0.0, help=CTC_GUIDANCE_HELP)
     s.add_argument("--ctc-progress", type=float, default=None, help=CTC_PROGRESS_HELP)
+    s.add_argument("--fm-temperature", type=float, default=None, help=FM_TEMPERATURE_HELP)
     s.add_argument("--acoustic-prompt", action=argparse.BooleanOptionalAction, default=None,
                    help=ACOUSTIC_PROMPT_HELP)
 
@@ -453,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--candidates", type=int, default=1, help=CANDIDATES_HELP)
     ev.add_argument("--ctc-guidance", type=float, default=0.0, help=CTC_GUIDANCE_HELP)
     ev.add_argument("--ctc-progress", type=float, default=None, help=CTC_PROGRESS_HELP)
+    ev.add_argument("--fm-temperature", type=float, default=None, help=FM_TEMPERATURE_HELP)
     ev.add_argument("--acoustic-prompt", action=argparse.BooleanOptionalAction, default=None,
                     help=ACOUSTIC_PROMPT_HELP)
     ev.add_argument("--limit", type=int, default=None)

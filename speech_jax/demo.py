@@ -72,6 +72,11 @@ CANDIDATES = 16
 # 0.54-0.56 on the same stages (docs/what_limits_quality.md, "CTC guidance"). The long recipe's AR reads better
 # without it.
 CTC_GUIDANCE = 0.5
+# And flow matching starts from noise of this scale (`Synthesizer.synthesize(fm_temperature=...)`): with the
+# Flow-VAE's phase losses at 30, the clones voice 0.31-0.38 of their frames against 0.20 (ground truth 0.69) at
+# the same words (docs/what_limits_quality.md, "Voicing: flow matching's starting noise and the phase weight").
+# The long recipe was measured at 1.
+FM_TEMPERATURE = 0.5
 # Minutes held back from training for what follows it, on the reference machine, divided by this machine's speed
 # (held back and unused, they are the last stage's minutes lost). Measured on espeak_tts/small 1.0.0, 2.7k
 # utterances: extract 0.74 there, 0.31 on a machine of 1.7x; evaluating 8 + 8 utterances at the best of 16 with
@@ -221,6 +226,11 @@ class Demo:
         if self.ctc_guidance is not None:
             return float(self.ctc_guidance)
         return 0.0 if self.long_recipe else CTC_GUIDANCE
+
+    @property
+    def fm_temperature(self) -> float:
+        """The scale of flow matching's starting noise in synthesis."""
+        return 1.0 if self.long_recipe else FM_TEMPERATURE
 
     def done(self, step: str) -> bool:
         return step in self.state["steps"]
@@ -452,7 +462,8 @@ class Demo:
 
         def synthesize(text, prompt_wav, prompt_text, language):
             return (synth.synthesize(text, prompt_wav, prompt_text=prompt_text, language=language, seed=self.seed,
-                                     candidates=self.candidates, ctc_guidance=self.guidance),
+                                     candidates=self.candidates, ctc_guidance=self.guidance,
+                                     fm_temperature=self.fm_temperature),
                     synth.sample_rate)
 
         from speech_jax.eval.models import load_scorers
@@ -465,7 +476,8 @@ class Demo:
                                        ground_truth=seed_tts.espeak_ground_truth(synth.sample_rate),
                                        language_of=seed_tts.corpus_language, judge=judge)
             means[mode] = result["means"]
-        return {"meta": meta, "means": means, "candidates": self.candidates, "ctc_guidance": self.guidance}
+        return {"meta": meta, "means": means, "candidates": self.candidates, "ctc_guidance": self.guidance,
+                "fm_temperature": self.fm_temperature}
 
     def report(self) -> dict:
         from speech_jax.demo_report import write_report

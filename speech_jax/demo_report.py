@@ -152,7 +152,9 @@ def _synthesis(steps: dict) -> str:
     w = steps.get("evaluate", {}).get("ctc_guidance", 0.0)
     text = (f" Synthesis keeps the best of {n} AR samples a sentence, as the tokenizer's CTC head reads them."
             if n > 1 else "")
-    return text + (f" The AR samples under CTC guidance of weight {w:g} (the same head steers each step)." if w else "")
+    t = steps.get("evaluate", {}).get("fm_temperature", 1.0)
+    text += f" The AR samples under CTC guidance of weight {w:g} (the same head steers each step)." if w else ""
+    return text + (f" Flow matching starts from noise scaled by {t:g}." if t != 1 else "")
 
 
 def write_report(demo) -> dict:

@@ -42,6 +42,7 @@ def test_second_run_reuses_the_trained_stages_and_evaluates_unseen_speakers(fini
         evaluated = json.load(f)["steps"]["evaluate"]
     assert evaluated["means"].keys() == set(demo_lib.MODES) and evaluated["candidates"] == demo_lib.CANDIDATES
     assert evaluated["ctc_guidance"] == demo_lib.CTC_GUIDANCE > 0
+    assert evaluated["fm_temperature"] == demo_lib.FM_TEMPERATURE < 1
 
 
 def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
@@ -103,6 +104,7 @@ def test_the_long_recipe_scales_and_shares_by_what_its_stages_cost(tiny_stages, 
     demo = Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=240.0))
     demo.state["step_scale"] = demo_lib.step_scale(240)
     assert demo.long_recipe and demo.guidance == 0.0  # its AR reads better unguided
+    assert demo.fm_temperature == 1.0  # measured so
     assert Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=240.0, ctc_guidance=0.5)).guidance == 0.5
     demo.deadline = demo_lib.time.monotonic() + 240 * 60
     costs = dict(demo_lib.LONG_STAGES)

@@ -64,6 +64,20 @@ def test_same_seed_same_audio_other_seed_other_audio(synth, ref, zero_shot):
     assert other.shape != zero_shot.wav.shape or not np.array_equal(other, zero_shot.wav)
 
 
+def test_fm_temperature_scales_flow_matchings_noise_only(synth, ref, zero_shot):
+    """The same seed's tokens, rendered from smaller noise: other audio; at 0 the noise's key no longer
+    matters, so the audio is what the tokens and the voice alone give."""
+    cooler = synth.run("Hello there, how are you?", ref, reference_sample_rate=SR, seed=0, fm_temperature=0.5)
+    assert [t.tolist() for t in cooler.tokens] == [t.tolist() for t in zero_shot.tokens]
+    assert cooler.wav.shape == zero_shot.wav.shape and not np.allclose(cooler.wav, zero_shot.wav)
+    still = synth.run("Hello there, how are you?", ref, reference_sample_rate=SR, seed=0, fm_temperature=0.0)
+    np.testing.assert_allclose(still.wav, synth._render(synth.backend, still.tokens, synth._prompt(
+        synth.backend, synth.load_reference(ref, SR), None, None, True), jax.random.key(7), 0.7, 0.0)[0],
+        atol=1e-6)
+    with pytest.raises(ValueError, match="fm_temperature"):
+        synth.synthesize("Hello.", ref, reference_sample_rate=SR, fm_temperature=-1.0)
+
+
 def test_one_shot_puts_the_prompt_in_context_and_leaves_it_out_of_the_output(synth, ref, zero_shot):
     one = synth.run("Hello there, how are you?", ref, reference_sample_rate=SR,
                     prompt_text="This is my voice.", seed=0)

@@ -61,7 +61,8 @@ def _advance(p: jax.Array, emit: jax.Array, states: dict) -> jax.Array:
 
 def candidates(alpha: jax.Array, table: jax.Array, states: dict, progress=0.0) -> tuple[jax.Array, jax.Array]:
     """alpha [B, 2S+1], table [K, r, V] -> (each code's score relative to the best [B, K] (<= 0), the forward
-    variables after each code [K, B, 2S+1]). A code's score is the prefix log-likelihood after it plus
+    variables after each code as scaled probabilities [K, B, 2S+1] and their log scale [B, 1]: `select` takes
+    the log of the drawn code's only). A code's score is the prefix log-likelihood after it plus
     `progress` (nats a text unit) times the units said, expected under the forward variables: a pause is
     always consistent with the text and a spoken unit never certain, so the likelihood alone prefers pauses.
     (The expectation, not a bonus inside the sum: there a code unsure of its unit would gain from the faint
@@ -75,20 +76,22 @@ def candidates(alpha: jax.Array, table: jax.Array, states: dict, progress=0.0) -
     said = (jnp.arange(p.shape[-1]) + 1) // 2  # units said by state s
     expected = jnp.sum(p * said, axis=-1) / jnp.maximum(total, 1e-30)
     score = (jnp.where(total > 0, jnp.log(jnp.maximum(total, 1e-30)), NEG) + progress * expected).T  # [B, K]
-    a = jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), NEG) + top
-    return score - jnp.max(score, axis=-1, keepdims=True), a
+    return score - jnp.max(score, axis=-1, keepdims=True), (p, top)
 
 
 def guide(logits: jax.Array, alpha: jax.Array, table: jax.Array, states: dict, weight,
           progress=0.0) -> tuple[jax.Array, jax.Array]:
     """The AR's logits [B, V] (codes first, then SOS and EOS) with `weight` × each code's relative score
-    added; and the forward variables after each code [K, B, 2S+1], for `select` once a token is drawn."""
+    added; and the forward variables after each code (as `candidates` gives them), for `select` once a token
+    is drawn."""
     score, after = candidates(alpha, table, states, progress)
     k = table.shape[0]
     return logits.at[:, :k].add(weight * score), after
 
 
 def select(after: jax.Array, alpha: jax.Array, token: jax.Array, codebook_size: int) -> jax.Array:
-    """The forward variables after the drawn tokens [B]; rows that drew EOS (or SOS) keep theirs."""
-    picked = jnp.take_along_axis(after, jnp.clip(token, 0, codebook_size - 1)[None, :, None], axis=0)[0]
+    """The forward variables [B, 2S+1] after the drawn tokens [B]; rows that drew EOS (or SOS) keep theirs."""
+    p, top = after
+    picked = jnp.take_along_axis(p, jnp.clip(token, 0, codebook_size - 1)[None, :, None], axis=0)[0]
+    picked = jnp.where(picked > 0, jnp.log(jnp.where(picked > 0, picked, 1.0)), NEG) + top
     return jnp.where((token < codebook_size)[:, None], picked, alpha)

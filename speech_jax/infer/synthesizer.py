@@ -40,6 +40,8 @@ TEMPERATURE = 0.6
 # of the ground truth's and their median F0 came from about 5 to 1.4 semitones of the prompt's, for judge CER 8.8 %
 # against 7.8 % (docs/what_limits_quality.md, "Zero-shot with an acoustic prompt").
 ACOUSTIC_PROMPT = True
+# The scale of flow matching's starting noise unless one is given (1: N(0, I), as it trains).
+FM_TEMPERATURE = 1.0
 # CTC guidance's bonus for each text unit said, in nats (`Synthesizer.synthesize(ctc_progress=...)`): without it the
 # prefix likelihood prefers pauses, which are always consistent with the text (speech_jax/infer/ctc_guidance.py).
 CTC_PROGRESS = 4.0
@@ -194,7 +196,8 @@ class Synthesizer:
                    prompt_text: str | None = None, language: str | None = None, seed: int = 0,
                    temperature: float = TEMPERATURE, top_k: int = 25, top_p: float = 0.8, cfg_weight: float = 0.7,
                    fm_steps: int = 10, candidates: int = 1, acoustic_prompt: bool = ACOUSTIC_PROMPT,
-                   ctc_guidance: float = 0.0, ctc_progress: float = CTC_PROGRESS) -> np.ndarray:
+                   ctc_guidance: float = 0.0, ctc_progress: float = CTC_PROGRESS,
+                   fm_temperature: float = FM_TEMPERATURE) -> np.ndarray:
         """float32 waveform at `sample_rate` speaking `text` in the reference's voice.
 
         Zero-shot: `reference` only (a file, read at its own rate, or an array with
@@ -212,24 +215,26 @@ class Synthesizer:
         AR samples by the tokenizer's reading of them (n times the AR's work). `ctc_guidance` w > 0: every AR
         step adds w times how well each code continues the text, as the tokenizer's CTC head reads it, to
         the code's logit (0: the paper's sampling), with `ctc_progress` nats for each text unit a code says.
-        Same seed, same audio."""
+        `fm_temperature` scales flow matching's starting noise (1: N(0, I), the paper's). Same seed, same audio."""
         return self.run(text, reference, voice=voice, reference_sample_rate=reference_sample_rate,
                         prompt_text=prompt_text, language=language, seed=seed, temperature=temperature,
                         top_k=top_k, top_p=top_p, cfg_weight=cfg_weight, fm_steps=fm_steps,
                         candidates=candidates, acoustic_prompt=acoustic_prompt, ctc_guidance=ctc_guidance,
-                        ctc_progress=ctc_progress).wav
+                        ctc_progress=ctc_progress, fm_temperature=fm_temperature).wav
 
     def run(self, text, reference=None, *, voice=None, reference_sample_rate=None, prompt_text=None,
             language=None, seed: int = 0, temperature: float = TEMPERATURE, top_k: int = 25, top_p: float = 0.8,
             cfg_weight: float = 0.7, fm_steps: int = 10, candidates: int = 1,
             acoustic_prompt: bool = ACOUSTIC_PROMPT, ctc_guidance: float = 0.0,
-            ctc_progress: float = CTC_PROGRESS) -> Synthesis:
+            ctc_progress: float = CTC_PROGRESS, fm_temperature: float = FM_TEMPERATURE) -> Synthesis:
         """`synthesize`, returning the pieces and tokens as well (`Synthesis`)."""
         if not temperature > 0 or not 0 < top_p <= 1 or top_k < 0 or fm_steps < 1 or not cfg_weight >= 0:
             raise ValueError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0, fm_steps >= 1 and cfg_weight >= 0; "
                              f"got {temperature}, {top_p}, {top_k}, {fm_steps}, {cfg_weight}")
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
+        if not fm_temperature >= 0:
+            raise ValueError(f"fm_temperature must be >= 0, got {fm_temperature}")
         if not (ctc_guidance >= 0 and ctc_progress >= 0):
             raise ValueError(f"ctc_guidance and ctc_progress must be >= 0, got {ctc_guidance}, {ctc_progress}")
         if (candidates > 1 or ctc_guidance) and self.score_units is None:
@@ -255,7 +260,7 @@ class Synthesizer:
             gen = self._generate(backend, chunk, language, prompt, k_ar, temperature, top_p, candidates,
                                  (ctc_guidance, ctc_progress))
             tokens += gen
-            wavs += self._render(backend, gen, prompt, k_fm, cfg_weight)
+            wavs += self._render(backend, gen, prompt, k_fm, cfg_weight, fm_temperature)
         pause = np.zeros(int(round(self.pause_seconds * self.sample_rate)), np.float32)
         joined = [part for w in wavs for part in (pause, w)][1:]
         return Synthesis(np.concatenate(joined).astype(np.float32), self.sample_rate, pieces, tokens,
@@ -310,7 +315,7 @@ class Synthesizer:
             labels[row, :len(ids)], label_len[row] = ids, len(ids)
         return labels, label_len
 
-    def _render(self, backend, generated, prompt: _Prompt, key, cfg_weight) -> list[np.ndarray]:
+    def _render(self, backend, generated, prompt: _Prompt, key, cfg_weight, temperature) -> list[np.ndarray]:
         """Flow matching and the Flow-VAE decoder over [prompt tokens, generated tokens] per row; the
         waveform of the generated part of each."""
         spec, b = backend.spec, len(generated)
@@ -325,7 +330,7 @@ class Synthesizer:
             frame_mask[row, :2 * n] = True
             prompt_latent[row, :2 * n_p] = prompt.latent
             prompt_mask[row, :2 * n_p] = True
-        x0 = np.asarray(jax.random.normal(key, (b, f, d), jnp.float32))
+        x0 = temperature * np.asarray(jax.random.normal(key, (b, f, d), jnp.float32))
         z = backend.fm_sample(x0, tokens, frame_mask, np.tile(prompt.fm_spk[None], (b, 1)), prompt_latent,
                               prompt_mask, np.float32(cfg_weight))
         wav = backend.vae_decode(z, frame_mask)
