@@ -63,8 +63,11 @@ def test_one_and_eight_devices_agree(trainers):
         s1, m1 = one.step(s1, b, i)
         s8, m8 = eight.step(s8, b, i)
         np.testing.assert_allclose(float(m1["loss"]), float(m8["loss"]), rtol=2e-5, err_msg=stage)
+    # Adam's first steps move each weight by about the learning rate whatever its gradient's size, so a near-zero
+    # gradient summed in another order (8 shards) can differ in a weight's last digits: on a slower CPU of the same
+    # kind one Flow-VAE weight of 12288 differed by 2.6e-5 (the losses agree to 2e-5 relative, above).
     for x, y in zip(flat(s1.params), flat(s8.params)):
-        np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5, err_msg=stage)
+        np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-4, err_msg=stage)
 
 
 def test_restored_checkpoint_continues_exactly(trainers, tmp_path):
