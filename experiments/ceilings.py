@@ -11,7 +11,7 @@ models themselves make, so the first rung whose CER jumps is the stage that hold
 
   python experiments/ceilings.py --workdirs DEMO/workdirs --data-dir DEMO/data [--judge W] \
       [--name espeak_tts/small] [--limit 12] [--ar W] [--flow-matching W] [--ar-steps 1000,2000]
-      [--fm-steps 10,32] [--cfg-weights 0,0.7,2] [--fm-noise 1,0.7] [--candidates 1,4]
+      [--fm-steps 10,32] [--cfg-weights 0,0.7,2] [--fm-temperatures 1,0.5] [--candidates 1,4]
       [--skip-resynthesis | --skip-system]
 
 `--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` and `--flow-matching`
@@ -19,8 +19,9 @@ other workdirs of those stages trained on the same tokens (each carries its own 
 `--ar-steps` scores the system at those AR checkpoints (a learning curve in the judge's CER), default the
 latest; `--temperatures 1,0.7` samples the AR at each, `--candidates 1,4` as the best of that many AR
 samples (the tokenizer's CTC head picks), `--ctc-guidance 0.5` under CTC guidance; `--fm-steps` ×
-`--cfg-weights` × `--fm-noise` (the starting noise's scale) repeat the tokens rung for each flow-matching
-sampler setting. Prints one row per rung: judge CER, pYIN's voiced-frame fraction relative to the ground truth's, and
+`--cfg-weights` × `--fm-temperatures` (the scale of flow matching's starting noise, the synthesizer's
+`fm_temperature`) repeat the tokens rung for each flow-matching sampler setting, and the system rows for each
+temperature. Prints one row per rung: judge CER, pYIN's voiced-frame fraction relative to the ground truth's, and
 the duration relative to the ground truth's.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 from speech_jax.eval import seed_tts, voicing
 from speech_jax.eval.judge import JudgeTranscriber
 from speech_jax.infer.backend import ProgramBackend, jit_programs
-from speech_jax.infer.synthesizer import TEMPERATURE, Synthesizer, load_stages
+from speech_jax.infer.synthesizer import FM_TEMPERATURE, TEMPERATURE, Synthesizer, load_stages
 from speech_jax.train.restore import read_config
 from speech_jax.text import units
 
@@ -49,7 +50,7 @@ def _padded(wav: np.ndarray, samples: int):
 
 
 def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7, fm_steps=10,
-                      noise_scale=1.0) -> dict:
+                      fm_temperature=1.0) -> dict:
     """{"flow_vae": [wav], "tokens": [wav]} for the ground-truth `targets` (one per meta line)."""
     templates, weights, spec, text_units, _ = load_stages(workdirs["tokenizer"], workdirs["ar"],
                                                           workdirs["flow_matching"])
@@ -69,7 +70,7 @@ def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7,
         frames = 2 * int(token_mask.sum())
         frame_mask = np.arange(whole.frames)[None] < frames
         _, fm_spk = backend.speaker(*_padded(reference.load_reference(line.prompt_wav), whole.ref_samples))
-        x0 = noise_scale * np.asarray(jax.random.normal(jax.random.fold_in(key, i),
+        x0 = fm_temperature * np.asarray(jax.random.normal(jax.random.fold_in(key, i),
                                                         (1, whole.frames, whole.latent_dim)))
         no_prompt = np.zeros((1, whole.frames, whole.latent_dim), np.float32)
         z = backend.fm_sample(x0, np.where(token_mask, tokens, 0), frame_mask, fm_spk, no_prompt,
@@ -79,9 +80,9 @@ def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7,
 
 
 def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0.7, fm_steps=10,
-             temperature=TEMPERATURE, candidates=1, ctc_guidance=0.0) -> list:
+             temperature=TEMPERATURE, candidates=1, ctc_guidance=0.0, fm_temperature=FM_TEMPERATURE) -> list:
     """Zero-shot synthesis of every line with the AR checkpoint at `ar_step` (None: the latest), best of
-    `candidates` AR samples, under CTC guidance of that weight (0: none)."""
+    `candidates` AR samples, under CTC guidance of that weight (0: none), flow matching from that noise scale."""
     steps = None if ar_step is None else {"ar": ar_step}
     templates, weights, spec, text_units, configs = load_stages(workdirs["tokenizer"], workdirs["ar"],
                                                                 workdirs["flow_matching"], steps=steps)
@@ -89,7 +90,7 @@ def tts_rung(workdirs: dict, lines, ar_step: int | None, *, seed=0, cfg_weight=0
                         score_units=units.from_config(configs["tokenizer"].data))
     return [synth.synthesize(line.target_text, line.prompt_wav, language=seed_tts.corpus_language(line.utt),
                              seed=seed + i, cfg_weight=cfg_weight, fm_steps=fm_steps, temperature=temperature,
-                             candidates=candidates, ctc_guidance=ctc_guidance,
+                             candidates=candidates, ctc_guidance=ctc_guidance, fm_temperature=fm_temperature,
                              acoustic_prompt=False)  # as the tokens rung: speaker vectors
             for i, line in enumerate(lines)]
 
@@ -130,8 +131,8 @@ def main(argv=None):
     p.add_argument("--fm-steps", default="10", help="comma-separated flow-matching ODE steps (tokens rung)")
     p.add_argument("--cfg-weights", default="0.7", help="comma-separated classifier-free guidance weights "
                                                        "(tokens rung)")
-    p.add_argument("--fm-noise", default="1", help="comma-separated scales of flow matching's starting noise "
-                                                "(tokens rung)")
+    p.add_argument("--fm-temperatures", default="1", help="comma-separated scales of flow matching's starting "
+                                                         "noise (tokens rung and system rows)")
     args = p.parse_args(argv)
 
     workdirs = {s: f"{args.workdirs}/{s}" for s in ("tokenizer", "ar", "flow_matching", "judge")}
@@ -150,23 +151,24 @@ def main(argv=None):
         truths = [truth(line.utt, line.target_text)[0] for line in lines]
         rows = {} if args.skip_resynthesis else {"ground_truth": truths}
         settings = [(int(n), float(w), float(t)) for n in args.fm_steps.split(",")
-                    for w in args.cfg_weights.split(",") for t in args.fm_noise.split(",")]
-        for i, (fm_steps, cfg_weight, noise) in enumerate([] if args.skip_resynthesis else settings):
+                    for w in args.cfg_weights.split(",") for t in args.fm_temperatures.split(",")]
+        for i, (fm_steps, cfg_weight, fm_temperature) in enumerate([] if args.skip_resynthesis else settings):
             rungs = resynthesis_rungs(workdirs, lines, truths, seed=args.seed, cfg_weight=cfg_weight,
-                                      fm_steps=fm_steps, noise_scale=noise)
+                                      fm_steps=fm_steps, fm_temperature=fm_temperature)
             if i == 0:
                 rows["flow_vae"] = rungs["flow_vae"]
-            sampler = "" if len(settings) == 1 else f" n={fm_steps} w={cfg_weight:g} x0={noise:g}"
+            sampler = "" if len(settings) == 1 else f" n={fm_steps} w={cfg_weight:g} x0={fm_temperature:g}"
             rows["tokens" + sampler] = rungs["tokens"]
         print(f"{'rung':22s} {'judge CER':>9s} {'voiced':>7s} {'duration':>8s}", flush=True)
         for rung, wavs in rows.items():
             print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
         for step in [] if args.skip_system else [int(s) for s in args.ar_steps.split(",") if s] or [None]:
-            for temperature, n in [(float(t), int(n)) for t in args.temperatures.split(",")
-                                   for n in args.candidates.split(",")]:
+            for temperature, n, fm_t in [(float(t), int(n), float(x)) for t in args.temperatures.split(",")
+                                         for n in args.candidates.split(",") for x in args.fm_temperatures.split(",")]:
                 wavs = tts_rung(workdirs, lines, step, seed=args.seed, temperature=temperature, candidates=n,
-                                ctc_guidance=args.ctc_guidance)
-                rung = f"tts@{'latest' if step is None else step} T={temperature:g}" + (f" n={n}" if n > 1 else "")
+                                ctc_guidance=args.ctc_guidance, fm_temperature=fm_t)
+                rung = (f"tts@{'latest' if step is None else step} T={temperature:g}" + (f" n={n}" if n > 1 else "")
+                        + (f" x0={fm_t:g}" if fm_t != 1 else ""))
                 print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
 
 

@@ -257,7 +257,7 @@ def _demo(args) -> int:
                 utterances=args.utterances, seed=args.seed, overrides=overrides, whisper=args.whisper,
                 speaker_model=args.speaker_model, judge_minutes=args.judge_minutes, speed=args.speed,
                 candidates=CANDIDATES if args.candidates is None else args.candidates,
-                ctc_guidance=args.ctc_guidance)
+                ctc_guidance=args.ctc_guidance, fm_temperature=args.fm_temperature)
     state = demo.run(stop_after=args.stop_after)
     print({"report": state["steps"].get("report", {}).get("html"),
            "minutes": {k: v["minutes"] for k, v in state["steps"].items()}})
@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                    "best of, by the tokenizer's reading (default 16; 1: a single sample, the paper's decoding)")
     d.add_argument("--ctc-guidance", type=float, default=None, help="the weight of CTC guidance in the AR's "
                    "sampling (default 0.5 below the long recipe, 0 from it; 0: the paper's sampling)")
+    d.add_argument("--fm-temperature", type=float, default=None, help="the scale of flow matching's starting "
+                   "noise (default 0.5 below the long recipe, 1 from it: the paper's)")
     d.add_argument("--speed", type=float, default=None,
                    help="this machine's speed against the reference machine the stage schedules are sized for "
                         "(default: measured by timing the tokenizer's steps; 1: the configs' own schedules)")

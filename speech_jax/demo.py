@@ -158,6 +158,8 @@ class Demo:
     candidates: AR samples a sentence that synthesis picks the best of (1: the paper's single sample).
     ctc_guidance: the weight of CTC guidance in the AR's sampling (0: the paper's sampling; None: CTC_GUIDANCE
     below the long recipe, 0 from it).
+    fm_temperature: the scale of flow matching's starting noise in synthesis (None: FM_TEMPERATURE below the
+    long recipe, 1 from it, the paper's).
     speed: this machine's speed against the reference machine the configs' schedules are sized for (None:
     measured by `measure_speed` when there is a budget; 1: the configs' own schedules, e.g. to repeat a run).
     """
@@ -167,7 +169,7 @@ class Demo:
                  overrides: dict[str, list[str]] | None = None, whisper: str | None = None,
                  speaker_model: str | None = None, judge_minutes: float | None = None,
                  speed: float | None = None, candidates: int = CANDIDATES,
-                 ctc_guidance: float | None = None):
+                 ctc_guidance: float | None = None, fm_temperature: float | None = None):
         if minutes < 0:
             raise ValueError(f"minutes must be >= 0 (0 = no budget), got {minutes}")
         if utterances < 1:
@@ -178,6 +180,8 @@ class Demo:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
         if ctc_guidance is not None and not ctc_guidance >= 0:
             raise ValueError(f"ctc_guidance must be >= 0 (0 = none), got {ctc_guidance}")
+        if fm_temperature is not None and not fm_temperature >= 0:
+            raise ValueError(f"fm_temperature must be >= 0, got {fm_temperature}")
         if speed is not None and not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.out = os.path.abspath(out)
@@ -188,6 +192,7 @@ class Demo:
         self.overrides = overrides or {}
         self.whisper, self.speaker_model, self.judge_minutes = whisper, speaker_model, judge_minutes
         self.speed, self.candidates, self.ctc_guidance = speed, int(candidates), ctc_guidance
+        self._fm_temperature = fm_temperature
         self.workdirs = {stage: os.path.join(self.out, "workdirs", stage) for stage in (*dict(STAGES), JUDGE)}
         self.state = self._load_state()
         self.deadline = None
@@ -230,6 +235,8 @@ class Demo:
     @property
     def fm_temperature(self) -> float:
         """The scale of flow matching's starting noise in synthesis."""
+        if self._fm_temperature is not None:
+            return float(self._fm_temperature)
         return 1.0 if self.long_recipe else FM_TEMPERATURE
 
     def done(self, step: str) -> bool:

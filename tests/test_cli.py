@@ -36,6 +36,12 @@ def test_demo_with_a_malformed_stage_override_is_a_clear_error(tmp_path, capsys)
     assert "--set takes STAGE:--config.key=value" in capsys.readouterr().err
 
 
+def test_demo_with_a_negative_fm_temperature_is_a_clear_error(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--fm-temperature", "-0.5"]) == 2
+    assert "fm_temperature must be >= 0" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)  # refused before anything is written
+
+
 def test_demo_with_a_corrupt_state_file_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "demo_state.json").write_text('{"steps": {"prep')
     assert main(["demo", "--out", str(tmp_path)]) == 2

@@ -105,7 +105,10 @@ def test_the_long_recipe_scales_and_shares_by_what_its_stages_cost(tiny_stages, 
     demo.state["step_scale"] = demo_lib.step_scale(240)
     assert demo.long_recipe and demo.guidance == 0.0  # its AR reads better unguided
     assert demo.fm_temperature == 1.0  # measured so
-    assert Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=240.0, ctc_guidance=0.5)).guidance == 0.5
+    given = Demo(**dict(tiny_stages["demo"], out=str(tmp_path), minutes=240.0, ctc_guidance=0.5, fm_temperature=0.3))
+    assert given.guidance == 0.5 and given.fm_temperature == 0.3  # a user's choice holds at any budget
+    with pytest.raises(ValueError, match="fm_temperature must be >= 0"):
+        Demo(**dict(tiny_stages["demo"], out=str(tmp_path), fm_temperature=-1.0))
     demo.deadline = demo_lib.time.monotonic() + 240 * 60
     costs = dict(demo_lib.LONG_STAGES)
     for stage, cost in costs.items():  # each share holds its schedule at the measured cost per unit

@@ -59,7 +59,8 @@ def _advance(p: jax.Array, emit: jax.Array, states: dict) -> jax.Array:
     return jnp.where(states["valid"], (p + step + jump) * emit, 0.0)
 
 
-def candidates(alpha: jax.Array, table: jax.Array, states: dict, progress=0.0) -> tuple[jax.Array, jax.Array]:
+def candidates(alpha: jax.Array, table: jax.Array, states: dict,
+               progress=0.0) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """alpha [B, 2S+1], table [K, r, V] -> (each code's score relative to the best [B, K] (<= 0), the forward
     variables after each code as scaled probabilities [K, B, 2S+1] and their log scale [B, 1]: `select` takes
     the log of the drawn code's only). A code's score is the prefix log-likelihood after it plus
@@ -80,7 +81,7 @@ def candidates(alpha: jax.Array, table: jax.Array, states: dict, progress=0.0) -
 
 
 def guide(logits: jax.Array, alpha: jax.Array, table: jax.Array, states: dict, weight,
-          progress=0.0) -> tuple[jax.Array, jax.Array]:
+          progress=0.0) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """The AR's logits [B, V] (codes first, then SOS and EOS) with `weight` × each code's relative score
     added; and the forward variables after each code (as `candidates` gives them), for `select` once a token
     is drawn."""
@@ -89,7 +90,7 @@ def guide(logits: jax.Array, alpha: jax.Array, table: jax.Array, states: dict, w
     return logits.at[:, :k].add(weight * score), after
 
 
-def select(after: jax.Array, alpha: jax.Array, token: jax.Array, codebook_size: int) -> jax.Array:
+def select(after: tuple[jax.Array, jax.Array], alpha: jax.Array, token: jax.Array, codebook_size: int) -> jax.Array:
     """The forward variables [B, 2S+1] after the drawn tokens [B]; rows that drew EOS (or SOS) keep theirs."""
     p, top = after
     picked = jnp.take_along_axis(p, jnp.clip(token, 0, codebook_size - 1)[None, :, None], axis=0)[0]
