@@ -159,9 +159,9 @@ def main(argv=None):
                 rows["flow_vae"] = rungs["flow_vae"]
             sampler = "" if len(settings) == 1 else f" n={fm_steps} w={cfg_weight:g} x0={fm_temperature:g}"
             rows["tokens" + sampler] = rungs["tokens"]
-        print(f"{'rung':22s} {'judge CER':>9s} {'voiced':>7s} {'duration':>8s}", flush=True)
+        print(f"{'rung':26s} {'judge CER':>9s} {'voiced':>7s} {'duration':>8s}", flush=True)
         for rung, wavs in rows.items():
-            print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
+            print(f"{rung:26s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
         for step in [] if args.skip_system else [int(s) for s in args.ar_steps.split(",") if s] or [None]:
             for temperature, n, fm_t in [(float(t), int(n), float(x)) for t in args.temperatures.split(",")
                                          for n in args.candidates.split(",") for x in args.fm_temperatures.split(",")]:
@@ -169,7 +169,7 @@ def main(argv=None):
                                 ctc_guidance=args.ctc_guidance, fm_temperature=fm_t)
                 rung = (f"tts@{'latest' if step is None else step} T={temperature:g}" + (f" n={n}" if n > 1 else "")
                         + (f" x0={fm_t:g}" if fm_t != 1 else ""))
-                print(f"{rung:22s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
+                print(f"{rung:26s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
 
 
 if __name__ == "__main__":
