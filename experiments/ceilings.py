@@ -12,7 +12,7 @@ models themselves make, so the first rung whose CER jumps is the stage that hold
   python experiments/ceilings.py --workdirs DEMO/workdirs --data-dir DEMO/data [--judge W] \
       [--name espeak_tts/small] [--limit 12] [--ar W] [--flow-matching W] [--ar-steps 1000,2000]
       [--fm-steps 10,32] [--cfg-weights 0,0.7,2] [--fm-temperatures 1,0.5] [--candidates 1,4]
-      [--skip-resynthesis | --skip-system]
+      [--skip-resynthesis | --skip-system] [--split test_unseen] [--by-voice]
 
 `--workdirs` holds the stage workdirs (tokenizer, ar, flow_matching, judge); `--ar` and `--flow-matching`
 other workdirs of those stages trained on the same tokens (each carries its own speaker encoder);
@@ -22,7 +22,8 @@ samples (the tokenizer's CTC head picks), `--ctc-guidance 0.5` under CTC guidanc
 `--cfg-weights` × `--fm-temperatures` (the scale of flow matching's starting noise, the synthesizer's
 `fm_temperature`) repeat the tokens rung for each flow-matching sampler setting, and the system rows for each
 temperature. Prints one row per rung: judge CER, pYIN's voiced-frame fraction relative to the ground truth's, and
-the duration relative to the ground truth's.
+the duration relative to the ground truth's; `--by-voice` then each resynthesis rung's voiced fraction and
+median F0 per voice (the lines' speakers).
 """
 from __future__ import annotations
 
@@ -108,6 +109,23 @@ def score(judge: JudgeTranscriber | None, lines, wavs, truths, sample_rate: int)
     return float(np.mean(cers)), float(np.mean(voiced)), float(np.mean(durations))
 
 
+def by_voice(lines, rows: dict, sample_rate: int) -> list[str]:
+    """Per voice (the speaker of each line), each rung's mean voiced-frame fraction and the median of its lines'
+    F0s (pYIN; "-" where no line had a pitch to read): which voices a rung leaves unvoiced, or at another pitch."""
+    voices = sorted({line.utt.split("/")[0] for line in lines})
+    summaries = {rung: [voicing.voicing_summary(w, sample_rate) for w in wavs] for rung, wavs in rows.items()}
+    out = [f"{'voice':26s} " + " ".join(f"{rung[:21]:>21s}" for rung in rows)]
+    for voice in voices:
+        cells = []
+        for rung in rows:
+            mine = [s for line, s in zip(lines, summaries[rung]) if line.utt.split("/")[0] == voice]
+            f0s = [f0 for _, f0 in mine if f0 is not None]
+            f0 = f"{np.median(f0s):4.0f} Hz" if f0s else "   - Hz"
+            cells.append(f"{np.mean([v for v, _ in mine]):6.2f} {f0:>8s} {len(f0s):2d}/{len(mine):<2d}")
+        out.append(f"{voice:26s} " + " ".join(f"{c:>21s}" for c in cells))
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdirs", required=True)
@@ -119,6 +137,8 @@ def main(argv=None):
     p.add_argument("--name", default="espeak_tts/small")
     p.add_argument("--split", default="test_unseen")
     p.add_argument("--limit", type=int, default=12)
+    p.add_argument("--by-voice", action="store_true", help="also each rung's voiced fraction and F0 per voice "
+                                                          "(the lines' speakers), and how many lines had a pitch")
     skip = p.add_mutually_exclusive_group()
     skip.add_argument("--skip-resynthesis", action="store_true", help="only the tts rows")
     skip.add_argument("--skip-system", action="store_true", help="no tts rows (no AR decoding)")
@@ -162,6 +182,8 @@ def main(argv=None):
         print(f"{'rung':26s} {'judge CER':>9s} {'voiced':>7s} {'duration':>8s}", flush=True)
         for rung, wavs in rows.items():
             print(f"{rung:26s} {'%9.3f %7.2f %8.2f' % score(judge, lines, wavs, truths, sr)}", flush=True)
+        if args.by_voice and rows:
+            print("\n".join(by_voice(lines, rows, sr)), flush=True)
         for step in [] if args.skip_system else [int(s) for s in args.ar_steps.split(",") if s] or [None]:
             for temperature, n, fm_t in [(float(t), int(n), float(x)) for t in args.temperatures.split(",")
                                          for n in args.candidates.split(",") for x in args.fm_temperatures.split(",")]:

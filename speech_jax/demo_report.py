@@ -17,18 +17,20 @@ from speech_jax.eval import artifacts
 # Curves per stage: the keys drawn when the run logged them.
 CURVES = {
     "tokenizer": ("loss", "mel_loss", "ctc_loss", "ctc_cer", "vq_loss"),
-    "flow_vae": ("mel_loss", "kl", "d_loss", "g_adv", "g_fm"),
+    "flow_vae": ("mel_loss", "stft_loss", "phase_loss", "kl", "d_loss", "g_adv", "g_fm"),
     "ar": ("loss", "token_accuracy"),
     "flow_matching": ("loss",),
     "judge": ("loss",),
 }
-STAGE_TITLES = {"tokenizer": "audio tokenizer (25 Hz, CTC-supervised VQ)", "flow_vae": "Flow-VAE (GAN)",
+STAGE_TITLES = {"tokenizer": "audio tokenizer (25 Hz, CTC-supervised VQ)", "flow_vae": "Flow-VAE",
                 "ar": "AR transformer + speaker encoder", "flow_matching": "latent flow matching (DiT)",
                 "judge": "judge: CTC phoneme recognizer (not part of the TTS; outside the budget)"}
 METRICS = (("mcd", "MCD-DTW (dB) ↓", "{:.2f}"), ("duration_ratio", "duration ratio (→ 1)", "{:.3f}"),
            ("rtf", "real-time factor", "{:.3f}"), ("wer", "WER", "{:.2%}"), ("judge_cer", "judge CER ↓", "{:.2%}"),
            ("sim", "SIM", "{:.3f}"), ("voiced", "voiced frames", "{:.2f}"),
            ("f0_error", "F0 vs prompt (semitones) ↓", "{:.2f}"))
+# The GAN's terms, which a run whose discriminators never started logs as zeros.
+ADVERSARIAL = ("d_loss", "g_adv", "g_fm")
 # Reference rows under the modes: what espeak's own rendering scores (the ceiling of SIM, the judge's own
 # error level, its voicing and pitch) and what another speaker's voice scores against the prompt (the floor of SIM).
 REFERENCES = (("ground truth (espeak)", {"judge_cer": "gt_judge_cer", "sim": "gt_sim", "voiced": "gt_voiced",
@@ -50,7 +52,9 @@ def _stage_rows(demo) -> list[list[str]]:
             continue
         steps = f"{info['step']} / {info['planned_steps']}" + (" (time share spent)" if info["time_budget_reached"]
                                                                 else "")
-        final = ", ".join(f"{k} {info['final'][k]:.3f}" for k in CURVES[stage] if k in info["final"])
+        gan_off = info["final"].get("disc_active") == 0.0
+        final = ", ".join(f"{k} {info['final'][k]:.3f}" for k in CURVES[stage]
+                          if k in info["final"] and not (gan_off and k in ADVERSARIAL))
         rows.append([title, _config_name(info["config"]), steps, f"{info['minutes']:.1f}", final])
     return rows
 

@@ -55,6 +55,8 @@ def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
     assert f"the best of {demo_lib.CANDIDATES} AR samples a sentence" in md
     for mode in ("zero-shot", "one-shot"):
         assert f"| {mode} | 2 / 2 |" in md
+    flow_vae_row = next(line for line in md.splitlines() if line.startswith("| Flow-VAE |"))
+    assert "g_adv" in flow_vae_row  # the tiny config's discriminators train from step 0
     audio = sorted(os.listdir(os.path.join(report, "audio")))
     assert audio == [f"{i:02d}_{kind}.wav" for i in range(2)
                      for kind in ("ground_truth", "one_shot", "prompt", "zero_shot")]
@@ -69,6 +71,23 @@ def test_report_has_audio_mel_plots_curves_and_the_metric_table(finished_demo):
     with open(os.path.join(demo.out, "eval", "zero_shot", "results.json")) as f:
         utts = [u["utt"] for u in json.load(f)["utterances"]]
     assert all(f"### {utt}" in md for utt in utts)
+
+
+def test_a_flow_vae_whose_discriminators_never_started_is_reported_without_the_gan_s_zeros():
+    final = dict(mel_loss=1.0, stft_loss=1.2, phase_loss=0.2, kl=170.0, d_loss=0.0, g_adv=0.0, g_fm=0.0,
+                 disc_active=0.0)
+    info = dict(step=1211, planned_steps=1500, time_budget_reached=True, minutes=10.8, final=final,
+                config="experiments/demo/flow_vae.py")
+    rows = _report_rows({"flow_vae": info})
+    assert rows["Flow-VAE"][-1] == "mel_loss 1.000, stft_loss 1.200, phase_loss 0.200, kl 170.000"
+    info["final"] = dict(final, disc_active=1.0, d_loss=0.5, g_adv=1.5)  # once they run, their terms are shown
+    assert "d_loss 0.500, g_adv 1.500, g_fm 0.000" in _report_rows({"flow_vae": info})["Flow-VAE"][-1]
+
+
+def _report_rows(steps: dict) -> dict:
+    """The report's training rows by stage title, for a demo state holding these steps."""
+    import types
+    return {row[0]: row for row in demo_report._stage_rows(types.SimpleNamespace(state={"steps": steps}))}
 
 
 def test_a_judge_trained_before_is_reused_and_not_reported_as_trained(tiny_stages):
