@@ -72,7 +72,7 @@ def resynthesis_rungs(workdirs: dict, lines, targets, *, seed=0, cfg_weight=0.7,
         frame_mask = np.arange(whole.frames)[None] < frames
         _, fm_spk = backend.speaker(*_padded(reference.load_reference(line.prompt_wav), whole.ref_samples))
         x0 = fm_temperature * np.asarray(jax.random.normal(jax.random.fold_in(key, i),
-                                                        (1, whole.frames, whole.latent_dim)))
+                                                           (1, whole.frames, whole.latent_dim)))
         no_prompt = np.zeros((1, whole.frames, whole.latent_dim), np.float32)
         z = backend.fm_sample(x0, np.where(token_mask, tokens, 0), frame_mask, fm_spk, no_prompt,
                               np.zeros((1, whole.frames), bool), np.float32(cfg_weight))
