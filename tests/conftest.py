@@ -18,11 +18,16 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 # Eight host devices, so meshes with data, fsdp and tensor axes run on the CPU; and XLA's cheapest CPU code
 # generation: most tests run a few steps of each program, where compiling dominates (a quarter less CPU time
-# for the suite). Loops of hundreds of steps ask for optimised code (overfit.OPTIMIZED). Must precede
-# importing jax; subprocesses (the CLI, multi-process jobs) inherit it.
+# for the suite). Loops of hundreds of steps ask for optimised code (overfit.OPTIMIZED). XLA's CPU fusion
+# emitters cost ~0.1 s of compiling per fusion: the older emitters compile the tiny stages' steps 2-3x
+# faster and run the overfit loops as fast. Must precede importing jax; subprocesses (the CLI, multi-process
+# jobs) inherit it.
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8",
                                     "--xla_backend_optimization_level=0",
-                                    "--xla_llvm_disable_expensive_passes=true"]).strip()
+                                    "--xla_llvm_disable_expensive_passes=true",
+                                    "--xla_cpu_use_fusion_emitters=false"]).strip()
+# With the 'tpu' extra, tests on both xdist workers open libtpu for TPU topologies (AOT compiling) at once.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import pytest  # noqa: E402
 

@@ -153,5 +153,8 @@ def test_a_late_gan_start_switches_programs_and_matches_one_conditional_program(
                                                                       trainer.state_shardings), None)
     ckpt.close()
     assert step == 4
+    # Adam scales each gradient to about the learning rate, so where a gradient is at rounding level the two
+    # programs' fusions (float sums in another order) can move a weight by a small share of one step
+    # (measured: 1 %); the wrong phase at a step would be a whole step (and its discriminators would not move).
     for x, y in zip(flat(phased.params), flat(single.params)):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=0.05 * config.optim.learning_rate)
