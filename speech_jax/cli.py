@@ -110,7 +110,8 @@ def _synthesize(args) -> int:
 def _pvc(args, overrides) -> int:
     from speech_jax.pvc import clone_voice
     out = clone_voice(data_dir=args.data, speaker=args.speaker, ar=args.ar, out=args.out, workdir=args.workdir,
-                      split=args.split, config_file=args.config, overrides=overrides)
+                      split=args.split, config_file=args.config, overrides=overrides,
+                      flow_matching=args.flow_matching)
     m = out["metrics"]
     print({"voice": out["voice"], "step": m.get("step"), "loss": m.get("loss"),
            "token_accuracy": m.get("token_accuracy")})
@@ -411,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("--out", required=True, help="voice file to write (.npz)")
     pv.add_argument("--workdir", required=True, help="the PVC run's checkpoints and metrics (resumable)")
     pv.add_argument("--split", default="test_unseen", help="the corpus split holding the speaker's utterances")
+    pv.add_argument("--flow-matching", default=None,
+                    help="workdir of the flow matching stage the voice is for: where it trained a speaker encoder "
+                         "of its own (model.speaker_encoder=trained), the voice carries that encoder's vector too")
     pv.add_argument("--config", default=None, help="a pvc config (default experiments/pvc/demo.py); "
                     "--config.k=v overrides follow")
 

@@ -52,11 +52,15 @@ def _stage_rows(demo) -> list[list[str]]:
             continue
         steps = f"{info['step']} / {info['planned_steps']}" + (" (time share spent)" if info["time_budget_reached"]
                                                                 else "")
-        gan_off = info["final"].get("disc_active") == 0.0
-        final = ", ".join(f"{k} {info['final'][k]:.3f}" for k in CURVES[stage]
-                          if k in info["final"] and not (gan_off and k in ADVERSARIAL))
+        final = ", ".join(f"{k} {info['final'][k]:.3f}" for k in _shown(stage, info) if k in info["final"])
         rows.append([title, _config_name(info["config"]), steps, f"{info['minutes']:.1f}", final])
     return rows
+
+
+def _shown(stage: str, info: dict | None) -> tuple[str, ...]:
+    """The stage's curve keys, less the GAN's terms where its discriminators never ran (zeros, not losses)."""
+    gan_off = info is not None and info.get("final", {}).get("disc_active") == 0.0
+    return tuple(k for k in CURVES[stage] if not (gan_off and k in ADVERSARIAL))
 
 
 def _config_name(path: str) -> str:
@@ -68,9 +72,10 @@ def _config_name(path: str) -> str:
 
 def _curves(demo, fig_dir: str) -> dict[str, str]:
     out = {}
-    for stage, keys in CURVES.items():
+    for stage in CURVES:
         path = os.path.join(demo.workdirs[stage], "metrics.jsonl")
         if os.path.exists(path):
+            keys = _shown(stage, demo.state["steps"].get(stage))
             try:
                 out[stage] = artifacts.save_loss_curves(os.path.join(fig_dir, f"curves_{stage}.png"), path, keys,
                                                        with_eval=True)

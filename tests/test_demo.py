@@ -80,8 +80,10 @@ def test_a_flow_vae_whose_discriminators_never_started_is_reported_without_the_g
                 config="experiments/demo/flow_vae.py")
     rows = _report_rows({"flow_vae": info})
     assert rows["Flow-VAE"][-1] == "mel_loss 1.000, stft_loss 1.200, phase_loss 0.200, kl 170.000"
+    assert demo_report._shown("flow_vae", info) == ("mel_loss", "stft_loss", "phase_loss", "kl")  # nor curves
     info["final"] = dict(final, disc_active=1.0, d_loss=0.5, g_adv=1.5)  # once they run, their terms are shown
     assert "d_loss 0.500, g_adv 1.500, g_fm 0.000" in _report_rows({"flow_vae": info})["Flow-VAE"][-1]
+    assert demo_report._shown("flow_vae", info) == demo_report.CURVES["flow_vae"]
 
 
 def _report_rows(steps: dict) -> dict:

@@ -22,6 +22,10 @@ def model_defaults() -> ml_collections.ConfigDict:
         # "channel", or "none" (as the Flow-VAE gives them: a decoder whose latents spread 17× voiced 6 % of
         # its frames after 1000 steps against 31 % standardised; docs/what_limits_quality.md).
         latent_norm="global",
+        # The speaker vector: "frozen" (the AR stage's encoder as it is: one vector serves both stages, saved
+        # voices too) or "trained" (a copy of it trained by flow matching's loss; saved voices then need a
+        # vector of that copy: speech_jax/infer/voice.py).
+        speaker_encoder="frozen",
         # evaluation sampling
         eval_steps=10, eval_method="euler", eval_grid="cosine", eval_cfg_weight=0.7,
         eval_voicing=False))      # pYIN voicing of the evaluation's samples (host_eval; seconds per batch)

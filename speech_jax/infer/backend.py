@@ -1,7 +1,8 @@
 """The synthesis backend: nine pure array programs over static bucket shapes, and one class that calls them.
 
   speaker(ref_audio [B,R], ref_len [B])      -> ar_spk [B,d_model], fm_spk [B,spk_dim]
-  voice(v [B,spk_dim])                       -> ar_spk [B,d_model], fm_spk [B,spk_dim]   (a saved voice)
+  voice(v [B,spk_dim])                       -> ar_spk [B,d_model], fm_spk [B,spk_dim]   (a saved voice; fm_spk
+                                                is v, the vector of flow matching's frozen encoder)
   tokenize(audio [B,R], len [B])             -> ids [B,R/hop/2], token_mask         (one-shot prompt tokens)
   vae_encode(audio [B,R], len [B])           -> mean [B,R/hop,D]                    (one-shot prompt latent)
   ar_generate(text_ids [B,L], text_len, prompt_text_ids [B,L], prompt_text_len, prompt_tokens [B,Pa],
@@ -81,6 +82,9 @@ class Spec:
     fm_steps: int = 10
     fm_method: str = "euler"
     fm_grid: str = "cosine"
+    # Flow matching's speaker encoder: "frozen" (the AR's: a saved voice's one vector serves both stages)
+    # or "trained" (its own: a saved voice needs flow matching's vector too, `v_fm`).
+    fm_speaker_encoder: str = "frozen"
 
     @property
     def ref_samples(self) -> int:
@@ -185,10 +189,11 @@ def make_programs(templates: dict[str, Template], spec: Spec) -> dict[str, Calla
 
     def speaker(ar_w, fm_w, ref_audio, ref_len):
         return (ar.module(ar_w).speaker_embedding(ref_audio, ref_len).astype(jnp.float32),
-                fm.module(fm_w).frozen.speaker_encoder(ref_audio, ref_len).astype(jnp.float32))
+                fm.module(fm_w).encode_speaker(ref_audio, ref_len).astype(jnp.float32))
 
     def voice(ar_w, v):
-        # v is what the speaker encoder would give (flow matching's frozen copy of it reads the same).
+        # v is what the speaker encoder would give (flow matching's frozen copy of it reads the same; a
+        # flow matching that trained its own is given its vector by the driver: `Spec.fm_speaker_encoder`).
         v = v.astype(jnp.float32)
         return ar.module(ar_w).speaker_slot(v).astype(jnp.float32), v
 

@@ -1,6 +1,7 @@
 """Zero-shot and one-shot synthesis: text + a reference voice -> waveform (MiniMax-Speech inference).
 
-  reference ─▶ speaker encoders ─▶ v_ar, v_fm   (a saved voice v: v_ar = the AR's projection of v, v_fm = v)
+  reference ─▶ speaker encoders ─▶ v_ar, v_fm   (a saved voice v: v_ar = the AR's projection of v, v_fm = v,
+                                                 or the voice's own v_fm where flow matching trained its encoder)
   (one-shot, or zero-shot with an acoustic prompt: reference ─▶ tokenizer ─▶ prompt tokens;
    reference ─▶ Flow-VAE encoder ─▶ prompt latent; only one-shot puts the prompt tokens in the AR's context)
   text ─split─▶ sentences ─text units (BPE, or phonemes of the given language)─▶ AR (v_ar [+ prompt text, prompt tokens]) ─▶ tokens
@@ -144,6 +145,10 @@ class Synthesizer:
         if isinstance(voice, (str, os.PathLike)):
             return load_voice(os.fspath(voice), spk_dim=self.spec.spk_dim)
         voice = voice if isinstance(voice, Voice) else Voice(np.asarray(voice, np.float32))
+        if self.spec.fm_speaker_encoder == "trained" and voice.v_fm is None:
+            raise ValueError("this flow matching stage trained a speaker encoder of its own: a voice needs its "
+                             "vector too (`v_fm`; `speech-jax pvc --flow-matching` writes it), and this one "
+                             f"has the AR's only ({voice.metadata.get('made_by', 'made without it')})")
         for v in (voice.v, voice.flow_matching_vector):
             v = np.asarray(v, np.float32)
             if v.shape != (self.spec.spk_dim,) or not np.all(np.isfinite(v)):
@@ -377,5 +382,6 @@ def load_stages(tokenizer: str, ar: str, flow_matching: str, max_new_tokens: int
                 text_len=int(arc.data.max_text_len), score_text_len=int(tok.data.max_text_len),
                 prompt_tokens=math.ceil(float(arc.data.prompt_max_seconds) * sr / (2 * hop)),
                 max_new_tokens=int(n), fm_method=str(fm.model.eval_method), fm_grid=str(fm.model.eval_grid),
-                min_ratio=float(min_ratio), max_ratio=float(max_ratio))
+                min_ratio=float(min_ratio), max_ratio=float(max_ratio),
+                fm_speaker_encoder=str(fm.model.get("speaker_encoder", "frozen")))
     return templates, weights, spec, text_units, configs

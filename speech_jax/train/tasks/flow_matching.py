@@ -4,6 +4,10 @@ The speaker encoder (trained with the AR stage) and the Flow-VAE (its decoder tu
 into audio for evaluation) are earlier stages: they sit under the model's `frozen` attribute, so they
 get no gradients or optimizer state, and their weights are copied in from their workdirs when a run
 starts (`load_pretrained`), then travel in every checkpoint.
+
+`model.speaker_encoder`: "frozen" (the AR's encoder as it is; one vector serves both stages) or "trained":
+flow matching's own copy, starting from the AR's and trained by this stage's loss. The AR's encoder learns
+what predicts tokens; the voice's pitch and timbre, which only the latents carry, it need not keep.
 """
 from __future__ import annotations
 
@@ -19,15 +23,25 @@ from speech_jax.models import cfm, gan_losses
 from speech_jax.models.flow_matching import FlowMatchingDiT, flops_per_frame
 from speech_jax.models.flow_vae import FlowVAE
 from speech_jax.models.latent_norm import LatentNorm, scales
-from speech_jax.models.speaker_encoder import SpeakerEncoder
+from speech_jax.models.speaker_encoder import SpeakerEncoder, speaker_encoder_flops
 
 
 class Frozen(nnx.Module):
     """Pretrained parts of earlier stages (not trained here)."""
 
-    def __init__(self, speaker_encoder: SpeakerEncoder, vae: FlowVAE):
+    def __init__(self, speaker_encoder: SpeakerEncoder | None, vae: FlowVAE):
         self.speaker_encoder = speaker_encoder
         self.vae = vae
+
+
+SPEAKER_ENCODERS = ("frozen", "trained")
+
+
+def speaker_encoder_kind(config: ml_collections.ConfigDict) -> str:
+    kind = config.model.get("speaker_encoder", "frozen")  # older configs: the AR's, frozen
+    if kind not in SPEAKER_ENCODERS:
+        raise ValueError(f"model.speaker_encoder is {kind!r}; one of {SPEAKER_ENCODERS}")
+    return kind
 
 
 class FlowMatchingStage(nnx.Module):
@@ -37,8 +51,10 @@ class FlowMatchingStage(nnx.Module):
         # Older configs have no `latent_norm`: their checkpoints hold no statistics.
         kind = cfg.get("latent_norm", "none")
         self.latent_norm = LatentNorm(int(cfg.latent_dim), kind) if kind != "none" else None
-        self.frozen = Frozen(SpeakerEncoder(config.speaker, MelSpec.from_config(config.mel), rngs=rngs),
-                             FlowVAE(config.vae, rngs=rngs))
+        encoder = SpeakerEncoder(config.speaker, MelSpec.from_config(config.mel), rngs=rngs)
+        trained = speaker_encoder_kind(config) == "trained"
+        self.speaker_encoder = encoder if trained else None
+        self.frozen = Frozen(None if trained else encoder, FlowVAE(config.vae, rngs=rngs))
         c = cfg
         self.loss_settings = dict(sigma_min=float(c.sigma_min), prompt_prob=float(c.prompt_prob),
                                   prompt_max_frac=float(c.prompt_max_frac), prompt_min_frac=float(c.prompt_min_frac),
@@ -47,8 +63,14 @@ class FlowMatchingStage(nnx.Module):
                                     grid_kind=str(c.eval_grid), cfg_weight=float(c.eval_cfg_weight))
         self.sample_rate = int(config.data.sample_rate)
 
+    def encode_speaker(self, ref_audio, ref_len):
+        """Reference audio [B, T], lengths [B] -> flow matching's speaker vector [B, spk_dim]."""
+        if self.speaker_encoder is not None:
+            return self.speaker_encoder(ref_audio, ref_len)
+        return jax.lax.stop_gradient(self.frozen.speaker_encoder(ref_audio, ref_len))
+
     def speaker_vector(self, batch):
-        return jax.lax.stop_gradient(self.frozen.speaker_encoder(batch["ref_audio"], batch["ref_len"]))
+        return self.encode_speaker(batch["ref_audio"], batch["ref_len"])
 
     def to_flow(self, z):
         """Flow-VAE latents -> the space flow matching models."""
@@ -177,8 +199,9 @@ def resolve_config(config) -> None:
 
 
 def load_pretrained(state, config):
-    """Copies the AR stage's speaker encoder and the Flow-VAE into the frozen parts of a fresh state, and
-    measures the latent statistics (`model.latent_norm`) on the extracted training latents."""
+    """Copies the AR stage's speaker encoder (into the frozen parts, or the trained ones when flow matching
+    trains its own) and the Flow-VAE (frozen) into a fresh state, and measures the latent statistics
+    (`model.latent_norm`) on the extracted training latents."""
     from speech_jax.train.restore import load_stage
     if not config.pretrained.ar_workdir or not config.pretrained.flow_vae_workdir:
         raise ValueError("flow matching trains on a pretrained speaker encoder and Flow-VAE: set "
@@ -187,12 +210,14 @@ def load_pretrained(state, config):
     mesh = jax.tree.leaves(state.rest)[0].sharding.mesh
     _, _, ar_params, _ = load_stage(config.pretrained.ar_workdir, "ar", mesh=mesh)
     _, _, vae_params, _ = load_stage(config.pretrained.flow_vae_workdir, "flow_vae", mesh=mesh)
-    rest = jax.tree.map(lambda x: x, state.rest)
-    for name, src in (("speaker_encoder", ar_params["speaker_encoder"]), ("vae", vae_params["generator"])):
-        dst = rest["frozen"][name]
+    rest, params = jax.tree.map(lambda x: x, state.rest), jax.tree.map(lambda x: x, state.params)
+    encoder_at = params if speaker_encoder_kind(config) == "trained" else rest["frozen"]
+    for at, name, src in ((encoder_at, "speaker_encoder", ar_params["speaker_encoder"]),
+                          (rest["frozen"], "vae", vae_params["generator"])):
+        dst = at[name]
         if jax.tree.structure(dst) != jax.tree.structure(src):
             raise ValueError(f"the pretrained {name} does not match config.{'speaker' if name != 'vae' else 'vae'}")
-        rest["frozen"][name] = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
+        at[name] = jax.tree.map(lambda d, s: jax.device_put(s.astype(d.dtype), d.sharding), dst, src)
     kind = config.model.get("latent_norm", "none")
     if kind != "none":
         from data_pipelines.extracted import extracted_dir, latent_statistics
@@ -200,10 +225,15 @@ def load_pretrained(state, config):
         for dst, value in zip(("mean", "std"), scales(kind, stats["mean"], stats["std"])):
             var = rest["latent_norm"][dst]
             var.value = jax.device_put(value.astype(var.value.dtype), var.value.sharding)
-    return state.replace(rest=rest)
+    return state.replace(params=params, rest=rest)
 
 
 def flops_per_step(config: ml_collections.ConfigDict, batch_shapes: dict) -> float:
-    """3 × the DiT's forward FLOPs over the padded latent frames (the frozen speaker encoder is excluded)."""
+    """3 × the DiT's forward FLOPs over the padded latent frames, plus 3 × the speaker encoder's when it
+    trains here (a frozen one's forward is left out, as in the other stages that read a frozen model)."""
     b, f = batch_shapes["latents"][:2]
-    return float(3 * b * f * flops_per_frame(config.model, f))
+    fwd = f * flops_per_frame(config.model, f)
+    if speaker_encoder_kind(config) == "trained":
+        spec = MelSpec.from_config(config.mel)
+        fwd += speaker_encoder_flops(config.speaker, spec, batch_shapes["ref_audio"][1] // spec.hop_length)
+    return float(3 * b * fwd)

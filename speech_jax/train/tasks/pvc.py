@@ -10,7 +10,9 @@ averaged) and descends the AR's next-token loss on those utterances (`data.speak
 zero-shot layout: no reference, no prompt), as the AR stage computes it (`ar.token_loss`), plus
 `pvc.anchor_weight` × ‖v − v₀‖² / ‖v₀‖²: a pull toward the starting vector. Flow matching was trained on
 speaker-encoder outputs only and renders a vector fitted away from them unvoiced, so the voice file gives
-it v₀ (`v_fm`) unless `pvc.fit_flow_matching` (README, "Professional voice cloning").
+it v₀ (`v_fm`) unless `pvc.fit_flow_matching` (README, "Professional voice cloning"). A flow matching
+stage that trained a speaker encoder of its own takes the mean of that encoder's vectors instead
+(`speech_jax.pvc.clone_voice`, given its workdir).
 """
 from __future__ import annotations
 
@@ -119,9 +121,10 @@ def speaker_audio(cfg, split: str) -> list[np.ndarray]:
     return out
 
 
-def speaker_vectors_of(ar: ARTransformer, audios: list[np.ndarray], batch: int = 8) -> np.ndarray:
-    """The AR speaker encoder's vector of each of `audios`, [len(audios), spk_dim] float32."""
-    graphdef, state = nnx.split(ar.speaker_encoder)
+def speaker_vectors_of(model, audios: list[np.ndarray], batch: int = 8) -> np.ndarray:
+    """The vector of each of `audios`, [len(audios), spk_dim] float32, from `model.speaker_encoder` (the AR's,
+    or the one a flow matching stage trained)."""
+    graphdef, state = nnx.split(model.speaker_encoder)
     encode = jax.jit(lambda s, a, n: nnx.merge(graphdef, s)(a, n))
     width = max(len(a) for a in audios)  # one shape: one compilation
     vectors = []
@@ -135,9 +138,9 @@ def speaker_vectors_of(ar: ARTransformer, audios: list[np.ndarray], batch: int =
     return np.concatenate(vectors).astype(np.float32)
 
 
-def mean_speaker_vector(ar: ARTransformer, audios: list[np.ndarray]) -> np.ndarray:
-    """The mean of the AR speaker encoder's vectors of `audios`, [spk_dim] float32."""
-    return speaker_vectors_of(ar, audios).mean(0)
+def mean_speaker_vector(model, audios: list[np.ndarray]) -> np.ndarray:
+    """The mean of a speaker encoder's vectors of `audios` (`speaker_vectors_of`), [spk_dim] float32."""
+    return speaker_vectors_of(model, audios).mean(0)
 
 
 def load_pretrained(state, config):
