@@ -148,7 +148,7 @@ class Synthesizer:
         if self.spec.fm_speaker_encoder == "trained" and voice.v_fm is None:
             raise ValueError("this flow matching stage trained a speaker encoder of its own: a voice needs its "
                              "vector too (`v_fm`; `speech-jax pvc --flow-matching` writes it), and this one "
-                             f"has the AR's only ({voice.metadata.get('made_by', 'made without it')})")
+                             f"has the AR's only ({voice.metadata.get('made_by', 'a bare vector')})")
         for v in (voice.v, voice.flow_matching_vector):
             v = np.asarray(v, np.float32)
             if v.shape != (self.spec.spk_dim,) or not np.all(np.isfinite(v)):
