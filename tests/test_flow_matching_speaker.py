@@ -62,6 +62,19 @@ def test_synthesis_reads_its_own_vector_and_a_voice_needs_one(own_encoder, tiny_
     assert out.wav.size > 0 and np.all(np.isfinite(out.wav))
 
 
+def test_the_frozen_parts_are_the_earlier_stages_weights(tiny_stages):
+    # The init program leaves `frozen` as zeros for load_pretrained to fill (program.fresh_state): what trained
+    # is the Flow-VAE's generator and the AR's speaker encoder, not zeros and not a random initialisation.
+    _, _, _, rest = load_stage(tiny_stages["flow_matching"], "flow_matching")
+    _, _, vae, _ = load_stage(tiny_stages["flow_vae"], "flow_vae")
+    _, _, ar, _ = load_stage(tiny_stages["ar"], "ar")
+    for frozen, source in ((rest["frozen"]["vae"], vae["generator"]),
+                           (rest["frozen"]["speaker_encoder"], ar["speaker_encoder"])):
+        for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(source), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert any(np.any(np.asarray(x)) for x in jax.tree.leaves(rest["frozen"]))
+
+
 def test_the_frozen_default_keeps_one_vector_for_both_and_the_ablation_trains_it(tiny_stages):
     from speech_jax.infer.synthesizer import load_stages
     *_, spec, _, configs = load_stages(tiny_stages["tokenizer"], tiny_stages["ar"], tiny_stages["flow_matching"])

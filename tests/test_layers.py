@@ -199,3 +199,28 @@ def test_swiglu_hand_written_backward_matches_autodiff():
     got = jax.grad(lambda *a: jnp.sum(swiglu(*a) * w), argnums=(0, 1, 2, 3))(x, *ws)
     for a, b in zip(want, got):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_init_rngs_draws_flax_s_keys_without_walking_the_trace(monkeypatch):
+    # The same parameters as nnx.Rngs, under jit and under a scan over layers (split_rngs); flax's own stream
+    # builds a tracer error message (which walks the trace so far) for every key it draws under a trace.
+    from jax._src.interpreters import partial_eval
+    from speech_jax.layers import init_rngs
+    messages = []
+    original = partial_eval.DynamicJaxprTracer._origin_msg
+    monkeypatch.setattr(partial_eval.DynamicJaxprTracer, "_origin_msg",
+                        lambda self: messages.append(1) or original(self))
+
+    def build(make_rngs):
+        def params(key):
+            model = Transformer(2, d_model=D, num_heads=4, num_kv_heads=2, mlp_dim=64, scan_layers=True,
+                                rngs=make_rngs(key))
+            return nnx.state(model, nnx.Param)
+        return jax.jit(params)(jax.random.key(3))
+
+    ours = build(init_rngs)
+    assert not messages
+    theirs = build(nnx.Rngs)
+    assert messages  # flax's stream still does: when it stops, init_rngs can go
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_array_equal(a, b)

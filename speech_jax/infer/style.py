@@ -8,6 +8,7 @@ from __future__ import annotations
 import ml_collections
 from flax import nnx
 
+from speech_jax.layers import init_rngs
 from speech_jax.layers.lora import merge_adapters
 
 
@@ -22,6 +23,6 @@ def styled_ar(style_workdir: str, step: int | None = None):
     ar_config.stage = "ar"
     ar_config.model.lora_rank = 0
     plain = nnx.eval_shape(lambda: ARTransformer(ar_config.model, MelSpec.from_config(ar_config.mel),
-                                                 rngs=nnx.Rngs(0)))
+                                                 rngs=init_rngs(0)))
     nnx.update(plain, nnx.state(merged))
     return ar_config, plain

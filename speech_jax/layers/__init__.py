@@ -3,7 +3,7 @@ from speech_jax.layers.attention import Attention, attention_mask, dot_product_a
 from speech_jax.layers.conv import Conv1d, ConvTranspose1d
 from speech_jax.layers.mlp import SwiGLU
 from speech_jax.layers.norms import RMSNorm
-from speech_jax.layers.params import dense, param
+from speech_jax.layers.params import dense, init_rngs, param
 from speech_jax.layers.rope import apply_rope
 from speech_jax.layers.transformer import Block, Transformer
 

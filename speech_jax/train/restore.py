@@ -13,6 +13,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from speech_jax.layers import init_rngs
 from speech_jax.train.checkpoint import CheckpointError, Checkpointer, abstract_with_shardings
 from speech_jax.train.state import split_model
 from speech_jax.train.tasks import get_task
@@ -64,7 +65,7 @@ def load_stage(workdir: str, stage: str | None = None, step: int | None = None, 
     box = {}
 
     def shapes(rng):
-        box["graphdef"], params, rest = split_model(task.build_model(config, nnx.Rngs(rng)))
+        box["graphdef"], params, rest = split_model(task.build_model(config, init_rngs(rng)))
         return {"params": params, "rest": rest}
 
     abstract = jax.eval_shape(shapes, jax.random.key(0))

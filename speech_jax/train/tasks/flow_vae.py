@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from speech_jax.layers import init_rngs
 from speech_jax.models import gan_losses
 from speech_jax.models.discriminators import Discriminators
 from speech_jax.models.flow_vae import FlowVAE, latent_spread
@@ -299,7 +300,7 @@ def eval_artifacts(outputs: dict, labels: dict, directory: str, config, count: i
 def _forward_flops(config_json: str, batch: int, length: int) -> tuple[float, float]:
     """XLA's FLOP count of one generator and one discriminator forward (convolutions dominate)."""
     config = ml_collections.ConfigDict(json.loads(config_json))
-    model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: build_model(config, init_rngs(0)))
     graphdef, state = nnx.split(model)
     wav = jax.ShapeDtypeStruct((batch, length), jnp.float32)
     lens = jax.ShapeDtypeStruct((batch,), jnp.int32)
