@@ -57,7 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
         clip_norm=1.0,
         # "all": AdamW decays every parameter (checkpoints of earlier runs restore only with this);
         # "matrices": not norms, biases, embeddings, Snake alpha or codebooks (decay_mask.py)
-        decay_mask="all"))
+        decay_mask="all",
+        # > 0: the train state keeps a moving average of the weights (decay min(ema_decay, n / (n + 10)) after n
+        # updates), which evaluation, later stages, synthesis and export read instead of the last step's
+        ema_decay=0.0))
 
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, seed=0, log_every=10, eval_every=500, eval_batches=4,

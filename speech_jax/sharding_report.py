@@ -79,7 +79,7 @@ def human(n: float) -> str:
     return str(n)
 
 
-def format_report(rows: list[Row], parts: tuple[str, ...] = ("params", "rest", "opt_state"),
+def format_report(rows: list[Row], parts: tuple[str, ...] = ("params", "rest", "opt_state", "ema"),
                   limit: int = 0) -> str:
     """The table (tensors of `parts`, largest per-device first; the first `limit` and every flagged one
     when `limit` > 0), flagged rows marked with `!`, and totals over every part."""

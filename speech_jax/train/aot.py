@@ -75,7 +75,7 @@ class CompileResult:
     num_chips: int
     mesh: dict
     chip: Chip | None
-    memory: dict            # per chip: parameters, optimizer, batch, temporaries, outputs, aliased, code, total
+    memory: dict            # per chip: parameters, optimizer, ema, batch, temporaries, outputs, aliased, code, total
     flops: float            # per chip, the compiled program's cost analysis
     model_flops: float      # per chip, the task's analytic count (3 x forward matmuls)
     bytes_accessed: float   # per chip, cost analysis
@@ -128,8 +128,10 @@ def compile_step(config, topology: str, chip: str | None = None, hbm_fraction: f
     args, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
     alias, temp = int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes)
     code = int(getattr(mem, "generated_code_size_in_bytes", 0) or 0)
-    per_chip = {part: t.get(part, {}).get("bytes_per_device", 0) for part in ("params", "rest", "opt_state")}
+    per_chip = {part: t.get(part, {}).get("bytes_per_device", 0)
+                for part in ("params", "rest", "opt_state", "ema")}
     memory = {"parameters": per_chip["params"] + per_chip["rest"], "optimizer": per_chip["opt_state"],
+              "ema": per_chip["ema"],
               "batch": max(args - state_per_chip, 0), "temporaries": temp, "outputs": out, "aliased": alias,
               "code": code, "total": args + out - alias + temp + code}
     cost = compiled.cost_analysis()
@@ -164,7 +166,8 @@ def format_result(r: CompileResult) -> str:
     lines = [f"{r.stage} train step compiled for {r.topology}: {r.num_chips} x {r.device_kind}, mesh {r.mesh} "
              f"({r.seconds:.1f} s)", "per chip:"]
     for key, label in (("parameters", "parameters (+ non-trained state)"), ("optimizer", "optimizer state"),
-                       ("batch", "batch"), ("temporaries", "activations / temporaries"),
+                       ("ema", "weights' moving average"), ("batch", "batch"),
+                       ("temporaries", "activations / temporaries"),
                        ("outputs", "outputs"), ("aliased", "  of which donated (aliased)"), ("code", "program"),
                        ("total", "total")):
         lines.append(f"  {label:<34} {human(m[key]):>12}")

@@ -126,7 +126,10 @@ class Trainer:
         return result
 
     def evaluate_all(self, state, artifacts_dir: str | None = None) -> dict:
-        """The eval split under "eval/", each of `data.extra_eval_splits` under "eval_<split>/"."""
+        """The eval split under "eval/", each of `data.extra_eval_splits` under "eval_<split>/"; the weights'
+        moving average where the state keeps one (what the finished stage serves)."""
+        if state.ema is not None:
+            state = state.replace(params=state.ema)
         out = {f"eval/{k}": v for k, v in self.evaluate(state, artifacts_dir).items()}
         for split in self.config.data.get("extra_eval_splits", ()):
             out.update({f"eval_{split}/{k}": v for k, v in self.evaluate(state, None, split).items()})

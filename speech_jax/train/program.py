@@ -63,10 +63,16 @@ def build_program(config, devices=None) -> Program:
     sharding.check_batch(config.data.batch_size, mesh)
     rules = tuple(tuple(r) for r in config.sharding.rules)
     tx, schedule = (getattr(task, "make_optimizer", None) or make_optimizer)(config.optim, config.train.steps)
+    ema_decay = float(config.optim.get("ema_decay", 0.0))  # .get: configs saved before the field existed
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"optim.ema_decay must be in [0, 1), got {ema_decay}")
+    if ema_decay and hasattr(task, "make_train_step"):
+        raise ValueError(f"optim.ema_decay={ema_decay}: the {config.stage} stage's own train step keeps no "
+                         "moving average of its weights")
 
     def init(rng):
         model = task.build_model(config, init_rngs(rng))
-        return init_train_state(model, tx)
+        return init_train_state(model, tx, ema=ema_decay > 0)
 
     def fresh_state(rng):
         state = init(rng)[1]
@@ -98,7 +104,7 @@ def build_program(config, devices=None) -> Program:
             raise ValueError(f"train.grad_accum_steps={accum} must be >= 1 and divide data.batch_size="
                              f"{config.data.batch_size}")
         sharding.check_batch(config.data.batch_size // accum, mesh)  # each micro-batch spans the mesh
-        step_fns = [(0, make_train_step(task, graphdef, tx, schedule, accum))]
+        step_fns = [(0, make_train_step(task, graphdef, tx, schedule, accum, ema_decay))]
     batch_shardings = {k: sharding.batch_sharding(mesh, n) for k, n in device_fields(config.data).items()}
     repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     options = compiler_options(config.train.get("compiler_options", ""))  # .get: configs saved before it

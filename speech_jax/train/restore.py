@@ -53,7 +53,8 @@ def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
 def load_stage(workdir: str, stage: str | None = None, step: int | None = None, sharding=None, mesh=None):
     """(config, graphdef, params, rest) of a trained stage; `stage` checks what the workdir holds.
 
-    Weights only: the optimizer state is neither built nor read. They land on `mesh`, sharded by the
+    Weights only (their moving average where the stage kept one, `optim.ema_decay`): the optimizer state is
+    neither built nor read. They land on `mesh`, sharded by the
     stage's own logical-axis rules (global arrays, for a training run on every host), or else on
     `sharding` (default: this process's first device, a full copy on every host).
     """
@@ -64,9 +65,12 @@ def load_stage(workdir: str, stage: str | None = None, step: int | None = None, 
     task = get_task(config.stage)
     box = {}
 
+    # A stage that kept its weights' moving average (optim.ema_decay) serves that, in place of the last step's.
+    weights = "ema" if config.optim.get("ema_decay", 0.0) else "params"  # .get: configs saved before it
+
     def shapes(rng):
         box["graphdef"], params, rest = split_model(task.build_model(config, init_rngs(rng)))
-        return {"params": params, "rest": rest}
+        return {weights: params, "rest": rest}
 
     abstract = jax.eval_shape(shapes, jax.random.key(0))
     if mesh is not None:
@@ -86,7 +90,7 @@ def load_stage(workdir: str, stage: str | None = None, step: int | None = None, 
                               f"{type(e).__name__}: {e}") from e
     finally:
         ckpt.close()
-    return config, box["graphdef"], out["state"]["params"], out["state"]["rest"]
+    return config, box["graphdef"], out["state"][weights], out["state"]["rest"]
 
 
 def load_model(workdir: str, stage: str | None = None, step: int | None = None):

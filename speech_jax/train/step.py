@@ -8,7 +8,7 @@ import optax
 from flax import nnx
 
 from speech_jax.train.accumulate import accumulate_gradients
-from speech_jax.train.state import NOT_TRAINABLE, TrainState
+from speech_jax.train.state import NOT_TRAINABLE, TrainState, ema_update
 
 
 def all_finite(tree) -> jax.Array:
@@ -20,8 +20,9 @@ def select_tree(pred, on_true, on_false):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def make_train_step(task, graphdef, tx, schedule, accum_steps: int = 1):
-    """`accum_steps` > 1 averages the gradients of that many micro-batches of the batch (accumulate.py)."""
+def make_train_step(task, graphdef, tx, schedule, accum_steps: int = 1, ema_decay: float = 0.0):
+    """`accum_steps` > 1 averages the gradients of that many micro-batches of the batch (accumulate.py);
+    `ema_decay` > 0 keeps the weights' moving average in `state.ema` (state.ema_update)."""
     def train_step(state: TrainState, batch, rng):
         def loss_of(params, rest, batch, rng):
             # copy: the merged variables belong to this trace, so the task may update non-Param state.
@@ -42,6 +43,8 @@ def make_train_step(task, graphdef, tx, schedule, accum_steps: int = 1):
             rest=select_tree(finite, rest, state.rest),
             opt_state=select_tree(finite, opt_state, state.opt_state),
             skipped=state.skipped + (~finite).astype(jnp.int32),
+            ema=None if state.ema is None else select_tree(
+                finite, ema_update(state.ema, params, state.step - state.skipped, ema_decay), state.ema),
         )
         metrics = dict(metrics)
         # optax's schedule counts applied updates only, so skipped steps do not advance it.
