@@ -54,9 +54,9 @@ def load_stage(workdir: str, stage: str | None = None, step: int | None = None, 
     """(config, graphdef, params, rest) of a trained stage; `stage` checks what the workdir holds.
 
     Weights only (their moving average where the stage kept one, `optim.ema_decay`): the optimizer state is
-    neither built nor read. They land on `mesh`, sharded by the
-    stage's own logical-axis rules (global arrays, for a training run on every host), or else on
-    `sharding` (default: this process's first device, a full copy on every host).
+    neither built nor read. They land on `mesh`, sharded by the stage's own logical-axis rules (global arrays,
+    for a training run on every host), or else on `sharding` (default: this process's first device, a full
+    copy on every host).
     """
     from speech_jax import sharding as sharding_lib
     config = read_config(workdir, step)
