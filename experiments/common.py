@@ -67,6 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
         ckpt_every=500, keep_checkpoints=3, async_checkpointing=True,
         peak_flops=0.0,   # per-device peak for MFU; 0 = look up (accelerators) or measure a matmul (CPU)
         max_minutes=0.0,  # wall-clock budget of one invocation (0 = none): checkpoint and stop when spent
+        # > 0 (with max_minutes): after this many steps, within the warm-up so that no update yet depends on the
+        # schedule's length, the loop fits that length to what max_minutes has left at the steps' measured speed,
+        # so the learning rate decays as the time runs out; kept in the optimizer state (resumes keep it), and
+        # train.steps is only its starting value
+        fit_schedule_at=0,
         profile=False,
         grad_accum_steps=1,       # micro-batches a step's batch is split into (gradients averaged; accumulate.py)
         metrics_one_behind=True,  # fetch a logged step's metrics after dispatching the next (no stall)

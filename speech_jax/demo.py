@@ -7,18 +7,20 @@
 Every step records itself in `OUT/demo_state.json` when it completes; a second run skips what is done
 and resumes an interrupted training stage from its last checkpoint. The training stages share what the
 budget leaves after the other steps, by weight, each one's share decided when it starts (so time a
-stage leaves unused goes to the next); a stage stops at its config's `train.steps` or when its share is
+stage leaves unused goes to the next); a stage stops at the end of its schedule or when its share is
 spent (`train.max_minutes`), whichever comes first. The configs' `train.steps` are sized for 30 minutes; a
 longer budget lengthens every stage's schedule in proportion (`step_scale`), so each learning rate still decays
-within its share; a config whose `get_config` takes `step_scale` may also size its model by it (flow matching's
-DiT is wider from two hours on: the long recipe, `--minutes 240`), and those configs cost 50 minutes per unit of
-the scale, so from there on the scale is the budget over 50 and the shares are the stages' measured costs; each
-of its stages then times 60 of its own steps in a throwaway run before it starts and fits its schedule to what
-its share holds at that speed (`fitted_steps`, kept for resumes). Those minutes are the reference machine's:
-before its first stage the demo times its tokenizer's steps on this machine (`measure_speed`), and a machine
-twice as fast gets the schedules of twice the budget, so the stages fill their shares instead of ending early
-(a slower machine keeps the configs' schedules, which its shares cut short). That scale is fixed by the first
-invocation and kept by the ones that resume it, whatever their `--minutes`.
+within its share. Below the long recipe the stages whose schedules depend on their length (all but the
+Flow-VAE's) then fit that length to their share after their first 40 steps (`train.fit_schedule_at`,
+experiments/demo/__init__.py), timed on this machine. A config whose `get_config` takes `step_scale` may also
+size its model by it (flow matching's DiT is wider from two hours on: the long recipe, `--minutes 240`), and
+those configs cost 50 minutes per unit of the scale, so from there on the scale is the budget over 50 and the
+shares are the stages' measured costs; each of its stages then times 60 of its own steps in a throwaway run
+before it starts and fits its schedule to what its share holds at that speed (`fitted_steps`, kept for
+resumes). Those minutes are the reference machine's: before its first stage the demo times its tokenizer's
+steps on this machine (`measure_speed`), and a machine twice as fast gets the schedules (and models) of twice
+the budget. That scale is fixed by the first invocation and kept by the ones that resume it, whatever their
+`--minutes`.
 
 The judge (a CTC phoneme recogniser, `experiments/demo/judge.py`) is no part of the TTS system: it
 trains after the four stages on its own time (`judge_minutes`, default its config's `train.max_minutes`),
@@ -396,15 +398,17 @@ class Demo:
     def _train(self, stage: str, config) -> dict:
         from speech_jax.train.loop import train
         if config.train.max_minutes:
-            log.info("demo: %s gets %.1f minutes (at most %d steps)", stage, config.train.max_minutes,
-                     config.train.steps)
+            fitted = " until fitted to them" if config.train.get("fit_schedule_at") else ""
+            log.info("demo: %s gets %.1f minutes (a schedule of %d steps%s)", stage, config.train.max_minutes,
+                     config.train.steps, fitted)
         result = train(config, self.workdirs[stage])
         if result.get("preempted"):  # not done: the next run resumes it from its checkpoint
             raise DemoError(f"{stage} was stopped by SIGTERM at step {result['step']}: run the demo again to "
                             "resume it")
         losses = {k: v for k, v in result.items() if isinstance(v, float) and k != "step"}
         return {"workdir": self.workdirs[stage], "config": self.config_files[stage], "step": result["step"],
-                "planned_steps": config.train.steps, "time_budget_reached": bool(result.get("time_budget_reached")),
+                "planned_steps": result.get("schedule_steps", config.train.steps),
+                "time_budget_reached": bool(result.get("time_budget_reached")),
                 "final": losses}  # the last logged training metrics
 
     def _judge_corpus(self, config) -> str | None:

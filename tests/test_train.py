@@ -117,7 +117,7 @@ def test_restore_onto_a_different_mesh(full_run, tiny_corpus):
 
 def test_finished_run_is_not_trained_again(full_run, tiny_corpus):
     workdir, _ = full_run
-    assert train(make_config(tiny_corpus), workdir) == {"step": 6}
+    assert train(make_config(tiny_corpus), workdir) == {"step": 6, "schedule_steps": 6}
 
 
 @pytest.fixture(scope="module")

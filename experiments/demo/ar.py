@@ -22,7 +22,7 @@ steps; this one reaches 0.484 in 3500 (72 minutes against 60), and behind the sa
 voices at judge CER 0.145 against 0.155 (48 lines, three sampling seeds, each seed better;
 docs/what_limits_quality.md, "A larger AR for the long recipe")."""
 from experiments.ar import tiny
-from experiments.demo import LONG_RECIPE_FROM_SCALE
+from experiments.demo import FIT_SCHEDULE_AT, LONG_RECIPE_FROM_SCALE
 
 
 def get_config(step_scale: float = 1.0):
@@ -47,6 +47,8 @@ def get_config(step_scale: float = 1.0):
     if step_scale >= LONG_RECIPE_FROM_SCALE:
         c.model.update(dict(d_model=192, num_layers=6, num_heads=6, num_kv_heads=2, mlp_dim=576))
         c.data.batch_size, c.train.steps = 16, 540
+    else:
+        c.train.fit_schedule_at = FIT_SCHEDULE_AT
     c.train.eval_every = 0
     c.train.ckpt_every = 250
     return c

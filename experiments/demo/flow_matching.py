@@ -12,7 +12,7 @@ and it is twice tiny's width: the Flow-VAE's 64-channel latent (experiments/demo
 d 64 (the true tokens at 0.583 against 0.420 for 16 channels); d 128 for 1200 steps, the minutes of tiny's 2000,
 reads them at 0.405 and voices 0.46 of the frames against 0.34 (docs/what_limits_quality.md, "The DiT's width
 against the latent's channels")."""
-from experiments.demo import LONG_RECIPE_FROM_SCALE
+from experiments.demo import FIT_SCHEDULE_AT, LONG_RECIPE_FROM_SCALE
 from experiments.flow_matching import tiny
 
 
@@ -35,4 +35,6 @@ def get_config(step_scale: float = 1.0):
                             token_encoder_layers=2))
         c.train.steps = 1000
         c.optim.learning_rate, c.model.time_sampling = 1e-3, "uniform"  # measured so; the others are not
+    else:
+        c.train.fit_schedule_at = FIT_SCHEDULE_AT
     return c

@@ -6,7 +6,7 @@ the words; `experiments/ceilings.py` measures what the tokens keep.
 
 Sized for a few minutes on a 2-core CPU (`speech-jax demo`); `train.max_minutes` is set by the demo
 from its budget, `train.steps` is the schedule's length when time allows."""
-from experiments.demo import LONG_RECIPE_FROM_SCALE
+from experiments.demo import FIT_SCHEDULE_AT, LONG_RECIPE_FROM_SCALE
 from experiments.tokenizer import tiny
 
 
@@ -35,6 +35,8 @@ def get_config(step_scale: float = 1.0):
     c.train.steps = 2800
     if step_scale >= LONG_RECIPE_FROM_SCALE:
         c.data.batch_size, c.train.steps = 16, 1500
+    else:
+        c.train.fit_schedule_at = FIT_SCHEDULE_AT
     c.train.eval_every = 0
     c.train.ckpt_every = 250
     return c

@@ -14,10 +14,11 @@ import numpy as np
 
 from data_pipelines.pipeline import device_batch, make_dataset
 from speech_jax import sharding
-from speech_jax.train import checkpoint, metrics as metrics_lib, stop
+from speech_jax.train import checkpoint, fit_schedule, metrics as metrics_lib, stop
 from speech_jax.train.eval_fetch import fetch, host_eval_of
 from speech_jax.train.goodput import Goodput
 from speech_jax.train.one_behind import OneBehind
+from speech_jax.train.optim import schedule_steps
 from speech_jax.train.profile_window import ProfileWindow
 from speech_jax.train.program import build_program, resolve_config
 
@@ -167,10 +168,14 @@ def train(config, workdir: str) -> dict:
         logging.info("resumed from %s at step %d", ckpt.directory, start)
     else:
         state = trainer.initial_state()
-    if start >= tc.steps:
-        logging.info("already trained to step %d (train.steps=%d)", start, tc.steps)
+    fitted_steps = schedule_steps(state.opt_state)  # None: the schedule is train.steps long
+    total = tc.steps if fitted_steps is None else int(np.asarray(fitted_steps.addressable_data(0)))
+    if total != tc.steps:
+        logging.info("the schedule's length was fitted to %d steps (train.steps=%d)", total, tc.steps)
+    if start >= total:
+        logging.info("already trained to step %d (of a schedule of %d)", start, total)
         ckpt.close()
-        return {"step": start}
+        return {"step": start, "schedule_steps": total}
 
     goodput = Goodput(t_call)
     goodput.add("init", time.perf_counter() - t_call)
@@ -185,8 +190,11 @@ def train(config, workdir: str) -> dict:
     last_row: dict = {}
     t_last = time.perf_counter()
     timed = 0  # steps in the current interval whose time is measured (the compiling step is not)
-    bar = _progress(start, tc.steps)
+    bar = _progress(start, total)
     deadline = t_call + 60 * tc.max_minutes if tc.max_minutes > 0 else math.inf
+    fit_at = int(tc.get("fit_schedule_at", 0))  # .get: configs saved before the field existed
+    fitting = fitted_steps is not None and start < fit_at and deadline < math.inf
+    interval_seconds = []  # seconds a step of each logged interval, what the fitted length is timed from
     out_of_time = preempted = False
     check_every = 1 if jax.process_count() == 1 else max(int(tc.get("stop_check_every", 1)), 1)
 
@@ -201,6 +209,7 @@ def train(config, workdir: str) -> dict:
         secs = np.mean([h["audio_seconds"] for h in host_stats])
         flops = trainer.task.flops_per_step(config, shapes)
         if n_timed:
+            interval_seconds.append(dt)
             row.update(step_time=dt, audio_seconds_per_s=secs / dt,
                        frames_per_s=secs * config.data.sample_rate / config.mel.hop_length / dt,
                        mfu=flops / dt / (peak * jax.device_count()))
@@ -218,7 +227,7 @@ def train(config, workdir: str) -> dict:
     compiling_steps = {start} | {first for first, _ in trainer.train_phases if first > start}
     with _Preemption() as preempt:
         step = start
-        while step < tc.steps:
+        while step < total:
             with goodput.timing("data"):
                 batch = next(data_iter)
             profile.before_step(step)
@@ -242,16 +251,28 @@ def train(config, workdir: str) -> dict:
                 bar.update(1)
             if step % check_every == 0:  # the stop decision is agreed by every process
                 preempted, out_of_time = stop.agree(preempt.requested, time.perf_counter() > deadline)
-                out_of_time = out_of_time and step < tc.steps
-            evaluating = tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps)
-            saving = (preempted or out_of_time or step == tc.steps
+                out_of_time = out_of_time and step < total
+            evaluating = tc.eval_every and (step % tc.eval_every == 0 or step == total)
+            saving = (preempted or out_of_time or step == total
                       or (tc.ckpt_every and step % tc.ckpt_every == 0))
-            if step % tc.log_every == 0 or step == tc.steps or out_of_time:
+            if step % tc.log_every == 0 or step == total or out_of_time:
                 shapes = {k: (config.data.batch_size,) + v.shape[1:] for k, v in batch.items() if hasattr(v, "shape")}
                 # Deferred to the next step's dispatch unless this step evaluates, saves or ends the run.
                 behind.submit(functools.partial(log, step, pending, host_stats, shapes, timed),
                               defer=not (evaluating or saving))
                 pending, host_stats, timed = [], [], 0
+                if fitting and step >= fit_at and not (preempted or out_of_time):
+                    behind.flush()  # this interval's step time
+                    if interval_seconds:  # none yet when a resume compiled its first step just before
+                        total = fit_schedule.agreed(fit_schedule.fitted_length(
+                            step, interval_seconds, deadline - time.perf_counter()))
+                        state = state.replace(opt_state=fit_schedule.with_length(state.opt_state, total))
+                        writer.write(step, {"schedule_steps": total})
+                        logging.info("the schedule fitted to the %.1f minutes left: %d steps",
+                                     (deadline - time.perf_counter()) / 60, total)
+                        fitting = False
+                        if bar is not None:
+                            bar.total = total
             if evaluating:
                 with goodput.timing("eval"):
                     ev = trainer.evaluate_all(state, os.path.join(workdir, "samples", f"step_{step}"))
@@ -264,7 +285,7 @@ def train(config, workdir: str) -> dict:
             if preempted:
                 break
             if out_of_time:
-                logging.info("train.max_minutes=%g spent at step %d of %d", tc.max_minutes, step, tc.steps)
+                logging.info("train.max_minutes=%g spent at step %d of %d", tc.max_minutes, step, total)
                 break
     behind.flush()
     profile.close(state)
@@ -272,7 +293,8 @@ def train(config, workdir: str) -> dict:
     writer.close()
     if bar is not None:
         bar.close()
-    return {"step": step, **last_row, "time_budget_reached": out_of_time, "preempted": preempted}
+    return {"step": step, **last_row, "schedule_steps": total, "time_budget_reached": out_of_time,
+            "preempted": preempted}
 
 
 def _progress(start: int, total: int):

@@ -8,6 +8,7 @@ import optax
 from flax import nnx
 
 from speech_jax.train.accumulate import accumulate_gradients
+from speech_jax.train.optim import learning_rate_now
 from speech_jax.train.state import NOT_TRAINABLE, TrainState, ema_update
 
 
@@ -49,7 +50,7 @@ def make_train_step(task, graphdef, tx, schedule, accum_steps: int = 1, ema_deca
         metrics = dict(metrics)
         # optax's schedule counts applied updates only, so skipped steps do not advance it.
         metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
-                       learning_rate=schedule(state.step - state.skipped),
+                       learning_rate=learning_rate_now(schedule, state.opt_state, state.step - state.skipped),
                        skipped_steps=new.skipped)
         return new, metrics
 

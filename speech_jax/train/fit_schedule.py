@@ -1,0 +1,44 @@
+"""A schedule that ends as the time runs out (`train.fit_schedule_at`).
+
+A run with a wall-clock budget (`train.max_minutes`) whose `train.steps` the machine cannot reach stops with
+its learning rate still high, and one that reaches them early leaves time unused. After `fit_schedule_at`
+steps (within the warm-up, so that no update yet depends on the length) the loop times the steps it has run
+and sets the schedule's length to what the time left holds; the length lives in the optimizer state
+(optim.scale_by_fitted_schedule), so a resumed run keeps it."""
+from __future__ import annotations
+
+import statistics
+
+import jax
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+
+from speech_jax.train.optim import schedule_steps
+
+# The share of the time left that the fitted steps fill at the timed speed: checkpoints, logging and slower
+# stretches take some of it, and a cosine cut at 95 % of its length has decayed to within 0.6 % of its end.
+FILL = 0.95
+
+
+def fitted_length(step: int, interval_seconds: list[float], seconds_left: float) -> int:
+    """The steps done and as many more as FILL of the time left holds at the median seconds a step of the
+    timed intervals after the first (which holds the first steps of the other batch shapes: they compile)."""
+    if not interval_seconds:
+        raise ValueError("no timed steps to fit the schedule's length from")
+    per_step = statistics.median(interval_seconds[1:] or interval_seconds)
+    return step + max(1, int(FILL * max(seconds_left, 0.0) / per_step))
+
+
+def agreed(length: int) -> int:
+    """Process 0's length on every process (their clocks differ; the schedule and the stop must not)."""
+    if jax.process_count() == 1:
+        return length
+    return int(multihost_utils.broadcast_one_to_all(np.int32(length)))
+
+
+def with_length(opt_state, length: int):
+    """The optimizer state with the schedule's length set (placed as the old value was)."""
+    old = schedule_steps(opt_state)
+    new = jax.make_array_from_callback((), old.sharding, lambda _: np.asarray(length, old.dtype))
+    return optax.tree_utils.tree_set(opt_state, schedule_steps=new)
