@@ -1,5 +1,6 @@
 """A schedule fitted to the time left (`train.fit_schedule_at`): its length, the learning rate that follows it,
-and that the length is checkpointed and kept by a resume whatever `train.steps` says."""
+that the length is checkpointed and kept by a resume whatever `train.steps` says, and that the GAN's two
+optimizers share it."""
 import json
 
 import jax.numpy as jnp
@@ -10,7 +11,8 @@ import pytest
 
 from speech_jax.train import fit_schedule
 from speech_jax.train.loop import train
-from speech_jax.train.optim import learning_rate_schedule, schedule_steps
+from speech_jax.train.tasks import flow_vae
+from speech_jax.train.optim import learning_rate_now, learning_rate_schedule, schedule_steps
 from speech_jax.train.program import build_program, resolve_config
 from stages import stage_config
 from test_ema import _state
@@ -71,12 +73,19 @@ def test_a_run_follows_its_fitted_length_and_a_resume_keeps_it(tiny_corpus, tmp_
     assert len(timed) == 1
 
 
-def test_fitting_is_refused_after_the_warm_up_and_for_a_stage_with_its_own_optimizer(tiny_corpus):
+def test_fitting_is_refused_after_the_warm_up(tiny_corpus):
     config = stage_config("tokenizer", tiny_corpus, "--config.train.fit_schedule_at=5")
     resolve_config(config)
     with pytest.raises(ValueError, match="must be <= optim.warmup_steps"):
         build_program(config)
-    config = stage_config("flow_vae", tiny_corpus, "--config.train.fit_schedule_at=1")
-    resolve_config(config)
-    with pytest.raises(ValueError, match="own optimizer keeps a schedule of fixed length"):
-        build_program(config)
+
+
+def test_the_gans_two_optimizers_follow_one_fitted_length(tiny_corpus):
+    config = stage_config("flow_vae", tiny_corpus)
+    tx, schedule = flow_vae.make_optimizer(config.optim, 30, fitted=True)
+    params = {net: {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)} for net in (flow_vae.GEN, flow_vae.DISC)}
+    state = fit_schedule.with_length(tx.init(params), 7)
+    lengths = optax.tree_utils.tree_get_all_with_path(state, "schedule_steps")
+    assert [int(v) for _, v in lengths] == [7, 7]
+    assert int(schedule_steps(state)) == 7
+    assert float(learning_rate_now(schedule, state, 6)) == float(schedule(6, 7))

@@ -56,8 +56,10 @@ def scale_by_fitted_schedule(schedule, total_steps: int) -> optax.GradientTransf
 
 
 def schedule_steps(opt_state) -> jax.Array | None:
-    """The fitted schedule's length in an optimizer state (None: a fixed schedule)."""
-    return optax.tree_utils.tree_get(opt_state, "schedule_steps")
+    """The fitted schedule's length in an optimizer state (None: a fixed schedule). A state of several
+    optimizers (the Flow-VAE's GAN) holds one per optimizer, all set together."""
+    found = optax.tree_utils.tree_get_all_with_path(opt_state, "schedule_steps")
+    return found[0][1] if found else None
 
 
 def learning_rate_now(schedule, opt_state, count):

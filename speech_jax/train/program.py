@@ -68,13 +68,8 @@ def build_program(config, devices=None) -> Program:
     if fit_at > config.optim.warmup_steps and config.optim.schedule == "cosine" and not config.optim.decay_steps:
         raise ValueError(f"train.fit_schedule_at={fit_at} must be <= optim.warmup_steps="
                          f"{config.optim.warmup_steps}: the updates before it would follow another length's cosine")
-    if hasattr(task, "make_optimizer"):
-        if fit_at:
-            raise ValueError(f"train.fit_schedule_at={fit_at}: the {config.stage} stage's own optimizer keeps "
-                             "a schedule of fixed length")
-        tx, schedule = task.make_optimizer(config.optim, config.train.steps)
-    else:
-        tx, schedule = make_optimizer(config.optim, config.train.steps, fitted=fit_at > 0)
+    tx, schedule = (getattr(task, "make_optimizer", None) or make_optimizer)(config.optim, config.train.steps,
+                                                                            fitted=fit_at > 0)
     ema_decay = float(config.optim.get("ema_decay", 0.0))  # .get: configs saved before the field existed
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"optim.ema_decay must be in [0, 1), got {ema_decay}")

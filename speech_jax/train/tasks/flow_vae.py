@@ -25,7 +25,7 @@ from speech_jax.models import gan_losses
 from speech_jax.models.discriminators import Discriminators
 from speech_jax.models.flow_vae import FlowVAE, latent_spread
 from speech_jax.train.decay_mask import flat_mask, mask_of
-from speech_jax.train.optim import make_optimizer as make_single_optimizer
+from speech_jax.train.optim import learning_rate_now, make_optimizer as make_single_optimizer
 from speech_jax.train.state import TrainState
 from speech_jax.train.step import all_finite, select_tree
 
@@ -94,14 +94,15 @@ class GanOptimizers:
         return optax.apply_updates(params, updates), opt_state, optax.global_norm(g), all_finite(g)
 
 
-def make_optimizer(cfg, total_steps: int):
+def make_optimizer(cfg, total_steps: int, fitted: bool = False):
     """AdamW for both; the discriminators may use their own learning rate (optim.disc_learning_rate);
-    `optim.flat_state` ravels each network's parameters into one vector for the optimizer."""
-    g_tx, schedule = make_single_optimizer(cfg, total_steps)
+    `optim.flat_state` ravels each network's parameters into one vector for the optimizer; `fitted`: both
+    schedules' length in their states (train.fit_schedule_at)."""
+    g_tx, schedule = make_single_optimizer(cfg, total_steps, fitted)
     d_cfg = ml_collections.ConfigDict(cfg.to_dict())
     if cfg.get("disc_learning_rate", 0.0):
         d_cfg.learning_rate = cfg.disc_learning_rate
-    d_tx, _ = make_single_optimizer(d_cfg, total_steps)
+    d_tx, _ = make_single_optimizer(d_cfg, total_steps, fitted)
     return GanOptimizers(g_tx, d_tx, flat=bool(cfg.get("flat_state", False))), schedule
 
 
@@ -223,7 +224,8 @@ def make_train_step(task, graphdef, tx: GanOptimizers, schedule, discriminators:
                          skipped=state.skipped + (~finite).astype(jnp.int32))
         metrics = dict(loss=g_loss, kl=kl, kl_weight=kl_weight, d_loss=d_loss, d_grad_norm=d_grad_norm,
                        grad_norm=g_grad_norm, disc_active=started.astype(jnp.float32),
-                       learning_rate=schedule(state.step - state.skipped), skipped_steps=new.skipped, **parts)
+                       learning_rate=learning_rate_now(schedule, state.opt_state, state.step - state.skipped),
+                       skipped_steps=new.skipped, **parts)
         return new, metrics
 
     return train_step
