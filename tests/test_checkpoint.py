@@ -1,4 +1,6 @@
-"""Checkpoints: a corrupt newest checkpoint falls back to the last good one; none readable is a clear error."""
+"""Checkpoints: a corrupt newest checkpoint falls back to the last good one; none readable is a clear error; a
+train state saved before its `ema` field existed resumes."""
+import dataclasses
 import glob
 import os
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from speech_jax.train.checkpoint import CheckpointError, Checkpointer
+from speech_jax.train.state import TrainState
 
 
 def save_steps(directory, steps):
@@ -63,3 +66,19 @@ def test_saving_replicated_arrays_compiles_nothing(tmp_path, caplog):
     _, restored, _ = ckpt.restore(jax.eval_shape(lambda: state), None)
     for k, v in state.items():
         np.testing.assert_array_equal(np.asarray(restored[k]), np.asarray(v))
+
+
+def test_a_state_saved_before_its_moving_average_field_existed_resumes(tmp_path):
+    d = str(tmp_path / "ck")
+    state = TrainState(step=jnp.int32(3), params={"w": jnp.arange(4.0)}, rest={}, opt_state=(jnp.ones(2),),
+                       skipped=jnp.int32(1))
+    old = {f.name: getattr(state, f.name) for f in dataclasses.fields(TrainState) if f.name != "ema"}
+    ckpt = Checkpointer(d, async_save=False)
+    ckpt.save(3, old, None, {}, force=True)
+    ckpt.close()
+    ckpt = Checkpointer(d)
+    step, restored, _ = ckpt.restore(jax.eval_shape(lambda: state), None)
+    ckpt.close()
+    assert step == 3 and isinstance(restored, TrainState) and restored.ema is None
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -17,6 +17,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.metadata import array_metadata_store  # as orbax's default handler has it
 
+from speech_jax.train.state import TrainState
+
 # Orbax saves a replicated array in slices, one a replica, so that every replica writes a part. Slicing
 # compiles one small program per array shape and sharding: at a run's first save that is hundreds of
 # compiles (8 s of a tiny stage's 2-core save, 30 s for 110 arrays of distinct shapes), to split writes
@@ -107,12 +109,8 @@ class Checkpointer:
         steps = [step] if step is not None else list(reversed(self.all_steps()))
         errors = []
         for s in steps:
-            args = {"state": ocp.args.StandardRestore(abstract_state), "config": ocp.args.JsonRestore()}
-            has_data = data_iter is not None and os.path.isdir(os.path.join(self.directory, str(s), "data"))
-            if has_data:
-                args["data"] = DataRestore(data_iter)
             try:
-                out = self.manager.restore(s, args=ocp.args.Composite(**args))
+                out = self._restore(s, abstract_state, data_iter)
             except Exception as e:  # corrupt or incompatible: report and try the previous one
                 logging.error("checkpoint %s/%d could not be restored: %s", self.directory, s, e)
                 errors.append(f"step {s}: {type(e).__name__}: {e}")
@@ -122,6 +120,25 @@ class Checkpointer:
             return s, out["state"], out["config"]
         raise CheckpointError(
             f"no readable checkpoint in {self.directory}:\n  " + "\n  ".join(errors))
+
+    def _restore(self, step: int, abstract_state, data_iter) -> dict:
+        def restore(target):
+            args = {"state": ocp.args.StandardRestore(target), "config": ocp.args.JsonRestore()}
+            if data_iter is not None and os.path.isdir(os.path.join(self.directory, str(step), "data")):
+                args["data"] = DataRestore(data_iter)
+            return self.manager.restore(step, args=ocp.args.Composite(**args))
+
+        try:
+            return restore(abstract_state)
+        except ValueError as e:
+            # A checkpoint written before the train state had its `ema` field: the same state without it.
+            if not (isinstance(abstract_state, TrainState) and abstract_state.ema is None and "ema" in str(e)):
+                raise
+            fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(TrainState)}
+            del fields["ema"]
+            out = dict(restore(fields))
+            out["state"] = TrainState(**out["state"])
+            return out
 
     def wait(self):
         self.manager.wait_until_finished()
