@@ -87,5 +87,7 @@ def test_the_gans_two_optimizers_follow_one_fitted_length(tiny_corpus):
     state = fit_schedule.with_length(tx.init(params), 7)
     lengths = optax.tree_utils.tree_get_all_with_path(state, "schedule_steps")
     assert [int(v) for _, v in lengths] == [7, 7]
+    # Distinct buffers: the train step donates the state, and one buffer cannot be donated twice.
+    assert lengths[0][1].unsafe_buffer_pointer() != lengths[1][1].unsafe_buffer_pointer()
     assert int(schedule_steps(state)) == 7
     assert float(learning_rate_now(schedule, state, 6)) == float(schedule(6, 7))

@@ -11,10 +11,7 @@ import statistics
 
 import jax
 import numpy as np
-import optax
 from jax.experimental import multihost_utils
-
-from speech_jax.train.optim import schedule_steps
 
 # The share of the time left that the fitted steps fill at the timed speed. Cut short, a cosine has nearly
 # decayed (at 95 % of its length to within 0.6 % of its end), while time a schedule leaves is lost to the stage,
@@ -40,7 +37,11 @@ def agreed(length: int) -> int:
 
 
 def with_length(opt_state, length: int):
-    """The optimizer state with the schedule's length set (placed as the old value was)."""
-    old = schedule_steps(opt_state)
-    new = jax.make_array_from_callback((), old.sharding, lambda _: np.asarray(length, old.dtype))
-    return optax.tree_utils.tree_set(opt_state, schedule_steps=new)
+    """The optimizer state with the schedule's length set, each copy (the GAN's two optimizers hold one each)
+    its own array, placed as the old one was: the step donates them, and a buffer cannot be donated twice."""
+    def set_length(path, leaf):
+        if getattr(path[-1], "name", None) != "schedule_steps":
+            return leaf
+        return jax.make_array_from_callback((), leaf.sharding, lambda _: np.asarray(length, leaf.dtype))
+
+    return jax.tree_util.tree_map_with_path(set_length, opt_state)
