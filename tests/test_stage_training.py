@@ -154,7 +154,11 @@ def test_a_late_gan_start_switches_programs_and_matches_one_conditional_program(
     ckpt.close()
     assert step == 4
     # Adam scales each gradient to about the learning rate, so where a gradient is at rounding level the two
-    # programs' fusions (float sums in another order) can move a weight by a small share of one step
-    # (measured: 1 %); the wrong phase at a step would be a whole step (and its discriminators would not move).
+    # programs' fusions (float sums in another order) can move a weight by a share of one step (measured: up to
+    # 10 %, at 9 of 82k weights); the wrong phase at a step would move most weights by about a whole step (and
+    # its discriminators would not move).
+    lr = config.optim.learning_rate
     for x, y in zip(flat(phased.params), flat(single.params)):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=0.05 * config.optim.learning_rate)
+        diff = np.abs(np.asarray(x) - np.asarray(y))
+        assert diff.max() <= 0.5 * lr
+        assert np.mean(diff > 0.05 * lr + 1e-4 * np.abs(np.asarray(y))) <= 1e-3
