@@ -12,7 +12,8 @@ import pytest
 from speech_jax.train import fit_schedule
 from speech_jax.train.loop import train
 from speech_jax.train.tasks import flow_vae
-from speech_jax.train.optim import learning_rate_now, learning_rate_schedule, schedule_steps
+from speech_jax.train.optim import (learning_rate_now, learning_rate_schedule, schedule_steps,
+                                   with_schedule_steps)
 from speech_jax.train.program import build_program, resolve_config
 from stages import stage_config
 from test_ema import _state
@@ -84,7 +85,7 @@ def test_the_gans_two_optimizers_follow_one_fitted_length(tiny_corpus):
     config = stage_config("flow_vae", tiny_corpus)
     tx, schedule = flow_vae.make_optimizer(config.optim, 30, fitted=True)
     params = {net: {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)} for net in (flow_vae.GEN, flow_vae.DISC)}
-    state = fit_schedule.with_length(tx.init(params), 7)
+    state = with_schedule_steps(tx.init(params), 7)
     lengths = optax.tree_utils.tree_get_all_with_path(state, "schedule_steps")
     assert [int(v) for _, v in lengths] == [7, 7]
     # Distinct buffers: the train step donates the state, and one buffer cannot be donated twice.

@@ -4,7 +4,7 @@ A run with a wall-clock budget (`train.max_minutes`) whose `train.steps` the mac
 its learning rate still high, and one that reaches them early leaves time unused. After `fit_schedule_at`
 steps (within the warm-up, so that no update yet depends on the length) the loop times the steps it has run
 and sets the schedule's length to what the time left holds; the length lives in the optimizer state
-(optim.scale_by_fitted_schedule), so a resumed run keeps it."""
+(optim.scale_by_fitted_schedule, set by optim.with_schedule_steps), so a resumed run keeps it."""
 from __future__ import annotations
 
 import statistics
@@ -35,13 +35,3 @@ def agreed(length: int) -> int:
         return length
     return int(multihost_utils.broadcast_one_to_all(np.int32(length)))
 
-
-def with_length(opt_state, length: int):
-    """The optimizer state with the schedule's length set, each copy (the GAN's two optimizers hold one each)
-    its own array, placed as the old one was: the step donates them, and a buffer cannot be donated twice."""
-    def set_length(path, leaf):
-        if getattr(path[-1], "name", None) != "schedule_steps":
-            return leaf
-        return jax.make_array_from_callback((), leaf.sharding, lambda _: np.asarray(length, leaf.dtype))
-
-    return jax.tree_util.tree_map_with_path(set_length, opt_state)

@@ -18,7 +18,7 @@ from speech_jax.train import checkpoint, fit_schedule, metrics as metrics_lib, s
 from speech_jax.train.eval_fetch import fetch, host_eval_of
 from speech_jax.train.goodput import Goodput
 from speech_jax.train.one_behind import OneBehind
-from speech_jax.train.optim import schedule_steps
+from speech_jax.train.optim import schedule_steps, with_schedule_steps
 from speech_jax.train.profile_window import ProfileWindow
 from speech_jax.train.program import build_program, resolve_config
 
@@ -266,7 +266,7 @@ def train(config, workdir: str) -> dict:
                     if interval_seconds:  # none yet when a resume compiled its first step just before
                         total = fit_schedule.agreed(fit_schedule.fitted_length(
                             step, interval_seconds, deadline - time.perf_counter()))
-                        state = state.replace(opt_state=fit_schedule.with_length(state.opt_state, total))
+                        state = state.replace(opt_state=with_schedule_steps(state.opt_state, total))
                         writer.write(step, {"schedule_steps": total})
                         logging.info("the schedule fitted to the %.1f minutes left: %d steps",
                                      (deadline - time.perf_counter()) / 60, total)

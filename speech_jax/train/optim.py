@@ -3,6 +3,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from speech_jax.train.decay_mask import masked_weight_decay
@@ -55,11 +56,26 @@ def scale_by_fitted_schedule(schedule, total_steps: int) -> optax.GradientTransf
     return optax.GradientTransformation(init, update)
 
 
+def _is_length(path) -> bool:
+    return getattr(path[-1], "name", None) == "schedule_steps"  # FittedScheduleState's field
+
+
 def schedule_steps(opt_state) -> jax.Array | None:
     """The fitted schedule's length in an optimizer state (None: a fixed schedule). A state of several
-    optimizers (the Flow-VAE's GAN) holds one per optimizer, all set together."""
-    found = optax.tree_utils.tree_get_all_with_path(opt_state, "schedule_steps")
-    return found[0][1] if found else None
+    optimizers (the Flow-VAE's GAN) holds one per optimizer, all set together (with_schedule_steps)."""
+    found = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0] if _is_length(path)]
+    return found[0] if found else None
+
+
+def with_schedule_steps(opt_state, length: int):
+    """The optimizer state with the schedule's length set, each copy its own array placed as the old one was:
+    the step donates them, and a buffer cannot be donated twice."""
+    def set_length(path, leaf):
+        if not _is_length(path):
+            return leaf
+        return jax.make_array_from_callback((), leaf.sharding, lambda _: np.asarray(length, leaf.dtype))
+
+    return jax.tree_util.tree_map_with_path(set_length, opt_state)
 
 
 def learning_rate_now(schedule, opt_state, count):
