@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
         # so the learning rate decays as the time runs out; kept in the optimizer state (resumes keep it), and
         # train.steps is only its starting value
         fit_schedule_at=0,
+        # > 0: stop (checkpointing) after this step, as a pre-emption would, the schedule as it is: a later run
+        # without it goes on (the demo's speed probe is its tokenizer's first steps)
+        stop_at_step=0,
         profile=False,
         grad_accum_steps=1,       # micro-batches a step's batch is split into (gradients averaged; accumulate.py)
         metrics_one_behind=True,  # fetch a logged step's metrics after dispatching the next (no stall)
@@ -82,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
         stop_check_every=1,
         # XLA options of the train/eval programs, "name=value,…" (program.compiler_options); "" = defaults
         compiler_options="",
+        # Where XLA's compiled programs are kept for later runs to read back (a resume; "" = off, or JAX's own
+        # JAX_COMPILATION_CACHE_DIR): speech_jax/train/compilation_cache.py
+        compilation_cache_dir="",
     ))
 
     # num_devices 0 = every device; otherwise the first N (single process).

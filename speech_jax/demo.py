@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import time
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE = "demo_state.json"
+XLA_CACHE = "xla_cache"
 # Share of the training time per stage: what each stage's schedule costs at the configs' step counts (reference
 # minutes, measured in an emulated reference run: tokenizer 8.5, Flow-VAE 8.7, AR 5.6 on packed rows, flow matching
 # 4.4), so that the four schedules end within the 30 minutes with their learning rates decayed. The earlier fixed
@@ -137,6 +139,12 @@ def steady_step_seconds(interval_seconds: list[float]) -> float:
     return statistics.median(interval_seconds[PROBE_WARMUP_INTERVALS:] or interval_seconds)
 
 
+def _logged_step_seconds(workdir: str) -> list[float]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [r["step_time"] for r in rows if "step_time" in r]
+
+
 def default_config_files() -> dict[str, str]:
     files = {stage: os.path.join(ROOT, "experiments", "demo", f"{stage}.py") for stage in (*dict(STAGES), JUDGE)}
     missing = [p for p in files.values() if not os.path.isfile(p)]
@@ -198,6 +206,7 @@ class Demo:
         self.workdirs = {stage: os.path.join(self.out, "workdirs", stage) for stage in (*dict(STAGES), JUDGE)}
         self.state = self._load_state()
         self.deadline = None
+        self.begun: dict[str, float] = {}  # stage -> the deadline of a share begun early (the speed probe's)
 
     # --- state ---------------------------------------------------------------------------------------
 
@@ -315,26 +324,47 @@ class Demo:
         """The schedules' scale for this demo directory, from the first invocation's budget in the reference
         machine's minutes; kept by every later invocation."""
         t = time.monotonic()
-        speed = self.speed or (self.measure_speed() if self.minutes else 1.0)
+        measured = self.speed is None and bool(self.minutes)
+        speed = self.measure_speed() if measured else (self.speed or 1.0)
         self.state.update(step_scale=step_scale(self.minutes * speed), first_minutes=self.minutes,
-                          speed=round(speed, 3), speed_minutes=round((time.monotonic() - t) / 60, 3))
+                          speed=round(speed, 3))
+        seconds = time.monotonic() - t
+        if measured and self.long_recipe:  # its tokenizer is another config: the probe's steps are dropped
+            self.begun.pop("tokenizer", None)
+            shutil.rmtree(self.workdirs["tokenizer"], ignore_errors=True)
+            self.state["speed_minutes"] = round(seconds / 60, 3)
+        elif measured:  # the probe's steps were the tokenizer's first: so is their time
+            self._add_partial("tokenizer", seconds)
         self._save_state()
         log.info("demo: this machine runs %.2fx the reference's speed: schedules %.3gx the configs'",
                  speed, self.state["step_scale"])
 
     def measure_speed(self) -> float:
         """This machine's speed against the reference machine: the tokenizer's seconds a step there
-        (`REFERENCE_STEP_SECONDS`) over its steady seconds here (`probe_step_seconds`)."""
-        return REFERENCE_STEP_SECONDS / self.probe_step_seconds("tokenizer", key=SPEED_PROBE)
-
-    def probe_step_seconds(self, stage: str, key: str | None = None) -> float:
-        """The stage's steady seconds a step on this machine at the schedules' scale so far, timed over
-        `PROBE_STEPS` steps of a throwaway run; kept in the state under `key` (the stage's name), so a resumed
-        demo times nothing twice. The speed probe times the 30-minute config (no scale is fixed yet), which the
-        long recipe's tokenizer does not share: its schedule is fitted from a probe of its own."""
+        (`REFERENCE_STEP_SECONDS`) over its steady seconds here, timed over the first `PROBE_STEPS` steps of
+        the 30-minute demo's tokenizer trained in its share of the budget (no scale is fixed yet). Below the
+        long recipe the tokenizer goes on from them (its schedule already fitted to its share), so timing
+        costs nothing; the long recipe's tokenizer, another config, starts afresh."""
         probes = self.state.setdefault("probe_step_seconds", {})
-        key = key or stage
-        if key not in probes:
+        if SPEED_PROBE not in probes:
+            from speech_jax.train.loop import train
+            workdir = self.workdirs["tokenizer"]
+            shutil.rmtree(workdir, ignore_errors=True)  # an interrupted probe's steps: timed again
+            minutes = self._stage_minutes("tokenizer")
+            self.begun["tokenizer"] = time.monotonic() + 60 * minutes
+            config = self.stage_config("tokenizer", max_minutes=minutes)
+            config.train.update(stop_at_step=PROBE_STEPS, log_every=PROBE_INTERVAL)
+            train(config, workdir)
+            probes[SPEED_PROBE] = round(steady_step_seconds(_logged_step_seconds(workdir)), 5)
+            self._save_state()
+        return REFERENCE_STEP_SECONDS / probes[SPEED_PROBE]
+
+    def probe_step_seconds(self, stage: str) -> float:
+        """The long recipe's stage's steady seconds a step on this machine at its scale, timed over
+        `PROBE_STEPS` steps of a throwaway run; kept in the state under the stage's name, so a resumed demo
+        times nothing twice."""
+        probes = self.state.setdefault("probe_step_seconds", {})
+        if stage not in probes:
             import tempfile
 
             from speech_jax.train.loop import train
@@ -343,11 +373,9 @@ class Demo:
                                 keep_checkpoints=1)
             with tempfile.TemporaryDirectory(dir=self.out) as workdir:
                 train(config, workdir)
-                with open(os.path.join(workdir, "metrics.jsonl")) as f:
-                    rows = [json.loads(line) for line in f]
-            probes[key] = round(steady_step_seconds([r["step_time"] for r in rows if "step_time" in r]), 5)
+                probes[stage] = round(steady_step_seconds(_logged_step_seconds(workdir)), 5)
             self._save_state()
-        return probes[key]
+        return probes[stage]
 
     def fitted_steps(self, stage: str, minutes: float) -> int:
         """The long recipe's schedule for a stage: as many steps as its share holds at its own probed speed
@@ -378,6 +406,8 @@ class Demo:
             config.data.name, config.data.bpe_model = judge_corpus, ""
             config.data.exclude_speakers_of = (f"{self.state['corpus_name']}:test_unseen",)
         config.train.seed = self.seed
+        # Programs compiled twice read back (the tokenizer's after the speed probe, any stage resumed).
+        config.train.compilation_cache_dir = os.path.join(self.out, XLA_CACHE)
         if stage == "flow_matching":
             config.pretrained.ar_workdir = self.workdirs["ar"]
             config.pretrained.flow_vae_workdir = self.workdirs["flow_vae"]
@@ -393,7 +423,15 @@ class Demo:
         if self.long_recipe and self.minutes:  # each schedule fitted to its own stage's speed on this machine
             self.probe_step_seconds(stage)  # first: the probe's minute is the budget's, not the share's
             self.fitted_steps(stage, self._stage_minutes(stage))
-        return self._train(stage, self.stage_config(stage, self._stage_minutes(stage)))
+        minutes = self._stage_minutes(stage) if stage not in self.begun else self._begun_minutes(stage)
+        return self._train(stage, self.stage_config(stage, minutes))
+
+    def _begun_minutes(self, stage: str) -> float:
+        minutes = (self.begun.pop(stage) - time.monotonic()) / 60
+        if minutes < 0.5:
+            raise DemoError(f"{minutes:.1f} minutes are left of {stage}'s share: run again (finished steps are "
+                            "kept) or raise --minutes")
+        return minutes
 
     def _train(self, stage: str, config) -> dict:
         from speech_jax.train.loop import train

@@ -187,16 +187,49 @@ def _prepared(tiny_stages, out) -> str:
     return str(out)
 
 
-def test_the_schedules_are_the_budget_s_at_this_machine_s_speed(tiny_stages, tmp_path):
-    # Measured: the tokenizer's steps timed in a throwaway run, then the budget's schedules at that speed.
-    kwargs = dict(tiny_stages["demo"], out=_prepared(tiny_stages, tmp_path / "timed"), minutes=30.0, speed=None)
-    timed = Demo(**kwargs)
-    timed.run(stop_after="prepare")
-    speed = timed.state["speed"]
-    assert 0.1 < speed < 100 and timed.state["step_scale"] == pytest.approx(demo_lib.step_scale(30 * speed), rel=1e-2)
-    assert os.listdir(timed.out) == [demo_lib.STATE] and timed.state["speed_minutes"] > 0  # the probe's run is gone
-    assert list(timed.state["probe_step_seconds"]) == [demo_lib.SPEED_PROBE]  # not the tokenizer's at any scale
+def test_the_schedules_are_the_budget_s_at_this_machine_s_speed(tiny_stages, tmp_path, monkeypatch):
+    # Measured: the tokenizer's first steps timed, then the budget's schedules at that speed. Below the long
+    # recipe the tokenizer goes on from those steps: their checkpoint, their time, the share they began.
+    overrides = dict(tiny_stages["demo"]["overrides"])
+    steps = demo_lib.PROBE_STEPS + 2
+    overrides["tokenizer"] = list(overrides["tokenizer"]) + [f"--config.train.steps={steps}"]
+    kwargs = dict(tiny_stages["demo"], out=_prepared(tiny_stages, tmp_path / "timed"), minutes=30.0, speed=None,
+                  overrides=overrides)
+    with monkeypatch.context() as m:
+        m.setattr(demo_lib, "long_recipe_from_scale", lambda: float("inf"))
+        timed = Demo(**kwargs)
+        timed.run(stop_after="prepare")
+        speed = timed.state["speed"]
+        assert 0.1 < speed < 100 and timed.state["step_scale"] == pytest.approx(demo_lib.step_scale(30 * speed),
+                                                                                rel=1e-2)
+        assert list(timed.state["probe_step_seconds"]) == [demo_lib.SPEED_PROBE]
+        tokenizer = timed.workdirs["tokenizer"]
+        assert os.listdir(os.path.join(tokenizer, "checkpoints")) == [str(demo_lib.PROBE_STEPS)]
+        probe_minutes = timed.state["partial_minutes"]["tokenizer"]
+        assert probe_minutes > 0 and "speed_minutes" not in timed.state
+        share_end = timed.begun["tokenizer"]
+        trained = {}
+        with monkeypatch.context() as given:
+            given.setattr(timed, "_train", lambda stage, config: trained.setdefault(stage, config))
+            timed.train("tokenizer")  # the share the probe began, not a new one
+        assert trained["tokenizer"].train.max_minutes == pytest.approx(
+            (share_end - demo_lib.time.monotonic()) / 60, abs=0.01)
+        timed.begun["tokenizer"] = share_end
+        timed.run(stop_after="tokenizer")  # trains on from the probe's steps to the schedule's end
+        with open(os.path.join(tokenizer, "metrics.jsonl")) as f:
+            logged = [json.loads(line)["step"] for line in f]
+        assert logged == sorted(logged) and logged[-1] == steps and demo_lib.PROBE_STEPS in logged
+        assert timed.state["steps"]["tokenizer"]["step"] == steps
+        assert timed.state["steps"]["tokenizer"]["minutes"] > probe_minutes
+        assert "tokenizer" not in timed.state["partial_minutes"]
     assert Demo(**dict(kwargs, speed=0.5)).run(stop_after="prepare")["speed"] == speed  # kept when resumed
+    with monkeypatch.context() as m:  # the long recipe's tokenizer is another config: the probe's steps go
+        m.setattr(demo_lib, "long_recipe_from_scale", lambda: 1.0)
+        long = Demo(**dict(kwargs, out=_prepared(tiny_stages, tmp_path / "long"),
+                           overrides=tiny_stages["demo"]["overrides"]))
+        long.run(stop_after="prepare")
+        assert long.long_recipe and long.state["speed_minutes"] > 0 and not long.begun
+        assert not os.path.exists(long.workdirs["tokenizer"])
     # Given: twice the reference machine's speed holds the schedules of twice the budget; half, the configs'.
     configured = load_config(kwargs["config_files"]["ar"]).train.steps
     for speed, scale in ((2.0, 2.0), (0.5, 1.0)):

@@ -87,12 +87,16 @@ def test_run_writes_metrics_checkpoints_and_events(full_run):
 
 
 def test_resume_reproduces_the_uninterrupted_run(full_run, tiny_corpus, tmp_path):
-    """Stopped by its time budget after the first step (not a checkpoint boundary), then resumed."""
+    """Stopped by its time budget after the first step and at `train.stop_at_step` 4 (neither a checkpoint
+    boundary), then resumed."""
     workdir, _ = full_run
     resumed = str(tmp_path / "resumed")
     out = train(make_config(tiny_corpus, "--config.train.max_minutes=1e-6"), resumed)
     assert out["step"] == 1 and out["time_budget_reached"]
     assert os.listdir(os.path.join(resumed, "checkpoints")) == ["1"]
+    out = train(make_config(tiny_corpus, "--config.train.stop_at_step=4"), resumed)
+    assert out["step"] == 4 and out["schedule_steps"] == 6 and not out["time_budget_reached"]
+    assert sorted(os.listdir(os.path.join(resumed, "checkpoints"))) == ["1", "3", "4"]
     out = train(make_config(tiny_corpus), resumed)
     assert out["step"] == 6 and not out["time_budget_reached"]
     want = {r["step"]: r for r in read_metrics(workdir) if "loss" in r}

@@ -15,6 +15,7 @@ import numpy as np
 from data_pipelines.pipeline import device_batch, make_dataset
 from speech_jax import sharding
 from speech_jax.train import checkpoint, fit_schedule, metrics as metrics_lib, stop
+from speech_jax.train.compilation_cache import use_compilation_cache
 from speech_jax.train.eval_fetch import fetch, host_eval_of
 from speech_jax.train.goodput import Goodput
 from speech_jax.train.one_behind import OneBehind
@@ -51,6 +52,7 @@ class Trainer:
 
     def __init__(self, config, workdir: str):
         sharding.maybe_initialize_distributed()
+        use_compilation_cache(config.train.get("compilation_cache_dir", ""))  # .get: configs saved before it
         self.config = config
         self.workdir = workdir
         self.text_units = resolve_config(config)
@@ -172,7 +174,10 @@ def train(config, workdir: str) -> dict:
     total = tc.steps if fitted_steps is None else int(np.asarray(fitted_steps.addressable_data(0)))
     if total != tc.steps:
         logging.info("the schedule's length was fitted to %d steps (train.steps=%d)", total, tc.steps)
-    if start >= total:
+    stop_at = int(tc.get("stop_at_step", 0)) or math.inf  # .get: configs saved before the field existed
+    if stop_at < 0:
+        raise ValueError(f"train.stop_at_step must be >= 0 (0 = the schedule's end), got {stop_at}")
+    if start >= min(total, stop_at):
         logging.info("already trained to step %d (of a schedule of %d)", start, total)
         ckpt.close()
         return {"step": start, "schedule_steps": total}
@@ -227,7 +232,7 @@ def train(config, workdir: str) -> dict:
     compiling_steps = {start} | {first for first, _ in trainer.train_phases if first > start}
     with _Preemption() as preempt:
         step = start
-        while step < total:
+        while step < min(total, stop_at):
             with goodput.timing("data"):
                 batch = next(data_iter)
             profile.before_step(step)
@@ -252,10 +257,11 @@ def train(config, workdir: str) -> dict:
             if step % check_every == 0:  # the stop decision is agreed by every process
                 preempted, out_of_time = stop.agree(preempt.requested, time.perf_counter() > deadline)
                 out_of_time = out_of_time and step < total
+            pausing = step == stop_at and step < total
             evaluating = tc.eval_every and (step % tc.eval_every == 0 or step == total)
-            saving = (preempted or out_of_time or step == total
+            saving = (preempted or out_of_time or pausing or step == total
                       or (tc.ckpt_every and step % tc.ckpt_every == 0))
-            if step % tc.log_every == 0 or step == total or out_of_time:
+            if step % tc.log_every == 0 or step == total or out_of_time or pausing:
                 shapes = {k: (config.data.batch_size,) + v.shape[1:] for k, v in batch.items() if hasattr(v, "shape")}
                 # Deferred to the next step's dispatch unless this step evaluates, saves or ends the run.
                 behind.submit(functools.partial(log, step, pending, host_stats, shapes, timed),
