@@ -66,6 +66,8 @@ class LoadExample:
         # Read once: ConfigDict.get of an absent field builds a did-you-mean message, a tenth of a batch's load.
         self.text_units = cfg.get("text_units", "bpe")  # .get: configs saved before these fields
         self.with_description = cfg.get("with_description", False)
+        # Training batches of stages that read only the target's tokens and latents skip decoding its audio.
+        self.target_audio = cfg.get("target_audio", True) or not training
         self.bpe_path = bpe_path
         self.training = training
         self._bpe = None
@@ -191,12 +193,18 @@ class LoadExample:
     def __call__(self, plan: dict) -> dict:
         index = plan["index"]
         rng = np.random.default_rng(plan["seed"])
-        record = self.source[index]
-        if len(record["audio"]) != self.index["samples"][index]:
-            raise ValueError(f"record {index} holds {len(record['audio'])} samples where its index says "
-                             f"{self.index['samples'][index]}: delete the stale records.<split> directory in "
-                             "the corpus directory")
-        audio = self._audio(record)
+        if self.target_audio:
+            record = self.source[index]
+            if len(record["audio"]) != self.index["samples"][index]:
+                raise ValueError(f"record {index} holds {len(record['audio'])} samples where its index says "
+                                 f"{self.index['samples'][index]}: delete the stale records.<split> directory in "
+                                 "the corpus directory")
+            audio = self._audio(record)
+        else:  # silence of the audio's length keeps the batch's fields and shapes; nothing reads it
+            from speech_jax.audio.io import resampled_length
+            audio = np.zeros(resampled_length(int(self.index["samples"][index]),
+                                              int(self.index["sample_rate"][index]), self.cfg.sample_rate),
+                             np.float32)
         # Crops start on token boundaries, so extracted tokens and latents stay aligned.
         start = self._crop_start(len(audio), self.max_len, rng, self.frame_multiple)
         audio = audio[start:start + self.max_len]

@@ -34,6 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
                                  # (e.g. a style corpus's neutral speech); "" = this corpus
         extracted="",            # tag of `speech-jax extract` features (tokens, latents) to load; "" = none
         with_latents=False,      # load the Flow-VAE latents (flow matching)
+        # False: training batches do not decode the target's audio (its field holds silence of its length), for
+        # stages whose training step reads only its tokens and latents (the task's TRAINS_ON_TARGET_AUDIO)
+        target_audio=True,
         with_prompt=False,       # one-shot prompt: the reference utterance's transcript and tokens (AR)
         prompt_max_seconds=4.0,  # longer reference utterances give no prompt (the example trains zero-shot)
         batch_size=8,            # global batch

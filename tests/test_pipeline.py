@@ -1,5 +1,6 @@
 """The Grain pipeline: determinism, resumable iterator state, same-speaker references, static shapes."""
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -196,3 +197,29 @@ def test_references_from_another_corpus_are_its_other_utterances_of_the_speaker(
         assert example["ref_index"] < 0  # -(index + 1) in the other corpus
         j = -example["ref_index"] - 1
         assert speakers[j] == speakers[i] and train[j]["utt_id"] != train[i]["utt_id"]
+
+
+def test_batches_without_the_target_s_audio_are_the_same_batches_but_for_it(data_cfg):
+    # Stages whose step reads only the target's tokens and latents skip decoding its audio: every other field,
+    # the crops (which place the tokens and latents) included, is what the batch with audio holds.
+    c = data_cfg.copy_and_resolve_references()
+    c.max_seconds, c.buckets_seconds = 2.0, (1.0, 2.0)  # most utterances are cropped, at random starts
+    with_audio = take(make_dataset(c, split="train", training=True, frame_multiple=HOP2), 4)
+    c.target_audio = False
+    without = take(make_dataset(c, split="train", training=True, frame_multiple=HOP2), 4)
+    for a, b in zip(with_audio, without):
+        assert not b["audio"].any() and b["audio"].shape == a["audio"].shape
+        assert_same({k: v for k, v in a.items() if k != "audio"}, {k: v for k, v in b.items() if k != "audio"})
+    assert any(a["audio"].any() for a in with_audio)
+    evaluation = take(make_dataset(c, split="validation", training=False, frame_multiple=HOP2), 1)[0]
+    assert evaluation["audio"].any()  # evaluation renders and compares it
+
+
+def test_a_stage_that_trains_on_the_target_s_audio_refuses_batches_without_it():
+    from speech_jax.config import load_config
+    from speech_jax.train.program import build_program
+    config = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
+                                      "tokenizer", "tiny.py"))
+    config.data.target_audio = False
+    with pytest.raises(ValueError, match="trains on the target's audio"):
+        build_program(config)

@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.name = "espeak_tts/tiny"
     c.data.extracted = "default"
     c.data.with_prompt = True
+    c.data.target_audio = False  # the step reads the target's tokens, not its audio
     c.data.long_utterances = "drop"  # text and tokens must describe the same audio
     c.data.max_seconds = 6.0
     c.data.buckets_seconds = (3.0, 6.0)

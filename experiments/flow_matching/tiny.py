@@ -44,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.name = "espeak_tts/tiny"
     c.data.extracted = "default"
     c.data.with_latents = True
+    c.data.target_audio = False  # the step reads the target's tokens, not its audio
     c.data.long_utterances = "crop"  # crops fall on token boundaries: tokens and latents stay aligned
     c.data.max_seconds = 4.0
     c.data.buckets_seconds = (2.0, 4.0)

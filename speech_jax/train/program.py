@@ -62,6 +62,8 @@ def build_program(config, devices=None) -> Program:
     mesh = sharding.make_mesh(config.mesh, devices)
     sharding.check_batch(config.data.batch_size, mesh)
     rules = tuple(tuple(r) for r in config.sharding.rules)
+    if not config.data.get("target_audio", True) and getattr(task, "TRAINS_ON_TARGET_AUDIO", True):
+        raise ValueError(f"data.target_audio=False: the {config.stage} stage's step trains on the target's audio")
     fit_at = int(config.train.get("fit_schedule_at", 0))  # .get: configs saved before the field existed
     if fit_at < 0:
         raise ValueError(f"train.fit_schedule_at must be >= 0 (0 = a schedule train.steps long), got {fit_at}")

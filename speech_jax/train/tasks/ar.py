@@ -21,6 +21,9 @@ from speech_jax.models.speaker_encoder import speaker_encoder_flops
 from speech_jax.train.ctc import masked_ctc_loss
 from speech_jax.train.guided_attention import guided_attention_loss
 
+# The step reads the target's tokens, never its audio: training batches need not decode it (data.target_audio).
+TRAINS_ON_TARGET_AUDIO = False
+
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ARTransformer:
     model = ARTransformer(config.model, MelSpec.from_config(config.mel), rngs=rngs)

@@ -25,6 +25,10 @@ from speech_jax.models.flow_vae import FlowVAE
 from speech_jax.models.latent_norm import LatentNorm, scales
 from speech_jax.models.speaker_encoder import SpeakerEncoder, speaker_encoder_flops
 
+# The step reads the target's tokens and latents; only evaluation renders and compares its audio, so training
+# batches need not decode it (data.target_audio).
+TRAINS_ON_TARGET_AUDIO = False
+
 
 class Frozen(nnx.Module):
     """Pretrained parts of earlier stages (not trained here)."""

@@ -27,6 +27,10 @@ from speech_jax.layers import param
 from speech_jax.models.ar_transformer import ARTransformer, flops_per_token
 from speech_jax.train.tasks.ar import token_loss
 
+# The AR stage's data settings and loss: the target's tokens, never its audio (data.target_audio).
+TRAINS_ON_TARGET_AUDIO = False
+
+
 class PVCModel(nnx.Module):
     def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         self.frozen = ARTransformer(config.model, MelSpec.from_config(config.mel), rngs=rngs)

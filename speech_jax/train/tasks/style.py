@@ -15,6 +15,10 @@ from flax import nnx
 
 from speech_jax.train.tasks import ar
 
+# The AR stage's data settings and loss: the target's tokens, never its audio (data.target_audio).
+TRAINS_ON_TARGET_AUDIO = ar.TRAINS_ON_TARGET_AUDIO
+
+
 class StyleModel(nnx.Module):
     def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         self.frozen = ar.build_model(config, rngs)  # the AR stage's model, adapters included
