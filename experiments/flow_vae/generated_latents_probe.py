@@ -36,7 +36,10 @@ FIELDS = ("tokens", "tokens_len", "latents", "audio", "audio_len", "ref_audio", 
 
 
 def batches(config, split: str, training: bool):
-    data = make_dataset(config.data, split=split, training=training, frame_multiple=2 * config.mel.hop_length)
+    cfg = config.data.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.target_audio = True  # the decoder learns to render the target's audio, which flow matching skips
+    data = make_dataset(cfg, split=split, training=training, frame_multiple=2 * config.mel.hop_length)
     for batch in data:
         yield {k: jnp.asarray(batch[k]) for k in FIELDS}
 

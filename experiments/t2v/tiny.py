@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
         with_prompt=False,
         with_latents=False,
         extracted="",    # the speaker encoder reads audio: no tokens needed
+        target_audio=True,  # the utterance's own audio, which the AR stage's batches leave out
         batch_size=16,
         shuffle_seed=0,
         extra_eval_splits=("test_unseen",),  # unseen speakers' descriptions
