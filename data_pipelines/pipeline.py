@@ -200,14 +200,16 @@ class LoadExample:
                                  f"{self.index['samples'][index]}: delete the stale records.<split> directory in "
                                  "the corpus directory")
             audio = self._audio(record)
-        else:  # silence of the audio's length keeps the batch's fields and shapes; nothing reads it
+            n = len(audio)
+        else:
             from speech_jax.audio.io import resampled_length
-            audio = np.zeros(resampled_length(int(self.index["samples"][index]),
-                                              int(self.index["sample_rate"][index]), self.cfg.sample_rate),
-                             np.float32)
+            n = resampled_length(int(self.index["samples"][index]), int(self.index["sample_rate"][index]),
+                                 self.cfg.sample_rate)
         # Crops start on token boundaries, so extracted tokens and latents stay aligned.
-        start = self._crop_start(len(audio), self.max_len, rng, self.frame_multiple)
-        audio = audio[start:start + self.max_len]
+        start = self._crop_start(n, self.max_len, rng, self.frame_multiple)
+        # Without the target's audio, silence of the crop's length keeps the batch's fields and shapes.
+        audio = audio[start:start + self.max_len] if self.target_audio else np.zeros(min(n - start, self.max_len),
+                                                                                      np.float32)
         speaker = self.speakers[index]
         example = {"audio": audio, "text_ids": plan["text_ids"], "index": index,
                    "speaker_id": self.speaker_ids[speaker]}
